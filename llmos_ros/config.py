@@ -1,0 +1,152 @@
+"""Model, data and training configuration (ROS-free), loaded from YAML.
+
+One `Config` travels with a checkpoint, so what was trained is what runs. Modalities not given in
+the file are inferred from the bag's topics (llmos_ros.core.dataset.infer_modalities).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llmos_ros.errors import ConfigError
+
+MODALITY_KINDS = ('image', 'audio', 'taxels')
+FUSIONS = ('poe', 'moe', 'mopoe', 'mmvae_plus')
+
+
+@dataclass
+class ModalityConfig:
+    """One input stream and how it becomes a model tensor.
+
+    kind 'image': camera or optical tactile images, shape (channels, height, width).
+    kind 'audio': log-mel spectrogram of a causal window, shape (1, n_mels, frames).
+    kind 'taxels': taxel arrays, shape (channels, rows, cols).
+    """
+
+    name: str
+    kind: str
+    topic: str
+    msg_type: str
+    # image
+    height: int = 32
+    width: int = 32
+    channels: int = 1  # images: 1 (mono) or 3 (rgb); taxels: values per taxel
+    # audio
+    sample_rate: int = 16000  # the model's rate; inputs are resampled to it
+    window_s: float = 1.0
+    n_mels: int = 32
+    hop_s: float = 0.032
+    # taxels
+    rows: int = 0
+    cols: int = 0
+    # pairing
+    max_age_s: float = 0.25  # older than this at the sample time: the modality is absent
+
+    def shape(self) -> tuple[int, ...]:
+        if self.kind == 'image':
+            return (self.channels, self.height, self.width)
+        if self.kind == 'audio':
+            return (1, self.n_mels, audio_frames(self))
+        if self.kind == 'taxels':
+            return (self.channels, self.rows, self.cols)
+        raise ConfigError(f'modality {self.name}: unknown kind {self.kind!r}')
+
+
+def audio_frames(cfg: ModalityConfig) -> int:
+    """Number of spectrogram frames in one window (centre-free STFT, one frame per hop)."""
+    hop = max(1, int(round(cfg.hop_s * cfg.sample_rate)))
+    return max(1, int(round(cfg.window_s * cfg.sample_rate)) // hop)
+
+
+@dataclass
+class SyncConfig:
+    reference: str = ''  # modality whose frames define sample times; '' = first image modality
+    slop_s: float = 0.02  # frames up to this much after the sample time still count as "at" it
+    max_wait_s: float = 0.1  # a sample waits at most this long (in stamp time) for late inputs
+    queue_size: int = 64
+
+
+@dataclass
+class ModelConfig:
+    fusion: str = 'mopoe'
+    latent_dim: int = 32  # shared latent
+    private_dim: int = 8  # per modality, mmvae_plus only
+    hidden: int = 256
+    beta: float = 1.0
+    warmup_steps: int = 500  # KL weight ramps 0 -> beta over these steps
+    k_samples: int = 4  # importance samples for moe / mmvae_plus (DReG)
+    likelihood_scale: dict[str, float] = field(default_factory=dict)  # per modality, default 1
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 64
+    lr: float = 1e-3
+    steps: int = 2000
+    val_fraction: float = 0.1  # last part of the time line, held out
+    val_every: int = 200
+    checkpoint_every: int = 500
+    seed: int = 0
+    device: str = 'cpu'
+    num_workers: int = 0
+
+
+@dataclass
+class Config:
+    modalities: dict[str, ModalityConfig] = field(default_factory=dict)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Config:
+        data = dict(data or {})
+        unknown = set(data) - {'modalities', 'sync', 'model', 'train'}
+        if unknown:
+            raise ConfigError(f'unknown config sections: {sorted(unknown)}')
+        mods = {}
+        for name, m in (data.get('modalities') or {}).items():
+            m = dict(m)
+            m.setdefault('name', name)
+            mods[name] = _build(ModalityConfig, m, f'modalities.{name}')
+            if mods[name].kind not in MODALITY_KINDS:
+                raise ConfigError(f'modalities.{name}.kind must be one of {MODALITY_KINDS}')
+        cfg = cls(modalities=mods,
+                  sync=_build(SyncConfig, data.get('sync') or {}, 'sync'),
+                  model=_build(ModelConfig, data.get('model') or {}, 'model'),
+                  train=_build(TrainConfig, data.get('train') or {}, 'train'))
+        if cfg.model.fusion not in FUSIONS:
+            raise ConfigError(f'model.fusion must be one of {FUSIONS}, got {cfg.model.fusion!r}')
+        return cfg
+
+
+def _build(kind, values: dict, where: str):
+    names = {f.name for f in dataclasses.fields(kind)}
+    unknown = set(values) - names
+    if unknown:
+        raise ConfigError(f'{where}: unknown keys {sorted(unknown)}; known: {sorted(names)}')
+    try:
+        return kind(**values)
+    except TypeError as exc:
+        raise ConfigError(f'{where}: {exc}') from None
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Load a YAML config; None gives the defaults."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f'config file not found: {path}') from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f'config file {path} is not valid YAML: {exc}') from None
+    return Config.from_dict(data)

@@ -1,0 +1,98 @@
+"""Plain, ROS-free records of one sensor message each.
+
+Both rclpy messages and rosbags-decoded messages have the same field names, so `frame_from_msg`
+works on either (duck typing); everything downstream (sync, preprocessing, models) sees only these.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+IMAGE = 'sensor_msgs/msg/Image'
+COMPRESSED_IMAGE = 'sensor_msgs/msg/CompressedImage'
+AUDIO_CHUNK = 'llmos_ros/msg/AudioChunk'
+TACTILE_ARRAY = 'llmos_ros/msg/TactileArray'
+STRING = 'std_msgs/msg/String'
+
+
+def stamp_to_ns(stamp) -> int:
+    """builtin_interfaces/Time (either flavour) -> integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+@dataclass(frozen=True)
+class ImageFrame:
+    stamp_ns: int
+    encoding: str
+    height: int
+    width: int
+    step: int
+    is_bigendian: bool
+    data: np.ndarray  # uint8, flat, as in the message
+    frame_id: str = ''
+
+
+@dataclass(frozen=True)
+class CompressedFrame:
+    stamp_ns: int
+    format: str  # e.g. 'jpeg', 'png', 'rgb8; jpeg compressed bgr8'
+    data: np.ndarray  # uint8, flat
+    frame_id: str = ''
+
+
+@dataclass(frozen=True)
+class AudioFrame:
+    stamp_ns: int  # capture time of the first sample
+    sample_rate: int
+    channels: int
+    samples: np.ndarray  # float32, flat, interleaved
+    frame_id: str = ''
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.samples.size // max(self.channels, 1))
+
+    @property
+    def end_ns(self) -> int:
+        """Stamp just after the last sample (start of the next chunk)."""
+        if self.sample_rate <= 0:
+            return self.stamp_ns
+        return self.stamp_ns + int(round(self.n_frames * 1e9 / self.sample_rate))
+
+
+@dataclass(frozen=True)
+class TactileFrame:
+    stamp_ns: int
+    rows: int
+    cols: int
+    channels: int
+    values: np.ndarray  # float32, flat, row-major, channel fastest
+    frame_id: str = ''
+
+
+Frame = ImageFrame | CompressedFrame | AudioFrame | TactileFrame
+
+
+def frame_end_ns(frame: Frame) -> int:
+    """Latest instant a frame covers: end of the last sample for audio, the stamp otherwise."""
+    return frame.end_ns if isinstance(frame, AudioFrame) else frame.stamp_ns
+
+
+def frame_from_msg(msg_type: str, msg) -> Frame:
+    """Convert an rclpy or rosbags message of a contract input type into a frame record."""
+    stamp = stamp_to_ns(msg.header.stamp)
+    frame_id = str(msg.header.frame_id)
+    if msg_type == IMAGE:
+        return ImageFrame(stamp, str(msg.encoding), int(msg.height), int(msg.width), int(msg.step),
+                          bool(msg.is_bigendian), np.frombuffer(bytes(msg.data), np.uint8), frame_id)
+    if msg_type == COMPRESSED_IMAGE:
+        return CompressedFrame(stamp, str(msg.format), np.frombuffer(bytes(msg.data), np.uint8),
+                               frame_id)
+    if msg_type == AUDIO_CHUNK:
+        return AudioFrame(stamp, int(msg.sample_rate), int(msg.channels),
+                          np.asarray(msg.samples, dtype=np.float32).ravel(), frame_id)
+    if msg_type == TACTILE_ARRAY:
+        return TactileFrame(stamp, int(msg.rows), int(msg.cols), int(msg.channels),
+                            np.asarray(msg.values, dtype=np.float32).ravel(), frame_id)
+    raise ValueError(f'not a sensor input type of the contract: {msg_type}')
