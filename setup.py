@@ -1,4 +1,5 @@
-"""pip install of the ROS-free core of llmos_ros (models, preprocessing, bags, training, evaluation).
+"""
+pip install of the ROS-free core of llmos_ros (models, preprocessing, bags, training, evaluation).
 
 Inside a ROS 2 workspace the package is built by colcon through CMakeLists.txt instead; that build
 also generates the messages in msg/. The executables and data files listed here must match the

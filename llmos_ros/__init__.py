@@ -1,4 +1,5 @@
-"""llmos_ros: multimodal VAE perception for ROS 2.
+"""
+llmos_ros: multimodal VAE perception for ROS 2.
 
 The core (models, preprocessing, bags, training, evaluation) imports no rclpy and no generated
 messages; the node layer lives in llmos_ros.nodes. In a colcon install the generated messages

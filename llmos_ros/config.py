@@ -1,4 +1,5 @@
-"""Model, data and training configuration (ROS-free), loaded from YAML.
+"""
+Model, data and training configuration (ROS-free), loaded from YAML.
 
 One `Config` travels with a checkpoint, so what was trained is what runs. Modalities not given in
 the file are inferred from the bag's topics (llmos_ros.core.dataset.infer_modalities).
@@ -20,7 +21,8 @@ FUSIONS = ('poe', 'moe', 'mopoe', 'mmvae_plus')
 
 @dataclass
 class ModalityConfig:
-    """One input stream and how it becomes a model tensor.
+    """
+    One input stream and how it becomes a model tensor.
 
     kind 'image': camera or optical tactile images, shape (channels, height, width).
     kind 'audio': log-mel spectrogram of a causal window, shape (1, n_mels, frames).

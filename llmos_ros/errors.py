@@ -10,7 +10,8 @@ class ConfigError(LlmosError):
 
 
 class InputError(LlmosError):
-    """One sensor message cannot be used (wrong encoding, size, NaN, rate...).
+    """
+    One sensor message cannot be used (wrong encoding, size, NaN, rate...).
 
     `reason` is a short stable key used to count drops (e.g. 'encoding', 'size', 'nan').
     """

@@ -1,4 +1,5 @@
-"""Plain, ROS-free records of one sensor message each.
+"""
+Plain, ROS-free records of one sensor message each.
 
 Both rclpy messages and rosbags-decoded messages have the same field names, so `frame_from_msg`
 works on either (duck typing); everything downstream (sync, preprocessing, models) sees only these.
@@ -84,8 +85,9 @@ def frame_from_msg(msg_type: str, msg) -> Frame:
     stamp = stamp_to_ns(msg.header.stamp)
     frame_id = str(msg.header.frame_id)
     if msg_type == IMAGE:
-        return ImageFrame(stamp, str(msg.encoding), int(msg.height), int(msg.width), int(msg.step),
-                          bool(msg.is_bigendian), np.frombuffer(bytes(msg.data), np.uint8), frame_id)
+        data = np.frombuffer(bytes(msg.data), np.uint8)
+        return ImageFrame(stamp, str(msg.encoding), int(msg.height), int(msg.width),
+                          int(msg.step), bool(msg.is_bigendian), data, frame_id)
     if msg_type == COMPRESSED_IMAGE:
         return CompressedFrame(stamp, str(msg.format), np.frombuffer(bytes(msg.data), np.uint8),
                                frame_id)
