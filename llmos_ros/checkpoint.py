@@ -1,0 +1,194 @@
+"""
+Saving and loading trained models (ROS-free).
+
+A checkpoint is a `torch.save`d plain dict (loadable with `torch.load(weights_only=True)`):
+
+    format          'llmos_ros.checkpoint'
+    format_version  FORMAT_VERSION
+    model_id        short sha256 of the weights and the config
+    config          Config.to_dict() the model was built from
+    state_dict      the model weights
+    stats           preprocessing statistics (opaque: name -> {'mean': ..., 'std': ...})
+    inputs          per modality: name, kind, topic, msg_type, shape (what the model consumes)
+    extra           anything else, e.g. optimizer state and step for resuming
+
+Files are written atomically (temporary file in the same folder, then rename).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import hashlib
+import json
+import os
+from pathlib import Path
+import tempfile
+from typing import Any
+
+import torch
+
+from llmos_ros.config import Config
+from llmos_ros.errors import CheckpointError, ConfigError
+from llmos_ros.models.mvae import MultimodalVAE
+
+FORMAT = 'llmos_ros.checkpoint'
+FORMAT_VERSION = 1
+# model settings that change the network or the meaning of the latent
+ARCH_FIELDS = ('fusion', 'latent_dim', 'hidden')
+
+
+@dataclass
+class LoadedModel:
+    model: MultimodalVAE
+    cfg: Config
+    stats: dict
+    model_id: str
+    extra: dict = field(default_factory=dict)
+
+
+def _plain(value: Any) -> Any:
+    """Numpy arrays / scalars -> lists / Python numbers, recursively (weights_only-loadable)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if hasattr(value, 'tolist') and type(value).__module__ == 'numpy':
+        return value.tolist()
+    return value
+
+
+def model_id_of(state_dict: dict[str, torch.Tensor], config: dict) -> str:
+    """Short sha256 over the weights (sorted by name) and the config."""
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key].detach().cpu().contiguous()
+        h.update(key.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.numpy().tobytes() if t.numel() else b'')
+    h.update(json.dumps(config, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def input_specs(cfg: Config) -> list[dict]:
+    return [{'name': n, 'kind': m.kind, 'topic': m.topic, 'msg_type': m.msg_type,
+             'shape': list(m.shape())} for n, m in cfg.modalities.items()]
+
+
+def save_checkpoint(path: str | Path, model: MultimodalVAE, cfg: Config, stats: dict | None,
+                    extra: dict | None = None) -> str:
+    """Write a checkpoint atomically; returns its model_id."""
+    path = Path(path)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    config = cfg.to_dict()
+    mid = model_id_of(state, config)
+    payload = {'format': FORMAT, 'format_version': FORMAT_VERSION, 'model_id': mid,
+               'config': config, 'state_dict': state, 'stats': _plain(stats or {}),
+               'inputs': input_specs(cfg), 'extra': _plain(extra or {})}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return mid
+
+
+def _compare(saved: Config, given: Config, path: Path) -> None:
+    """Raise CheckpointError naming the first field where `given` cannot run the saved model."""
+    def fail(field_name: str, old: Any, new: Any) -> None:
+        raise CheckpointError(f'checkpoint {path} does not match the config: {field_name} is '
+                              f'{old!r} in the checkpoint but {new!r} in the config')
+
+    if list(saved.modalities) != list(given.modalities):
+        fail('modalities', list(saved.modalities), list(given.modalities))
+    for name, old in saved.modalities.items():
+        new = given.modalities[name]
+        if old.kind != new.kind:
+            fail(f'modalities.{name}.kind', old.kind, new.kind)
+        try:
+            new_shape = new.shape()
+        except ConfigError as exc:
+            raise CheckpointError(f'config for {path}: {exc}') from None
+        if old.shape() != new_shape:
+            fail(f'modalities.{name}.shape', old.shape(), new_shape)
+    for f in ARCH_FIELDS:
+        if getattr(saved.model, f) != getattr(given.model, f):
+            fail(f'model.{f}', getattr(saved.model, f), getattr(given.model, f))
+    if saved.model.fusion == 'mmvae_plus' and saved.model.private_dim != given.model.private_dim:
+        fail('model.private_dim', saved.model.private_dim, given.model.private_dim)
+
+
+def load_checkpoint(path: str | Path, cfg: Config | None = None,
+                    device: str | torch.device = 'cpu') -> LoadedModel:
+    """
+    Load a checkpoint; with `cfg`, check it can run the saved model.
+
+    The model is always built from the checkpoint's own config. The returned cfg is the given
+    one (its modalities, shapes, fusion and latent sizes equal the checkpoint's; topics, sync and
+    training settings may differ) or, without one, the checkpoint's. Raises CheckpointError.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f'checkpoint not found: {path}')
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure here means unreadable
+        raise CheckpointError(f'{path} is not a readable llmos_ros checkpoint (corrupt or '
+                              f'another format): {type(exc).__name__}: {exc}'.strip()) from None
+    if not isinstance(ckpt, dict) or ckpt.get('format') != FORMAT:
+        raise CheckpointError(f'{path} is not a llmos_ros checkpoint (no {FORMAT!r} header)')
+    version = ckpt.get('format_version')
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f'{path} has checkpoint format_version {version!r}; this code '
+                              f'reads version {FORMAT_VERSION}')
+    missing = [k for k in ('model_id', 'config', 'state_dict') if k not in ckpt]
+    if missing:
+        raise CheckpointError(f'{path} is incomplete: missing {missing}')
+    try:
+        saved = Config.from_dict(ckpt['config'])
+    except ConfigError as exc:
+        raise CheckpointError(f'{path}: its config does not fit this code: {exc}') from None
+    if cfg is not None:
+        _compare(saved, cfg, path)
+    state = ckpt['state_dict']
+    if model_id_of(state, ckpt['config']) != ckpt['model_id']:
+        raise CheckpointError(f'{path}: weights or config do not match model_id '
+                              f'{ckpt["model_id"]} (corrupt or edited)')
+    try:
+        model = MultimodalVAE(saved)
+    except ConfigError as exc:
+        raise CheckpointError(f'{path}: cannot build its model: {exc}') from None
+    _check_weights(model, state, path)
+    model.load_state_dict(state)
+    model.to(device).eval()
+    return LoadedModel(model=model, cfg=cfg if cfg is not None else saved,
+                       stats=ckpt.get('stats') or {}, model_id=ckpt['model_id'],
+                       extra=ckpt.get('extra') or {})
+
+
+def _check_weights(model: MultimodalVAE, state: dict, path: Path) -> None:
+    expected = model.state_dict()
+    problems = []
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing:
+        problems.append(f'missing weights {missing[:5]}{" ..." if len(missing) > 5 else ""}')
+    if unexpected:
+        problems.append(f'unexpected weights {unexpected[:5]}'
+                        f'{" ..." if len(unexpected) > 5 else ""}')
+    for key in sorted(set(expected) & set(state)):
+        if tuple(expected[key].shape) != tuple(state[key].shape):
+            problems.append(f'weight {key} has shape {list(state[key].shape)} in the checkpoint '
+                            f'but the code expects {list(expected[key].shape)}')
+            break
+    if problems:
+        raise CheckpointError(f'{path}: weights do not fit the model code: '
+                              + '; '.join(problems))

@@ -1,0 +1,228 @@
+"""
+Approximate-time pairing of modalities, purely stamp-driven (see docs/ARCHITECTURE.md, Pairing).
+
+A sample is formed at each frame of the reference modality, at t = its stamp (the end of the
+chunk for an audio reference). For every other modality the window ends at t (causal):
+
+- image / taxels: the newest frame stamped <= t + slop_s;
+- audio: the chunks overlapping [t - window_s, t) (a chunk starting at t is not used).
+
+A modality whose newest usable frame is older than t - max_age_s (for audio: whose newest chunk
+ends before t - max_age_s) is absent from the sample. A pending sample is emitted once every other
+modality covers t (an image/taxel frame stamped >= t, an audio chunk ending >= t) or once the
+newest stamp seen on any input exceeds t + max_wait_s; `pop_ready(flush=True)` emits the rest.
+
+Decisions are taken in `push`, never in `pop_ready`, so the output depends only on the frames and
+the order they arrive in, not on when the caller polls. Frames of one modality must arrive in
+stamp order; an older stamp is dropped ('stamp_backwards'), an equal one too ('stamp_repeated').
+Memory is bounded: at most queue_size pending or ready samples and image frames per modality
+(beyond that the oldest is dropped, 'queue_full'), audio only window_s + max_wait_s + margin.
+"""
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from llmos_ros.config import Config
+from llmos_ros.core.frames import Frame, frame_end_ns
+from llmos_ros.errors import ConfigError
+
+NS = 1_000_000_000
+
+
+@dataclass
+class SampleSet:
+    """One paired sample: its time and, per present modality, the frames its window holds."""
+
+    stamp_ns: int
+    windows: dict[str, list[Frame]]
+    stamps: dict[str, int] = field(default_factory=dict)  # header stamp of the newest frame used
+
+    @property
+    def present(self) -> set[str]:
+        return set(self.windows)
+
+
+def reference_modality(cfg: Config) -> str:
+    """The configured reference, else the first image modality, else the first taxel/any one."""
+    if not cfg.modalities:
+        raise ConfigError('no modalities configured')
+    ref = cfg.sync.reference
+    if ref:
+        if ref not in cfg.modalities:
+            raise ConfigError(f'sync.reference {ref!r} is not a modality: '
+                              f'{sorted(cfg.modalities)}')
+        return ref
+    for kind in ('image', 'taxels', 'audio'):
+        for name, mod in cfg.modalities.items():
+            if mod.kind == kind:
+                return name
+    return next(iter(cfg.modalities))
+
+
+class Synchronizer:
+    """Pairs frames of the configured modalities into `SampleSet`s (see module doc)."""
+
+    def __init__(self, cfg: Config, margin_s: float | None = None):
+        self.cfg = cfg
+        self.mods = dict(cfg.modalities)
+        self.reference = reference_modality(cfg)
+        s = cfg.sync
+        self.slop_ns = int(round(s.slop_s * NS))
+        self.max_wait_ns = int(round(s.max_wait_s * NS))
+        self.queue_size = max(1, int(s.queue_size))
+        # how late (beyond max_wait) a reference frame may arrive and still find its history
+        margin = s.max_wait_s if margin_s is None else margin_s
+        self.margin_ns = int(round(max(0.0, margin) * NS))
+        self.max_age_ns = {n: int(round(m.max_age_s * NS)) for n, m in self.mods.items()}
+        self.window_ns = {n: int(round(m.window_s * NS)) for n, m in self.mods.items()
+                          if m.kind == 'audio'}
+        self.drops: Counter[str] = Counter()  # frames or samples dropped, by reason
+        self.absent: Counter[str] = Counter()  # samples emitted without a modality, by modality
+        self.emitted = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all frames and pending samples (counters are kept)."""
+        self._hist: dict[str, deque] = {n: deque() for n in self.mods}
+        self._last_stamp: dict[str, int] = {}
+        self._newest_end: dict[str, int] = {}
+        self._newest_seen: int | None = None
+        self._last_ref_t: int | None = None
+        self._pending: deque[tuple[int, Frame]] = deque()
+        self._ready: deque[SampleSet] = deque()
+
+    # -----------------------------------------------------------------------------------------
+    def push(self, name: str, frame: Frame) -> str | None:
+        """
+        Add one frame of modality `name`.
+
+        Returns the reason of a drop this push caused (the frame itself, or the oldest pending
+        or ready sample / buffered frame when a queue is full), else None.
+        """
+        if name not in self.mods:
+            return self._drop('unknown_modality')
+        stamp = int(frame.stamp_ns)
+        last = self._last_stamp.get(name)
+        if last is not None and stamp <= last:
+            return self._drop('stamp_backwards' if stamp < last else 'stamp_repeated')
+        self._last_stamp[name] = stamp
+        self._newest_end[name] = frame_end_ns(frame)
+        if self._newest_seen is None or stamp > self._newest_seen:
+            self._newest_seen = stamp
+        reason = None
+        hist = self._hist[name]
+        hist.append(frame)
+        if name == self.reference:
+            t = frame_end_ns(frame) if self.mods[name].kind == 'audio' else stamp
+            self._last_ref_t = t
+            self._pending.append((t, frame))
+            if len(self._pending) > self.queue_size:
+                self._pending.popleft()
+                reason = self._drop('queue_full')
+        reason = self._advance(False) or reason
+        reason = self._prune() or reason
+        return reason
+
+    def pop_ready(self, flush: bool = False) -> list[SampleSet]:
+        """Samples ready so far, oldest first; flush=True also emits every pending sample."""
+        if flush:
+            self._advance(True)
+        out = list(self._ready)
+        self._ready.clear()
+        return out
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    # -----------------------------------------------------------------------------------------
+    def _drop(self, reason: str) -> str:
+        self.drops[reason] += 1
+        return reason
+
+    def _covered(self, t: int) -> bool:
+        for name, mod in self.mods.items():
+            if name == self.reference:
+                continue
+            end = self._newest_end.get(name)
+            if end is None:
+                return False
+            if mod.kind == 'audio':
+                if end < t:
+                    return False
+            elif self._last_stamp[name] < t:
+                return False
+        return True
+
+    def _advance(self, flush: bool) -> str | None:
+        reason = None
+        while self._pending:
+            t, ref_frame = self._pending[0]
+            if not (flush or self._covered(t) or self._newest_seen > t + self.max_wait_ns):
+                break
+            self._pending.popleft()
+            self._ready.append(self._sample(t, ref_frame))
+            self.emitted += 1
+            if len(self._ready) > self.queue_size:
+                self._ready.popleft()
+                reason = self._drop('queue_full')
+        return reason
+
+    def _sample(self, t: int, ref_frame: Frame) -> SampleSet:
+        windows: dict[str, list[Frame]] = {}
+        stamps: dict[str, int] = {}
+        for name, mod in self.mods.items():
+            if name == self.reference and mod.kind != 'audio':
+                windows[name] = [ref_frame]
+                stamps[name] = int(ref_frame.stamp_ns)
+                continue
+            hist = self._hist[name]
+            if mod.kind == 'audio':
+                lo = t - self.window_ns[name]
+                win = [c for c in hist if c.stamp_ns < t and frame_end_ns(c) > lo]
+                fresh = bool(win) and frame_end_ns(win[-1]) >= t - self.max_age_ns[name]
+            else:
+                win = []
+                for fr in reversed(hist):
+                    if fr.stamp_ns <= t + self.slop_ns:
+                        win = [fr]
+                        break
+                fresh = bool(win) and win[0].stamp_ns >= t - self.max_age_ns[name]
+            if fresh:
+                windows[name] = win
+                stamps[name] = int(win[-1].stamp_ns)
+            else:
+                self.absent[name] += 1
+        return SampleSet(t, windows, stamps)
+
+    def _prune(self) -> str | None:
+        """Forget frames no pending or future sample can use; cap what is left."""
+        if self._pending:
+            low = self._pending[0][0]
+        else:
+            low = self._newest_seen - self.max_wait_ns - self.margin_ns
+            if self._last_ref_t is not None:
+                low = max(low, self._last_ref_t)
+        reason = None
+        for name, mod in self.mods.items():
+            hist = self._hist[name]
+            if not hist:
+                continue
+            if mod.kind == 'audio':
+                lo = low - self.window_ns[name]
+                while hist and frame_end_ns(hist[0]) <= lo:
+                    hist.popleft()
+                cap = 64 * self.queue_size
+            else:
+                # keep the newest frame stamped <= low + slop and everything after it
+                while len(hist) > 1 and hist[1].stamp_ns <= low + self.slop_ns:
+                    hist.popleft()
+                cap = self.queue_size
+                if name == self.reference:
+                    while len(hist) > 1:
+                        hist.popleft()
+            while len(hist) > cap:
+                hist.popleft()
+                reason = self._drop('queue_full')
+        return reason

@@ -1,0 +1,135 @@
+"""Pairing + preprocessing + model, frame in, fused state out: the live node and offline evaluation
+both run this, so what is evaluated is what runs. ROS-free.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+import time
+
+import numpy as np
+import torch
+
+from llmos_ros.checkpoint import LoadedModel
+from llmos_ros.config import Config
+from llmos_ros.core.frames import Frame
+from llmos_ros.core.preprocess import Preprocessor
+from llmos_ros.core.sync import SampleSet, Synchronizer
+from llmos_ros.errors import ConfigError, InputError
+
+
+@dataclass
+class Inference:
+    """The fused state of one sample set."""
+
+    stamp_ns: int
+    modalities: list[str]  # contributed, in model order
+    stamps_ns: dict[str, int]  # newest input stamp used, per contributing modality
+    mean: np.ndarray  # fused posterior mean, full latent
+    std: np.ndarray
+    inputs: dict[str, np.ndarray]  # preprocessed inputs (model space) of the contributors
+    # modality -> (model-space prediction, the modalities it was decoded from)
+    predictions: dict[str, tuple[np.ndarray, tuple[str, ...]]] = field(default_factory=dict)
+    seconds: float = 0.0  # preprocessing + model time
+
+
+class PerceptionEngine:
+    """Frames in, `Inference` out. Not thread-safe: call from one thread (the node's worker)."""
+
+    def __init__(self, loaded: LoadedModel, device: str = 'cpu',
+                 modalities: list[str] | None = None, sync_overrides: dict | None = None):
+        self.cfg: Config = loaded.cfg
+        self.model = loaded.model.to(device).eval()
+        self.model_id = loaded.model_id
+        self.device = torch.device(device)
+        names = list(self.cfg.modalities)
+        if modalities:
+            unknown = sorted(set(modalities) - set(names))
+            if unknown:
+                raise ConfigError(f'modalities {unknown} are not in the model (it has {names})')
+        self.names = names
+        self.active = [n for n in names if not modalities or n in modalities]
+        self.preprocessors = {n: Preprocessor(self.cfg.modalities[n], loaded.stats.get(n))
+                              for n in names}  # all: inverse() of every prediction
+        sync_cfg = Config.from_dict(self.cfg.to_dict())
+        for key, value in (sync_overrides or {}).items():
+            if key == 'max_age_s':
+                for m in sync_cfg.modalities.values():
+                    m.max_age_s = value
+            else:
+                setattr(sync_cfg.sync, key, value)
+        for n in names:
+            if n not in self.active:
+                del sync_cfg.modalities[n]
+        if sync_cfg.sync.reference and sync_cfg.sync.reference not in sync_cfg.modalities:
+            sync_cfg.sync.reference = ''
+        self.synchronizer = Synchronizer(sync_cfg)
+        self.drops: Counter = Counter()  # 'modality/reason' -> count
+
+    def push(self, name: str, frame: Frame) -> list[SampleSet]:
+        """Add one input frame; return the sample sets that became ready."""
+        reason = self.synchronizer.push(name, frame)
+        if reason:
+            self.drops[f'{name}/{reason}'] += 1
+        return self.synchronizer.pop_ready()
+
+    def flush(self) -> list[SampleSet]:
+        """Emit every pending sample set (end of a bag)."""
+        return self.synchronizer.pop_ready(flush=True)
+
+    def preprocess(self, sample: SampleSet) -> tuple[dict[str, np.ndarray], list[str]]:
+        """Model inputs of the modalities in the sample; bad inputs are counted and left out."""
+        arrays, errors = {}, []
+        for name in self.active:
+            window = sample.windows.get(name)
+            if not window:
+                continue
+            try:
+                arrays[name] = self.preprocessors[name](window)
+            except InputError as exc:
+                self.drops[f'{name}/{exc.reason}'] += 1
+                errors.append(f'{name}: {exc}')
+        return arrays, errors
+
+    @torch.no_grad()
+    def infer(self, sample: SampleSet, predict: bool = True) -> tuple[Inference | None, list[str]]:
+        """Fuse one sample set. Returns (None, errors) when no modality is usable."""
+        start = time.perf_counter()
+        arrays, errors = self.preprocess(sample)
+        if not arrays:
+            return None, errors
+        present = [n for n in self.names if n in arrays]
+        rows, targets = [tuple(present)], []
+        if predict:  # one extra row per modality with others present: decoded from those
+            for target in self.names:
+                source = tuple(p for p in present if p != target)
+                if source:
+                    rows.append(source)
+                    targets.append(target)
+        inputs, masks = self._batch(arrays, rows)
+        mu, logvar = self.model.encode(inputs, masks)
+        std = torch.exp(0.5 * logvar)
+        result = Inference(sample.stamp_ns, present,
+                           {n: _newest_stamp(sample.windows[n]) for n in present},
+                           mu[0].cpu().numpy(), std[0].cpu().numpy(), arrays)
+        if targets:
+            decoded = self.model.decode(mu)
+            for i, (target, source) in enumerate(zip(targets, rows[1:]), start=1):
+                result.predictions[target] = (decoded[target][0][i].cpu().numpy(), source)
+        result.seconds = time.perf_counter() - start
+        return result, errors
+
+    def _batch(self, arrays, rows):
+        inputs, masks = {}, {}
+        for name in self.names:
+            shape = self.cfg.modalities[name].shape()
+            x = torch.zeros((len(rows), *shape), dtype=torch.float32)
+            if name in arrays:
+                x[:] = torch.from_numpy(arrays[name])
+            inputs[name] = x.to(self.device)
+            masks[name] = torch.tensor([name in r for r in rows], device=self.device)
+        return inputs, masks
+
+
+def _newest_stamp(window: list[Frame]) -> int:
+    return max(f.stamp_ns for f in window)

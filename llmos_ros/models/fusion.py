@@ -1,0 +1,169 @@
+"""
+Fusion of unimodal diagonal Gaussian experts into a joint posterior (pure tensor functions).
+
+Conventions: M experts, batch B, latent D. `mus`, `logvars`: [M, B, D]; `mask`: bool [M, B]
+(per-sample presence; a missing modality's expert is dropped, its values are never used).
+
+* 'poe'   product of the present experts and a standard-normal prior expert (MVAE).
+* 'moe'   uniform mixture of the present unimodal posteriors (MMVAE).
+* 'mopoe' uniform mixture over every non-empty subset of present modalities of the subset's
+          product of experts, without prior expert (MoPoE-VAE), so singletons are the unimodal
+          posteriors.
+* 'mmvae_plus' the shared latent is fused like 'moe'; private latents are handled by the model.
+
+A fused posterior is a `Mixture` (components [C, B, D], weights [C, B]); PoE is a single
+component. `Mixture.gaussian()` gives its moment-matched diagonal Gaussian (exact for one
+component), which is what `MultimodalVAE.encode` returns. A sample with no valid component
+falls back to the prior N(0, I). Everything is computed in log space and stays finite in
+float32 for log-variances of any sign up to |80|.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import itertools
+import math
+
+import torch
+
+FUSIONS = ('poe', 'moe', 'mopoe', 'mmvae_plus')
+TINY = torch.finfo(torch.float32).tiny
+
+
+def subsets(n: int) -> list[tuple[int, ...]]:
+    """All non-empty subsets of range(n), by size then lexicographically."""
+    return [s for k in range(1, n + 1) for s in itertools.combinations(range(n), k)]
+
+
+def subset_matrix(n: int, device=None) -> torch.Tensor:
+    """Bool [S, n]: row s marks the members of subsets(n)[s]."""
+    subs = subsets(n)
+    mat = torch.zeros(len(subs), n, dtype=torch.bool, device=device)
+    for i, s in enumerate(subs):
+        mat[i, list(s)] = True
+    return mat
+
+
+def poe(mus: torch.Tensor, logvars: torch.Tensor, mask: torch.Tensor,
+        prior_expert: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    Product of the present Gaussian experts (precision-weighted), optionally times N(0, I).
+
+    logvar = -logsumexp_i(-logvar_i); mu = sum_i softmax_i(-logvar_i) * mu_i (the weights are
+    precision_i / total precision, computed as a softmax so nothing overflows). Without a prior
+    expert, a sample with no present expert gets N(0, I).
+    """
+    m, b, d = mus.shape
+    present = mask.reshape(m, b, 1).expand(m, b, d)
+    neg_inf = torch.full_like(logvars, -math.inf)
+    nlp = torch.where(present, -logvars, neg_inf)  # log precisions, -inf when dropped
+    mus = torch.where(present, mus, torch.zeros_like(mus))
+    # the prior expert; without one it only stands in for samples that have no expert at all
+    zero = torch.zeros(1, b, d, dtype=mus.dtype, device=mus.device)
+    if prior_expert:
+        prior_nlp = zero
+    else:
+        none = ~mask.any(0).reshape(1, b, 1).expand(1, b, d)
+        prior_nlp = torch.where(none, zero, torch.full_like(zero, -math.inf))
+    nlp = torch.cat([nlp, prior_nlp], 0)
+    mus = torch.cat([mus, zero], 0)
+    weights = torch.softmax(nlp, dim=0)
+    mu = (weights * mus).sum(0)
+    logvar = -torch.logsumexp(nlp, dim=0)
+    return mu, logvar
+
+
+def gaussian_mixture_moments(mus: torch.Tensor, logvars: torch.Tensor, weights: torch.Tensor
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    Mean and log-variance of a mixture of diagonal Gaussians (per dimension).
+
+    mus, logvars [C, B, D]; weights [C, B] >= 0 summing to 1 per sample (zero = excluded).
+    var = sum_c w_c var_c + sum_c w_c (mu_c - mean)^2, combined in log space so that neither
+    huge nor tiny variances overflow or underflow to NaN.
+    """
+    w = weights.unsqueeze(-1)
+    valid = w > 0
+    mus = torch.where(valid, mus, torch.zeros_like(mus))
+    mean = (w * mus).sum(0)
+    logw = torch.where(valid, torch.log(w.clamp_min(TINY)), torch.full_like(w, -math.inf))
+    log_within = torch.logsumexp(torch.where(valid, logvars + logw, logw.expand_as(logvars)), 0)
+    spread = (w * (mus - mean) ** 2).sum(0)
+    logvar = torch.logsumexp(torch.stack([log_within, torch.log(spread.clamp_min(TINY))]), 0)
+    return mean, logvar
+
+
+@dataclass
+class Mixture:
+    """A per-sample mixture of diagonal Gaussians: mus/logvars [C, B, D], weights [C, B]."""
+
+    mus: torch.Tensor
+    logvars: torch.Tensor
+    weights: torch.Tensor
+
+    @property
+    def valid(self) -> torch.Tensor:
+        """Bool [C, B]: components that take part in each sample's mixture."""
+        return self.weights > 0
+
+    def gaussian(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Moment-matched diagonal Gaussian (mu, logvar), each [B, D]; prior if no component."""
+        if self.mus.shape[0] == 1:
+            return self.mus[0], self.logvars[0]
+        mean, logvar = gaussian_mixture_moments(self.mus, self.logvars, self.weights)
+        empty = ~self.valid.any(0).unsqueeze(-1)
+        return (torch.where(empty, torch.zeros_like(mean), mean),
+                torch.where(empty, torch.zeros_like(logvar), logvar))
+
+    def select(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One component index per sample, drawn with the mixture weights: long [B]."""
+        w = self.weights.t().clamp_min(0)
+        w = torch.where(w.sum(1, keepdim=True) > 0, w, torch.ones_like(w))
+        return torch.multinomial(w, 1, generator=generator).squeeze(1)
+
+    def rsample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Reparameterised sample [B, D] from each sample's selected component."""
+        idx = self.select(generator)
+        b = torch.arange(self.mus.shape[1], device=self.mus.device)
+        mu, logvar = self.mus[idx, b], self.logvars[idx, b]
+        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+        return mu + torch.exp(0.5 * logvar) * eps
+
+
+def uniform_weights(valid: torch.Tensor) -> torch.Tensor:
+    """Bool [C, B] -> float weights [C, B], uniform over each sample's valid components."""
+    v = valid.float()
+    return v / v.sum(0, keepdim=True).clamp_min(1.0)
+
+
+def moe(mus: torch.Tensor, logvars: torch.Tensor, mask: torch.Tensor) -> Mixture:
+    """Uniform mixture of the present unimodal experts."""
+    return Mixture(mus, logvars, uniform_weights(mask))
+
+
+def mopoe(mus: torch.Tensor, logvars: torch.Tensor, mask: torch.Tensor) -> Mixture:
+    """Uniform mixture over all non-empty subsets of present modalities of their PoE (no prior)."""
+    m, b, d = mus.shape
+    mat = subset_matrix(m, device=mus.device)  # [S, M]
+    s = mat.shape[0]
+    # expert mask per subset and sample: member of the subset and present
+    emask = mat.unsqueeze(-1) & mask.unsqueeze(0)  # [S, M, B]
+    # a subset is valid for a sample when all its members are present
+    valid = (~mat.unsqueeze(-1) | mask.unsqueeze(0)).all(1)  # [S, B]
+    smus = mus.unsqueeze(0).expand(s, m, b, d).transpose(0, 1).reshape(m, s * b, d)
+    slvs = logvars.unsqueeze(0).expand(s, m, b, d).transpose(0, 1).reshape(m, s * b, d)
+    smask = emask.transpose(0, 1).reshape(m, s * b)
+    mu, logvar = poe(smus, slvs, smask, prior_expert=False)
+    return Mixture(mu.reshape(s, b, d), logvar.reshape(s, b, d), uniform_weights(valid))
+
+
+def fuse(fusion: str, mus: torch.Tensor, logvars: torch.Tensor, mask: torch.Tensor) -> Mixture:
+    """Fused posterior of the shared latent for `fusion` (one of FUSIONS)."""
+    if fusion == 'poe':
+        mu, logvar = poe(mus, logvars, mask, prior_expert=True)
+        return Mixture(mu.unsqueeze(0), logvar.unsqueeze(0),
+                       torch.ones(1, mus.shape[1], dtype=mus.dtype, device=mus.device))
+    if fusion in ('moe', 'mmvae_plus'):
+        return moe(mus, logvars, mask)
+    if fusion == 'mopoe':
+        return mopoe(mus, logvars, mask)
+    raise ValueError(f'unknown fusion {fusion!r}; one of {FUSIONS}')

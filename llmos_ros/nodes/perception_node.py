@@ -1,0 +1,278 @@
+"""perception_node: sensor topics in, fused latent state and cross-modal predictions out.
+
+A lifecycle node: configure loads the checkpoint and subscribes, activate starts publishing.
+With `autostart` (default) it configures and activates itself; a failed configure (missing or
+mismatched checkpoint) leaves it up and unconfigured with the error logged.
+
+Inputs (relative, remappable, sensor-data QoS), those of the model's modalities:
+  camera/image_raw (or .../compressed), microphone/audio, tactile/array or tactile/image.
+Outputs: llmos/latent (LatentState), llmos/prediction/<modality>, /diagnostics.
+"""
+from __future__ import annotations
+
+from collections import Counter, deque
+import threading
+import time
+
+import numpy as np
+import rclpy
+from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+from rclpy.qos import qos_profile_sensor_data
+
+from llmos_ros.checkpoint import load_checkpoint
+from llmos_ros.core import frames as F
+from llmos_ros.core.frames import frame_from_msg
+from llmos_ros.errors import LlmosError
+from llmos_ros.inference import Inference, PerceptionEngine
+from llmos_ros.nodes import convert
+from llmos_ros.nodes.diagnostics import RateTracker, make_status
+from llmos_ros.nodes.runtime import run_node
+
+LATENCY_WINDOW = 1000
+
+
+class PerceptionNode(LifecycleNode):
+    def __init__(self, **kwargs):
+        super().__init__('llmos_perception', **kwargs)
+        self.declare_parameter('model_path', '')
+        self.declare_parameter('device', 'cpu')
+        self.declare_parameter('autostart', True)
+        self.declare_parameter('camera_transport', 'raw')
+        self.declare_parameter('modalities', '')
+        self.declare_parameter('publish_predictions', True)
+        self.declare_parameter('frame_id', 'llmos')
+        self.declare_parameter('slop_s', -1.0)
+        self.declare_parameter('max_wait_s', -1.0)
+        self.declare_parameter('max_age_s', -1.0)
+        self.declare_parameter('diagnostics_period_s', 1.0)
+        self.engine: PerceptionEngine | None = None
+        self._lock = threading.Lock()  # guards the engine's synchronizer and the pending slot
+        self._pending = None  # freshest ready sample set, waiting for the worker
+        self._wake = threading.Condition(self._lock)
+        self._worker: threading.Thread | None = None
+        self._running = False
+        self._subs, self._pred_pubs = [], {}
+        self._latent_pub = self._diag_pub = self._diag_timer = None
+        self._rates: dict[str, RateTracker] = {}
+        self._last_stamp: dict[str, int] = {}
+        self._counts: Counter = Counter()
+        self._latency_ms: deque = deque(maxlen=LATENCY_WINDOW)
+        self._last_error_log = 0.0
+        if self.get_parameter('autostart').value:
+            self._autostart_timer = self.create_timer(0.0, self._autostart)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    def _autostart(self):
+        self.destroy_timer(self._autostart_timer)
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        path = self.get_parameter('model_path').value
+        device = self.get_parameter('device').value
+        if not path:
+            self.get_logger().error('no model: set the model_path parameter (llmos-train --out);'
+                                    ' staying unconfigured')
+            return TransitionCallbackReturn.FAILURE
+        try:
+            loaded = load_checkpoint(path, device=device)
+            wanted = [m.strip() for m in self.get_parameter('modalities').value.split(',')
+                      if m.strip()]
+            overrides = {k: self.get_parameter(k).value
+                         for k in ('slop_s', 'max_wait_s', 'max_age_s')
+                         if self.get_parameter(k).value >= 0}
+            self.engine = PerceptionEngine(loaded, device, wanted or None, overrides)
+        except LlmosError as exc:
+            self.get_logger().error(f'cannot configure: {exc}; staying unconfigured')
+            return TransitionCallbackReturn.FAILURE
+        self._create_interfaces()
+        self.get_logger().info(
+            f'model {self.engine.model_id} ({self.engine.cfg.model.fusion}) on {device}; inputs: '
+            + ', '.join(f'{n} <- {self._topic(n)[0]}' for n in self.engine.active))
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        self._running = True
+        self._worker = threading.Thread(target=self._work, name='llmos_inference', daemon=True)
+        self._worker.start()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        self._stop_worker()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        self._stop_worker()
+        self._destroy_interfaces()
+        self.engine = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        self._stop_worker()
+        self._destroy_interfaces()
+        return TransitionCallbackReturn.SUCCESS
+
+    # --- interfaces ----------------------------------------------------------------------------
+    def _topic(self, name: str) -> tuple[str, str]:
+        mod = self.engine.cfg.modalities[name]
+        topic, msg_type = mod.topic.lstrip('/'), mod.msg_type
+        transport = self.get_parameter('camera_transport').value
+        if msg_type == F.IMAGE and name == 'camera' and transport == 'compressed':
+            return topic + '/compressed', F.COMPRESSED_IMAGE
+        return topic, msg_type
+
+    def _create_interfaces(self):
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        from llmos_ros.msg import LatentState
+        self._latent_pub = self.create_lifecycle_publisher(LatentState, 'llmos/latent', 10)
+        if self.get_parameter('publish_predictions').value:
+            for name in self.engine.names:
+                kind = convert.prediction_type(self.engine.cfg.modalities[name])
+                self._pred_pubs[name] = self.create_lifecycle_publisher(
+                    kind, f'llmos/prediction/{name}', 10)
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        for name in self.engine.active:
+            topic, msg_type = self._topic(name)
+            self._rates[name] = RateTracker()
+            self._subs.append(self.create_subscription(
+                convert.message_class(msg_type), topic,
+                lambda msg, n=name, t=msg_type: self._on_input(n, t, msg),
+                qos_profile_sensor_data))
+        period = self.get_parameter('diagnostics_period_s').value
+        self._diag_timer = self.create_timer(period, self._publish_diagnostics)
+
+    def _destroy_interfaces(self):
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
+        for pub in [self._latent_pub, self._diag_pub, *self._pred_pubs.values()]:
+            if pub is not None:
+                self.destroy_publisher(pub)
+        self._latent_pub = self._diag_pub = None
+        self._pred_pubs = {}
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+
+    # --- data path -----------------------------------------------------------------------------
+    def _on_input(self, name: str, msg_type: str, msg):
+        """Executor thread: convert, pair, hand the freshest ready sample to the worker."""
+        received = time.monotonic()
+        self._rates[name].tick(received)
+        try:
+            frame = frame_from_msg(msg_type, msg)
+        except (ValueError, TypeError) as exc:
+            self._drop(name, 'malformed', str(exc))
+            return
+        self._last_stamp[name] = frame.stamp_ns
+        with self._lock:
+            if self.engine is None:
+                return
+            before = sum(self.engine.drops.values())
+            ready = self.engine.push(name, frame)
+            if sum(self.engine.drops.values()) > before:
+                self._log_drop(f'{name}: input dropped ({self._drop_summary()})')
+            if ready:
+                if self._pending is not None:
+                    self._counts['superseded'] += 1
+                self._counts['superseded'] += len(ready) - 1
+                self._pending = (ready[-1], received)
+                self._wake.notify()
+
+    def _work(self):
+        """Worker thread: preprocess, encode, fuse, decode, publish."""
+        while True:
+            with self._lock:
+                while self._running and self._pending is None:
+                    self._wake.wait(0.5)
+                if not self._running:
+                    return
+                (sample, received), self._pending = self._pending, None
+                engine = self.engine
+            try:
+                result, errors = engine.infer(sample, bool(self._pred_pubs))
+            except Exception as exc:  # a model failure must not kill the node
+                self._drop('model', 'inference_error', repr(exc))
+                continue
+            for error in errors:
+                self._log_drop(error)
+            if result is None:
+                self._counts['no_usable_input'] += 1
+                continue
+            self._publish(result)
+            self._latency_ms.append((time.monotonic() - received) * 1e3)
+
+    def _publish(self, result: Inference):
+        header_stamp = convert.time_msg(result.stamp_ns)
+        frame_id = self.get_parameter('frame_id').value
+        cfg = self.engine.cfg
+        self._latent_pub.publish(convert.latent_state(
+            result, header_stamp, frame_id, self.engine.model_id, cfg))
+        self._counts['published'] += 1
+        for name, (array, _source) in result.predictions.items():
+            pub = self._pred_pubs.get(name)
+            if pub is not None:
+                raw = self.engine.preprocessors[name].inverse(array)
+                pub.publish(convert.prediction_msg(cfg.modalities[name], raw, header_stamp,
+                                                   frame_id))
+
+    def _drop(self, name: str, reason: str, text: str):
+        if self.engine is not None:
+            with self._lock:
+                self.engine.drops[f'{name}/{reason}'] += 1
+        self._log_drop(f'{name}: dropped ({reason}): {text}')
+
+    def _log_drop(self, text: str):
+        now = time.monotonic()
+        if now - self._last_error_log > 2.0:  # throttled: counted always, logged every 2 s
+            self._last_error_log = now
+            self.get_logger().warning(text)
+
+    def _drop_summary(self) -> str:
+        return ', '.join(f'{k}: {v}' for k, v in sorted(self.engine.drops.items()))
+
+    def _publish_diagnostics(self):
+        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+        if self.engine is None or self._diag_pub is None:
+            return
+        now_ns = self.get_clock().now().nanoseconds
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        latency = np.array(self._latency_ms) if self._latency_ms else np.zeros(1)
+        values = {'model_id': self.engine.model_id,
+                  'fusion': self.engine.cfg.model.fusion,
+                  'published': self._counts['published'],
+                  'superseded': self._counts['superseded'],
+                  'latency_p50_ms': f'{np.percentile(latency, 50):.2f}',
+                  'latency_p99_ms': f'{np.percentile(latency, 99):.2f}'}
+        with self._lock:
+            values.update({f'drops/{k}': v for k, v in sorted(self.engine.drops.items())})
+        array.status.append(make_status(f'{self.get_name()}: model', 'llmos', values,
+                                        DiagnosticStatus.OK))
+        for name, tracker in self._rates.items():
+            stamp = self._last_stamp.get(name)
+            age = (now_ns - stamp) / 1e9 if stamp is not None else float('nan')
+            level = DiagnosticStatus.OK if stamp is not None and age < 1.0 else \
+                DiagnosticStatus.WARN
+            array.status.append(make_status(
+                f'{self.get_name()}: input {name}', name,
+                {'topic': self._topic(name)[0], 'rate_hz': f'{tracker.rate():.2f}',
+                 'age_s': f'{age:.3f}'}, level))
+        self._diag_pub.publish(array)
+
+    def _stop_worker(self):
+        with self._lock:
+            self._running = False
+            self._wake.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout=5.0)
+            self._worker = None
+
+
+def main(args=None):
+    return run_node(PerceptionNode, args)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,122 @@
+"""Embedded runner: the launch file's node graph in one process, on one rclpy executor.
+
+For machines without `launch` / `ros2 launch`. Takes the launch file's arguments:
+    python -m llmos_ros.nodes.runner model:=/path/model.pt start_sim:=true [duration:=30]
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import time
+
+from llmos_ros.errors import LlmosError
+from llmos_ros.nodes.graph import NodeSpec, perception_graph
+
+ARGUMENTS = ('model', 'params_file', 'namespace', 'use_sim_time', 'device', 'start_sim',
+             'start_camera', 'start_microphone', 'duration')
+
+
+def config_dir() -> str:
+    """config/ of the installed package share folder, else of this source checkout."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        return os.path.join(get_package_share_directory('llmos_ros'), 'config')
+    except (ImportError, LookupError, ValueError):
+        return os.path.join(os.path.dirname(__file__), '..', '..', 'config')
+
+
+def graph_from_arguments(values: dict[str, str]) -> list[NodeSpec]:
+    """The same graph perception.launch.py builds from the same arguments."""
+    config = config_dir()
+
+    def flag(name):
+        return values.get(name, 'false').lower() in ('true', '1', 'yes')
+
+    return perception_graph(
+        params_file=values.get('params_file') or os.path.join(config, 'perception.yaml'),
+        model=values.get('model', ''), device=values.get('device', ''),
+        use_sim_time=flag('use_sim_time'), start_sim=flag('start_sim'),
+        start_camera=flag('start_camera'), start_microphone=flag('start_microphone'),
+        sim_params_file=os.path.join(config, 'sim_source.yaml'),
+        camera_params_file=os.path.join(config, 'camera.yaml'),
+        microphone_params_file=os.path.join(config, 'microphone.yaml'))
+
+
+def build_nodes(graph: list[NodeSpec], namespace: str = '', context=None) -> list:
+    """Instantiate every node of the graph with the arguments a launch file would give it."""
+    nodes = []
+    for spec in graph:
+        cls = getattr(importlib.import_module(spec.module), spec.node_class)
+        cli = ['--ros-args', '-r', f'__node:={spec.name}', *spec.ros_arguments()]
+        nodes.append(cls(cli_args=cli, namespace=namespace, context=context))
+    return nodes
+
+
+class Runner:
+    """Nodes of a graph spinning on a multi-threaded executor in a background thread."""
+
+    def __init__(self, graph: list[NodeSpec], namespace: str = '', context=None):
+        import threading
+
+        from rclpy.executors import MultiThreadedExecutor
+        self.nodes = build_nodes(graph, namespace, context)
+        self.executor = MultiThreadedExecutor(num_threads=4, context=context)
+        for node in self.nodes:
+            self.executor.add_node(node)
+        self._thread = threading.Thread(target=self._spin, daemon=True, name='llmos_runner')
+
+    def _spin(self):
+        from rclpy.executors import ExternalShutdownException
+        try:
+            self.executor.spin()
+        except ExternalShutdownException:
+            pass
+
+    def start(self) -> Runner:
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self.executor.shutdown(timeout_sec=5.0)
+        for node in self.nodes:
+            node.destroy_node()
+        self._thread.join(timeout=5.0)
+
+
+def parse_arguments(argv: list[str]) -> dict[str, str]:
+    values = {}
+    for arg in argv:
+        name, sep, value = arg.partition(':=')
+        if not sep or name not in ARGUMENTS:
+            raise LlmosError(f'unknown argument {arg!r}; expected name:=value with name in '
+                             f'{", ".join(ARGUMENTS)}')
+        values[name] = value
+    return values
+
+
+def main(argv=None):
+    import rclpy
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        values = parse_arguments(argv)
+    except LlmosError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
+    rclpy.init()
+    runner = Runner(graph_from_arguments(values), values.get('namespace', '')).start()
+    duration = float(values.get('duration', 'inf'))
+    try:
+        end = time.monotonic() + duration
+        while rclpy.ok() and time.monotonic() < end:
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runner.stop()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

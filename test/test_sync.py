@@ -1,0 +1,155 @@
+"""Synchronizer: the Pairing rules of docs/ARCHITECTURE.md."""
+import numpy as np
+
+from llmos_ros.config import Config, ModalityConfig, SyncConfig
+from llmos_ros.core.frames import AudioFrame, ImageFrame, TactileFrame
+from llmos_ros.core.sync import Synchronizer
+
+MS = 1_000_000
+
+
+def cfg(**sync):
+    mods = {
+        'camera': ModalityConfig('camera', 'image', '/camera/image_raw', 'sensor_msgs/msg/Image',
+                                 max_age_s=0.25),
+        'audio': ModalityConfig('audio', 'audio', '/microphone/audio', 'llmos_ros/msg/AudioChunk',
+                                sample_rate=1000, window_s=0.5, max_age_s=0.25),
+        'tactile': ModalityConfig('tactile', 'taxels', '/tactile/array',
+                                  'llmos_ros/msg/TactileArray', rows=1, cols=1, channels=1,
+                                  max_age_s=0.25),
+    }
+    return Config(modalities=mods, sync=SyncConfig(**{'slop_s': 0.02, 'max_wait_s': 0.1, **sync}))
+
+
+def img(t_ms):
+    return ImageFrame(t_ms * MS, 'mono8', 1, 1, 1, False, np.zeros(1, np.uint8))
+
+
+def chunk(t_ms, dur_ms=100):
+    return AudioFrame(t_ms * MS, 1000, 1, np.zeros(dur_ms, np.float32))
+
+
+def tax(t_ms):
+    return TactileFrame(t_ms * MS, 1, 1, 1, np.zeros(1, np.float32))
+
+
+def stream(duration_ms=2000, tactile_gap=None):
+    """(name, frame) in stamp order: camera 10 Hz, audio 100 ms chunks, tactile 5 Hz at +10 ms."""
+    items = []
+    for t in range(0, duration_ms, 100):
+        items.append(('camera', img(t)))
+        items.append(('audio', chunk(t)))
+        if t % 200 == 0 and not (tactile_gap and tactile_gap[0] <= t < tactile_gap[1]):
+            items.append(('tactile', tax(t + 10)))
+    items.sort(key=lambda x: x[1].stamp_ns)
+    return items
+
+
+def run(items, pop_every=True, sync=None):
+    sync = sync or Synchronizer(cfg())
+    out = []
+    for name, frame in items:
+        sync.push(name, frame)
+        if pop_every:
+            out += sync.pop_ready()
+    return out + sync.pop_ready(flush=True), sync
+
+
+def key(samples):
+    return [(s.stamp_ns, sorted((k, [f.stamp_ns for f in v]) for k, v in s.windows.items()))
+            for s in samples]
+
+
+def test_causal_audio_window_and_nearest_image():
+    samples, _ = run(stream(1500))
+    assert [s.stamp_ns for s in samples] == [t * MS for t in range(0, 1500, 100)]
+    s = samples[10]  # t = 1000 ms
+    # audio: chunks overlapping [500, 1000) ms; the chunk starting at 1000 is not used
+    assert [f.stamp_ns // MS for f in s.windows['audio']] == [500, 600, 700, 800, 900]
+    assert s.stamps['audio'] == 900 * MS
+    # tactile at 1010 is within slop of 1000
+    assert s.windows['tactile'][0].stamp_ns == 1010 * MS
+    # at 1100 the newest tactile <= 1120 is 1010
+    assert samples[11].windows['tactile'][0].stamp_ns == 1010 * MS
+    # the first sample has no audio before it
+    assert set(samples[0].windows) == {'camera', 'tactile'}
+
+
+def test_stale_modality_is_absent():
+    samples, sync = run(stream(2000, tactile_gap=(600, 1400)))
+    by_t = {s.stamp_ns // MS: s for s in samples}
+    assert 'tactile' in by_t[600].windows  # 410 is 190 ms old: fresh enough
+    assert 'tactile' not in by_t[700].windows  # 410 is 290 ms old: absent
+    assert 'tactile' not in by_t[800].windows and 'tactile' not in by_t[1300].windows
+    assert 'tactile' in by_t[1400].windows
+    assert sync.absent['tactile'] >= 6
+
+
+def test_late_modality_is_waited_for_up_to_max_wait():
+    sync = Synchronizer(cfg())
+    sync.push('audio', chunk(0))
+    sync.push('tactile', tax(0))
+    sync.push('camera', img(100))
+    assert sync.pop_ready() == []  # audio ends at 100: covered; tactile not yet
+    sync.push('audio', chunk(100))
+    sync.push('audio', chunk(200))  # newest stamp 200 = t + max_wait: still waits
+    assert sync.pop_ready() == []
+    sync.push('tactile', tax(150))  # late tactile arrives: covers t, but 150 > t + slop
+    (s,) = sync.pop_ready()
+    assert s.windows['tactile'][0].stamp_ns == 0
+    sync.push('camera', img(300))
+    sync.push('audio', chunk(300))  # covers 300 for audio; tactile still at 150
+    assert sync.pop_ready() == []
+    sync.push('audio', chunk(400))  # newest 400 = t + 100 ms: not beyond max_wait
+    assert sync.pop_ready() == []
+    sync.push('audio', chunk(401, 1))  # newest stamp 401 > 400: emitted without waiting more
+    (s,) = sync.pop_ready()
+    assert s.stamp_ns == 300 * MS and s.windows['tactile'][0].stamp_ns == 150 * MS
+
+
+def test_stamps_backwards_are_dropped():
+    sync = Synchronizer(cfg())
+    assert sync.push('camera', img(100)) is None
+    assert sync.push('camera', img(50)) == 'stamp_backwards'
+    assert sync.push('camera', img(100)) == 'stamp_repeated'
+    assert sync.push('audio', chunk(0)) is None
+    assert sync.push('audio', chunk(-100)) == 'stamp_backwards'
+    assert sync.push('nope', img(1)) == 'unknown_modality'
+    assert sync.drops == {'stamp_backwards': 2, 'stamp_repeated': 1, 'unknown_modality': 1}
+    assert len(sync.pop_ready(flush=True)) == 1
+
+
+def test_same_output_for_any_arrival_order_and_polling():
+    items = stream(3000)
+    ref, _ = run(items, pop_every=False)
+    # arrival grouped per stream in bursts (each frame at most 60 ms late), polling in between
+    delayed = []
+    for i, (name, frame) in enumerate(items):
+        late = {'camera': 60, 'audio': 0, 'tactile': 30}[name] if i % 3 else 0
+        delayed.append((frame.stamp_ns + late * MS, i, name, frame))
+    delayed.sort()
+    got, sync = run([(n, f) for _, _, n, f in delayed], pop_every=True)
+    assert key(got) == key(ref)
+    assert not sync.drops
+    per_stream, _ = run(sorted(items, key=lambda x: (x[1].stamp_ns // (50 * MS), x[0])))
+    assert key(per_stream) == key(ref)
+
+
+def test_memory_is_bounded():
+    sync = Synchronizer(cfg(queue_size=8))
+    for t in range(0, 100_000, 100):  # no camera: nothing is ever paired
+        sync.push('audio', chunk(t))
+        sync.push('tactile', tax(t))
+    assert len(sync._hist['audio']) <= 8  # window 0.5 s + max_wait + margin
+    assert len(sync._hist['tactile']) <= 8
+    for t in range(100_000, 110_000, 100):  # camera only, no other input: bounded pending
+        sync.push('camera', img(t))
+    assert sync.pending <= 8
+
+
+def test_audio_reference():
+    c = cfg(reference='audio')
+    samples, _ = run(stream(1000), sync=Synchronizer(c))
+    # a sample at the end of each chunk
+    assert [s.stamp_ns // MS for s in samples] == list(range(100, 1100, 100))
+    assert [f.stamp_ns // MS for f in samples[5].windows['audio']] == [100, 200, 300, 400, 500]
