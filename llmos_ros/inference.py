@@ -85,39 +85,51 @@ class PerceptionEngine:
             if not window:
                 continue
             try:
-                arrays[name] = self.preprocessors[name](window)
+                arrays[name] = self.preprocessors[name](window, sample.stamp_ns)
             except InputError as exc:
                 self.drops[f'{name}/{exc.reason}'] += 1
                 errors.append(f'{name}: {exc}')
         return arrays, errors
 
     @torch.no_grad()
-    def infer(self, sample: SampleSet, predict: bool = True) -> tuple[Inference | None, list[str]]:
+    def infer(self, sample: SampleSet) -> tuple[Inference | None, list[str]]:
         """Fuse one sample set. Returns (None, errors) when no modality is usable."""
         start = time.perf_counter()
         arrays, errors = self.preprocess(sample)
         if not arrays:
             return None, errors
         present = [n for n in self.names if n in arrays]
-        rows, targets = [tuple(present)], []
-        if predict:  # one extra row per modality with others present: decoded from those
-            for target in self.names:
-                source = tuple(p for p in present if p != target)
-                if source:
-                    rows.append(source)
-                    targets.append(target)
-        inputs, masks = self._batch(arrays, rows)
+        inputs, masks = self._batch(arrays, [tuple(present)])
         mu, logvar = self.model.encode(inputs, masks)
-        std = torch.exp(0.5 * logvar)
-        result = Inference(sample.stamp_ns, present,
-                           {n: _newest_stamp(sample.windows[n]) for n in present},
-                           mu[0].cpu().numpy(), std[0].cpu().numpy(), arrays)
-        if targets:
-            decoded = self.model.decode(mu)
-            for i, (target, source) in enumerate(zip(targets, rows[1:]), start=1):
-                result.predictions[target] = (decoded[target][0][i].cpu().numpy(), source)
+        result = Inference(sample.stamp_ns, present, {n: sample.stamps[n] for n in present},
+                           mu[0].cpu().numpy(), torch.exp(0.5 * logvar[0]).cpu().numpy(),
+                           arrays)
         result.seconds = time.perf_counter() - start
         return result, errors
+
+    @torch.no_grad()
+    def predict(self, result: Inference) -> dict[str, tuple[np.ndarray, tuple[str, ...]]]:
+        """
+        Each modality decoded from the others that contributed (model space).
+
+        A modality that contributed is predicted from the rest (cross-modal, not a
+        reconstruction); one that did not is predicted from all that did. A modality that was
+        the only contributor gets no prediction.
+        """
+        rows, targets = [], []
+        for target in self.names:
+            source = tuple(p for p in result.modalities if p != target)
+            if source:
+                rows.append(source)
+                targets.append(target)
+        if not rows:
+            return {}
+        inputs, masks = self._batch(result.inputs, rows)
+        mu, _ = self.model.encode(inputs, masks)
+        decoded = self.model.decode(mu)
+        result.predictions = {t: (decoded[t][0][i].cpu().numpy(), src)
+                              for i, (t, src) in enumerate(zip(targets, rows))}
+        return result.predictions
 
     def _batch(self, arrays, rows):
         inputs, masks = {}, {}
@@ -129,7 +141,3 @@ class PerceptionEngine:
             inputs[name] = x.to(self.device)
             masks[name] = torch.tensor([name in r for r in rows], device=self.device)
         return inputs, masks
-
-
-def _newest_stamp(window: list[Frame]) -> int:
-    return max(f.stamp_ns for f in window)

@@ -3,9 +3,10 @@ microphone_node over real PortAudio and DDS, with an ALSA `file` capture device.
 
 The ALSA `file` plugin reads its `infile` as the captured signal. A regular file is read as fast as
 the CPU allows (not real time) and, at its end, ALSA repeats stale data; so the infile here is a
-FIFO: capture blocks until the test writes, the whole signal is written in one write that fits in
-the pipe (every read the plugin makes is then complete, bit-exact), and a feeder keeps the device
-fed with silence afterwards, at about real time, until the node has stopped.
+FIFO: capture blocks until the test writes. A feeder writes silence at about real time (short
+reads: ALSA pads them with stale silence) until chunks arrive, then pauses; the whole signal is
+written in one write that fits in the pipe, so every read the plugin makes of it is complete and
+bit-exact; then the feeder resumes until the node has stopped.
 """
 import fcntl
 import os
@@ -69,34 +70,45 @@ def test_signal_bit_exact_and_contiguous(tmp_path, rclpy_context):
 
     node = Node('microphone_test_listener', context=rclpy_context)
     chunks = []
-    sub = node.create_subscription(AudioChunk, 'microphone/audio', chunks.append,
+    node.create_subscription(AudioChunk, 'microphone/audio', chunks.append,
                              QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE))
     executor = SingleThreadedExecutor(context=rclpy_context)
     executor.add_node(node)
+    stop_feeding, paused = threading.Event(), threading.Event()
+
+    def feed_silence():  # ~real time, so PortAudio keeps running while the test waits
+        silence = bytes(4 * 320)
+        while not stop_feeding.wait(0.02):
+            if not paused.is_set():
+                os.write(fd, silence)
+
+    feeder = threading.Thread(target=feed_silence, daemon=True)
+    feeder.start()
     proc = start_microphone(
         tmp_path, 'mic', asound_conf(tmp_path, fifo), 'device:=fakemic',
         f'sample_rate:={RATE}', f'channels:={CHANNELS}', 'chunk_s:=0.1', 'frame_id:=mic_test',
         'qos_overrides./microphone/audio.publisher.reliability:=reliable',
         'qos_overrides./microphone/audio.publisher.depth:=500')
-    stop_feeding = threading.Event()
+    n_values = signal_i16.size
 
-    def feed_silence():  # ~real time, so PortAudio keeps running until the node stops
-        silence = bytes(4 * 320)
-        while not stop_feeding.wait(0.02):
-            os.write(fd, silence)
+    def received_signal():
+        values = np.concatenate([np.asarray(c.samples, np.float32) for c in chunks])
+        nonzero = np.flatnonzero(values)
+        return len(nonzero) and len(values) - nonzero[0] >= n_values
 
-    feeder = threading.Thread(target=feed_silence, daemon=True)
     try:
-        assert spin_until(node, lambda: sub.get_publisher_count() > 0, 30.0, executor), \
+        # Chunks of silence arrive: the node's publisher has matched this subscription too.
+        assert spin_until(node, lambda: len(chunks) >= 2, 30.0, executor), \
             log_text(tmp_path, 'mic')
-        assert not chunks
+        paused.set()
+        spin_until(node, lambda: False, 0.3, executor)  # ALSA drains the silence, then waits
         os.write(fd, payload)  # the whole signal, at once
-        n_values = signal_i16.size
-        assert spin_until(node, lambda: sum(len(c.samples) for c in chunks) >= n_values, 30.0,
-                          executor), log_text(tmp_path, 'mic')
-        feeder.start()
+        assert spin_until(node, received_signal, 30.0, executor), \
+            f'{len(chunks)} chunks; ' + log_text(tmp_path, 'mic')
+        paused.clear()
         spin_until(node, lambda: False, 0.3, executor)
     finally:
+        paused.clear()
         proc.send_signal(signal.SIGINT)
         try:
             rc = proc.wait(15)
@@ -104,6 +116,7 @@ def test_signal_bit_exact_and_contiguous(tmp_path, rclpy_context):
             stop_feeding.set()
             if proc.poll() is None:
                 proc.kill()
+            feeder.join()
             os.close(fd)
             executor.shutdown()
             node.destroy_node()
@@ -115,8 +128,11 @@ def test_signal_bit_exact_and_contiguous(tmp_path, rclpy_context):
         {(RATE, CHANNELS, 'mic_test')}
     assert all(len(c.samples) == CHUNK * CHANNELS for c in chunks), 'chunks of chunk_s exactly'
     samples = np.concatenate([np.asarray(c.samples, np.float32) for c in chunks])
+    start = int(np.flatnonzero(samples)[0])  # silence before the signal, then the signal
+    assert start % CHANNELS == 0
     expected = signal_i16.reshape(-1).astype(np.float32) / 32768.0
-    assert np.array_equal(samples[:expected.size], expected), 'not bit-exact, or a gap/overlap'
+    assert np.array_equal(samples[start:start + expected.size], expected), \
+        'not bit-exact, or a gap/overlap between chunks'
 
     stamps = np.array([c.header.stamp.sec * 10**9 + c.header.stamp.nanosec for c in chunks])
     spacing_error = np.abs(np.diff(stamps) - CHUNK * 10**9 // RATE)

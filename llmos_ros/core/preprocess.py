@@ -219,6 +219,38 @@ def log_mel(x: np.ndarray, mod: ModalityConfig) -> np.ndarray:
     return np.log(mel + np.float32(LOG_FLOOR)).T[None].astype(np.float32)
 
 
+def log_mel_to_waveform(spec: np.ndarray, mod: ModalityConfig, n_iter: int = 16,
+                        seed: int = 0) -> np.ndarray:
+    """
+    A waveform whose log-mel (as `log_mel` computes it) approximates `spec` (1, n_mels, frames).
+
+    Pseudo-inverse of the mel filterbank, then Griffin-Lim phase recovery on the same causal
+    frames; for publishing audio predictions, which are spectrograms in the model.
+    """
+    _, hop, n_fft = stft_sizes(mod)
+    fb = mel_filterbank(int(mod.sample_rate), n_fft, int(mod.n_mels))
+    mel = np.maximum(np.exp(np.asarray(spec, np.float64).reshape(fb.shape[0], -1))
+                     - LOG_FLOOR, 0.0)
+    mag = np.sqrt(np.maximum(np.linalg.pinv(fb) @ mel, 0.0)).T  # (frames, bins)
+    frames = mag.shape[0]
+    win = _hann(n_fft).astype(np.float64)
+    length = (frames - 1) * hop + n_fft
+    starts = np.arange(frames) * hop
+    idx = starts[:, None] + np.arange(n_fft)[None, :]
+    norm = np.zeros(length)
+    np.add.at(norm, idx, np.broadcast_to(win * win, idx.shape))
+    norm = np.maximum(norm, 1e-8)
+    phase = np.exp(2j * np.pi * np.random.default_rng(seed).random(mag.shape))
+    y = np.zeros(length)
+    for _ in range(max(1, n_iter)):
+        y = np.zeros(length)
+        np.add.at(y, idx, np.fft.irfft(mag * phase, n=n_fft, axis=1) * win)
+        y /= norm
+        spec_y = np.fft.rfft(y[idx] * win, axis=1)
+        phase = np.exp(1j * np.angle(spec_y))
+    return y[n_fft - hop:].astype(np.float32)  # drop the zeros before the window
+
+
 @lru_cache(maxsize=16)
 def _hann(n: int) -> np.ndarray:
     return np.hanning(n + 1)[:-1].astype(np.float32)  # periodic

@@ -179,6 +179,11 @@ class MultimodalVAE(nn.Module):
         return mu, logvar, preds
 
     # ---- training --------------------------------------------------------------------------
+    def forward(self, inputs: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None,
+                step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """The training loss, so DistributedDataParallel can wrap the model."""
+        return self.loss(inputs, present, step)
+
     def loss(self, inputs: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None,
              step: int) -> tuple[torch.Tensor, dict[str, float]]:
         """Training loss (negative bound, mean over samples with any modality) and logs."""

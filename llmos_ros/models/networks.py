@@ -34,7 +34,7 @@ def _n_down(h: int, w: int) -> int:
 
 
 def _channels(hidden: int, n: int) -> list[int]:
-    base = max(8, hidden // 8)
+    base = max(8, hidden // 16)
     return [min(hidden, base * 2 ** i) for i in range(n)]
 
 

@@ -59,31 +59,35 @@ def latent_state(result, stamp, frame_id: str, model_id: str, cfg: Config):
     return msg
 
 
-def prediction_msg(mod: ModalityConfig, raw: np.ndarray, stamp, frame_id: str):
-    """A decoded modality as the message type of its inputs.
+def prediction_msg(mod: ModalityConfig, raw: np.ndarray, stamp, frame_id: str,
+                   audio_iterations: int = 4):
+    """
+    A decoded modality as the message type of its inputs.
 
-    `raw` comes from Preprocessor.inverse: images (H, W, C) in [0, 1], audio a mono waveform at
-    mod.sample_rate, taxels (rows, cols, channels) in sensor units.
+    `raw` comes from Preprocessor.inverse: images (C, H, W) in [0, 255], audio a log-mel
+    spectrogram (1, n_mels, frames), published as a waveform of the whole window (Griffin-Lim;
+    stamped with the sample time, which is the window's end), taxels (C, rows, cols) in sensor units.
     """
     if mod.kind == 'image':
         from sensor_msgs.msg import Image
-        pixels = np.clip(np.asarray(raw, np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        if pixels.ndim == 2:
-            pixels = pixels[:, :, None]
+        pixels = np.clip(np.asarray(raw, np.float32) + 0.5, 0, 255).astype(np.uint8)
+        pixels = np.ascontiguousarray(pixels.transpose(1, 2, 0))  # (H, W, C)
         msg = Image()
-        msg.height, msg.width, channels = pixels.shape
+        msg.height, msg.width, channels = (int(v) for v in pixels.shape)
         msg.encoding = 'mono8' if channels == 1 else 'rgb8'
         msg.step = msg.width * channels
-        msg.data = np.ascontiguousarray(pixels).tobytes()
+        msg.data = pixels.tobytes()
     elif mod.kind == 'audio':
+        from llmos_ros.core.preprocess import log_mel_to_waveform
+
         from llmos_ros.msg import AudioChunk
         msg = AudioChunk()
         msg.sample_rate = int(mod.sample_rate)
         msg.channels = 1
-        msg.samples = np.asarray(raw, np.float32).ravel()
+        msg.samples = log_mel_to_waveform(raw, mod, n_iter=audio_iterations)
     else:
         from llmos_ros.msg import TactileArray
-        values = np.asarray(raw, np.float32)
+        values = np.ascontiguousarray(np.asarray(raw, np.float32).transpose(1, 2, 0))
         msg = TactileArray()
         msg.rows, msg.cols, msg.channels = (int(v) for v in values.shape)
         msg.values = values.ravel()

@@ -25,7 +25,7 @@ from llmos_ros.core.frames import frame_from_msg
 from llmos_ros.errors import LlmosError
 from llmos_ros.inference import Inference, PerceptionEngine
 from llmos_ros.nodes import convert
-from llmos_ros.nodes.diagnostics import RateTracker, make_status
+from llmos_ros.nodes.diagnostics import OK, WARN, RateTracker, make_status
 from llmos_ros.nodes.runtime import run_node
 
 LATENCY_WINDOW = 1000
@@ -45,11 +45,17 @@ class PerceptionNode(LifecycleNode):
         self.declare_parameter('max_wait_s', -1.0)
         self.declare_parameter('max_age_s', -1.0)
         self.declare_parameter('diagnostics_period_s', 1.0)
+        self.declare_parameter('audio_prediction_iterations', 4)
+        self.declare_parameter('prediction_rate_hz', 10.0)
+        rate = self.get_parameter('prediction_rate_hz').value
+        self._prediction_period = 1.0 / rate if rate > 0 else 0.0
+        self._audio_iterations = self.get_parameter('audio_prediction_iterations').value
         self.engine: PerceptionEngine | None = None
         self._lock = threading.Lock()  # guards the engine's synchronizer and the pending slot
         self._pending = None  # freshest ready sample set, waiting for the worker
+        self._pending_prediction = None  # freshest result, waiting for the prediction worker
         self._wake = threading.Condition(self._lock)
-        self._worker: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
         self._running = False
         self._subs, self._pred_pubs = [], {}
         self._latent_pub = self._diag_pub = self._diag_timer = None
@@ -93,8 +99,11 @@ class PerceptionNode(LifecycleNode):
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         self._running = True
-        self._worker = threading.Thread(target=self._work, name='llmos_inference', daemon=True)
-        self._worker.start()
+        self._workers = [threading.Thread(target=self._work, name='llmos_latent', daemon=True),
+                         threading.Thread(target=self._predict_work, name='llmos_prediction',
+                                          daemon=True)]
+        for worker in self._workers:
+            worker.start()
         return super().on_activate(state)
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
@@ -191,7 +200,7 @@ class PerceptionNode(LifecycleNode):
                 (sample, received), self._pending = self._pending, None
                 engine = self.engine
             try:
-                result, errors = engine.infer(sample, bool(self._pred_pubs))
+                result, errors = engine.infer(sample)
             except Exception as exc:  # a model failure must not kill the node
                 self._drop('model', 'inference_error', repr(exc))
                 continue
@@ -200,22 +209,51 @@ class PerceptionNode(LifecycleNode):
             if result is None:
                 self._counts['no_usable_input'] += 1
                 continue
-            self._publish(result)
+            self._publish_latent(result)
             self._latency_ms.append((time.monotonic() - received) * 1e3)
+            if self._pred_pubs:
+                with self._lock:
+                    if self._pending_prediction is not None:
+                        self._counts['predictions_skipped'] += 1
+                    self._pending_prediction = result
+                    self._wake.notify_all()
 
-    def _publish(self, result: Inference):
-        header_stamp = convert.time_msg(result.stamp_ns)
-        frame_id = self.get_parameter('frame_id').value
+    def _predict_work(self):
+        """Second worker: cross-modal predictions, never delaying the next latent state."""
+        while True:
+            with self._lock:
+                while self._running and self._pending_prediction is None:
+                    self._wake.wait(0.5)
+                if not self._running:
+                    return
+                result, self._pending_prediction = self._pending_prediction, None
+                engine = self.engine
+            started = time.monotonic()
+            try:
+                engine.predict(result)
+                self._publish_predictions(result)
+            except Exception as exc:
+                self._drop('model', 'prediction_error', repr(exc))
+            rest = self._prediction_period - (time.monotonic() - started)
+            if rest > 0:  # at most prediction_rate_hz: predictions yield the CPU to latents
+                with self._lock:
+                    self._wake.wait_for(lambda: not self._running, rest)
+
+    def _publish_latent(self, result: Inference):
         cfg = self.engine.cfg
         self._latent_pub.publish(convert.latent_state(
-            result, header_stamp, frame_id, self.engine.model_id, cfg))
+            result, convert.time_msg(result.stamp_ns), self.get_parameter('frame_id').value,
+            self.engine.model_id, cfg))
         self._counts['published'] += 1
+
+    def _publish_predictions(self, result: Inference):
+        stamp = convert.time_msg(result.stamp_ns)
+        frame_id = self.get_parameter('frame_id').value
         for name, (array, _source) in result.predictions.items():
-            pub = self._pred_pubs.get(name)
-            if pub is not None:
-                raw = self.engine.preprocessors[name].inverse(array)
-                pub.publish(convert.prediction_msg(cfg.modalities[name], raw, header_stamp,
-                                                   frame_id))
+            mod = self.engine.cfg.modalities[name]
+            raw = self.engine.preprocessors[name].inverse(array)
+            self._pred_pubs[name].publish(convert.prediction_msg(
+                mod, raw, stamp, frame_id, self._audio_iterations))
 
     def _drop(self, name: str, reason: str, text: str):
         if self.engine is not None:
@@ -233,7 +271,7 @@ class PerceptionNode(LifecycleNode):
         return ', '.join(f'{k}: {v}' for k, v in sorted(self.engine.drops.items()))
 
     def _publish_diagnostics(self):
-        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+        from diagnostic_msgs.msg import DiagnosticArray
         if self.engine is None or self._diag_pub is None:
             return
         now_ns = self.get_clock().now().nanoseconds
@@ -244,30 +282,33 @@ class PerceptionNode(LifecycleNode):
                   'fusion': self.engine.cfg.model.fusion,
                   'published': self._counts['published'],
                   'superseded': self._counts['superseded'],
+                  'predictions_skipped': self._counts['predictions_skipped'],
                   'latency_p50_ms': f'{np.percentile(latency, 50):.2f}',
                   'latency_p99_ms': f'{np.percentile(latency, 99):.2f}'}
         with self._lock:
             values.update({f'drops/{k}': v for k, v in sorted(self.engine.drops.items())})
-        array.status.append(make_status(f'{self.get_name()}: model', 'llmos', values,
-                                        DiagnosticStatus.OK))
+        array.status.append(make_status(f'{self.get_name()}: model', 'llmos', values, OK))
         for name, tracker in self._rates.items():
             stamp = self._last_stamp.get(name)
             age = (now_ns - stamp) / 1e9 if stamp is not None else float('nan')
-            level = DiagnosticStatus.OK if stamp is not None and age < 1.0 else \
-                DiagnosticStatus.WARN
+            level = OK if stamp is not None and age < 1.0 else WARN
             array.status.append(make_status(
                 f'{self.get_name()}: input {name}', name,
                 {'topic': self._topic(name)[0], 'rate_hz': f'{tracker.rate():.2f}',
                  'age_s': f'{age:.3f}'}, level))
         self._diag_pub.publish(array)
 
+    def destroy_node(self):
+        self._stop_worker()
+        super().destroy_node()
+
     def _stop_worker(self):
         with self._lock:
             self._running = False
             self._wake.notify_all()
-        if self._worker is not None:
-            self._worker.join(timeout=5.0)
-            self._worker = None
+        for worker in self._workers:
+            worker.join(timeout=5.0)
+        self._workers = []
 
 
 def main(args=None):

@@ -59,9 +59,9 @@ class Runner:
     def __init__(self, graph: list[NodeSpec], namespace: str = '', context=None):
         import threading
 
-        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.experimental import EventsExecutor
         self.nodes = build_nodes(graph, namespace, context)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=context)
+        self.executor = EventsExecutor(context=context)
         for node in self.nodes:
             self.executor.add_node(node)
         self._thread = threading.Thread(target=self._spin, daemon=True, name='llmos_runner')
@@ -103,7 +103,7 @@ def main(argv=None):
     except LlmosError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
-    rclpy.init()
+    rclpy.init(args=['llmos_runner'])
     runner = Runner(graph_from_arguments(values), values.get('namespace', '')).start()
     duration = float(values.get('duration', 'inf'))
     try:

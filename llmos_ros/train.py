@@ -1,0 +1,281 @@
+"""llmos-train: rosbags in, a trained multimodal VAE checkpoint out. ROS-free.
+
+    llmos-train --bag BAG [BAG ...] --out model.pt [--config FILE] [--resume]
+    torchrun --nproc-per-node 2 -m llmos_ros.train --bag BAG --out model.pt   (DDP)
+
+Modalities, shapes and rates come from the bag's topics unless the config names them. The last
+`train.val_fraction` of each bag's time line is held out for validation. Losses go to
+`<log-dir>/losses.csv` and `<log-dir>/loss_curve.png`; the checkpoint is rewritten every
+`train.checkpoint_every` steps and at the end, and `--resume` continues from it on the same loss
+curve (batches and noise are a function of the seed and the step).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+from dataclasses import dataclass
+import json
+import math
+import os
+from pathlib import Path
+import sys
+import time
+
+import numpy as np
+import torch
+
+from llmos_ros.checkpoint import load_checkpoint, save_checkpoint
+from llmos_ros.config import Config, load_config
+from llmos_ros.core.dataset import (SampleTable, build_samples, fit_stats, infer_modalities,
+                                    normalize, split_by_time)
+from llmos_ros.errors import ConfigError, LlmosError
+from llmos_ros.models.mvae import MultimodalVAE
+
+
+@dataclass
+class Dist:
+    """Process-group facts; a single process is rank 0 of 1."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog='llmos-train', description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--bag', nargs='+', required=True, help='rosbag2 folders or files (MCAP/sqlite3)')
+    p.add_argument('--out', required=True, help='checkpoint to write, e.g. model.pt')
+    p.add_argument('--config', help='YAML config (sections modalities, sync, model, train)')
+    p.add_argument('--resume', action='store_true', help='continue from the checkpoint at --out')
+    p.add_argument('--steps', type=int, help='override train.steps')
+    p.add_argument('--batch-size', type=int, help='override train.batch_size')
+    p.add_argument('--fusion', help='override model.fusion: poe, moe, mopoe, mmvae_plus')
+    p.add_argument('--device', help="override train.device: 'cpu', 'cuda', 'cuda:N'")
+    p.add_argument('--seed', type=int, help='override train.seed')
+    p.add_argument('--log-dir', help='losses.csv and loss_curve.png (default: beside --out)')
+    p.add_argument('--export', help='also export for deployment (.onnx or TorchScript .ts)')
+    p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: torch default)')
+    p.add_argument('--quiet', action='store_true', help='no progress bars')
+    return p.parse_args(argv)
+
+
+def make_config(args) -> Config:
+    cfg = load_config(args.config)
+    for value, section, key in ((args.steps, 'train', 'steps'),
+                                (args.batch_size, 'train', 'batch_size'),
+                                (args.fusion, 'model', 'fusion'),
+                                (args.device, 'train', 'device'), (args.seed, 'train', 'seed')):
+        if value is not None:
+            setattr(getattr(cfg, section), key, value)
+    return Config.from_dict(cfg.to_dict())  # validates the overrides
+
+
+def load_data(bags, cfg: Config, stats: dict | None, progress: bool):
+    """(train, val, stats): paired, preprocessed, normalised with the training split's stats."""
+    raw = build_samples(bags, cfg, stats=None, progress=progress)
+    if len(raw) == 0:
+        raise LlmosError(f'no samples could be formed from {bags} (drops: {raw.drops})')
+    train, val = split_by_time(raw, cfg.train.val_fraction)
+    if len(train) == 0:
+        raise LlmosError('no training samples left after the validation split')
+    stats = stats or fit_stats(train)
+    return normalize(train, stats), normalize(val, stats) if len(val) else None, stats
+
+
+def batch_tensors(table: SampleTable, rows: np.ndarray, device) -> tuple[dict, dict]:
+    inputs = {n: torch.from_numpy(a[rows]).to(device) for n, a in table.arrays.items()}
+    present = {n: torch.from_numpy(p[rows]).to(device) for n, p in table.present.items()}
+    return inputs, present
+
+
+def batch_rows(n: int, batch: int, seed: int, step: int, rank: int) -> np.ndarray:
+    """The rows of one step's batch: a function of (seed, step, rank) only, so resume is exact."""
+    rng = np.random.default_rng([seed, step, rank])
+    return rng.choice(n, size=min(batch, n), replace=False)
+
+
+@torch.no_grad()
+def validate(model: MultimodalVAE, table: SampleTable, cfg: Config, device) -> dict:
+    """Mean validation loss at the full KL weight, in fixed batches with fixed noise."""
+    model.eval()
+    state = torch.random.get_rng_state()
+    torch.manual_seed(cfg.train.seed)
+    total, count, logs = 0.0, 0, {}
+    for start in range(0, len(table), cfg.train.batch_size):
+        rows = np.arange(start, min(start + cfg.train.batch_size, len(table)))
+        loss, parts = model.loss(*batch_tensors(table, rows, device), step=1 << 30)
+        total += float(loss) * rows.size
+        count += rows.size
+        for key, value in parts.items():
+            logs[key] = logs.get(key, 0.0) + float(value) * rows.size
+    torch.random.set_rng_state(state)
+    model.train()
+    return {'loss': total / max(count, 1), **{k: v / max(count, 1) for k, v in logs.items()}}
+
+
+def setup_distributed(device: str) -> Dist:
+    if int(os.environ.get('WORLD_SIZE', '1')) <= 1:
+        return Dist()
+    import torch.distributed as dist
+    backend = 'nccl' if device.startswith('cuda') else 'gloo'
+    dist.init_process_group(backend)
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get('LOCAL_RANK', '0')))
+
+
+def train(args) -> dict:
+    cfg = make_config(args)
+    out = Path(args.out)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dist_info = setup_distributed(cfg.train.device)
+    device = torch.device(cfg.train.device)
+    if device.type == 'cuda' and dist_info.world > 1:
+        device = torch.device('cuda', dist_info.local_rank)
+    if device.type == 'cpu':
+        torch.use_deterministic_algorithms(True)
+    progress = dist_info.main and not args.quiet
+
+    resumed, stats = None, None
+    if args.resume:
+        resumed = load_checkpoint(out, cfg if cfg.modalities else None)
+        if not cfg.modalities:  # the checkpoint's inputs, this run's train settings
+            saved = resumed.cfg.to_dict()
+            saved['train'] = cfg.to_dict()['train']
+            cfg = Config.from_dict(saved)
+        stats = resumed.stats
+    elif not cfg.modalities:
+        cfg.modalities = infer_modalities(args.bag)
+    train_t, val_t, stats = load_data(args.bag, cfg, stats, progress)
+
+    torch.manual_seed(cfg.train.seed)
+    model = MultimodalVAE(cfg).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    step, history = 0, []
+    if resumed is not None:
+        model.load_state_dict(resumed.model.state_dict())
+        optimizer.load_state_dict(resumed.extra['optimizer'])
+        step, history = int(resumed.extra['step']), list(resumed.extra.get('history', []))
+    wrapped = model
+    if dist_info.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        wrapped = DistributedDataParallel(model, device_ids=[device.index]
+                                          if device.type == 'cuda' else None)
+
+    log_dir = Path(args.log_dir) if args.log_dir else out.with_name(out.stem + '_logs')
+
+    def checkpoint():
+        if dist_info.main:
+            save_checkpoint(out, model, cfg, stats, extra={
+                'step': step, 'optimizer': optimizer.state_dict(), 'history': history,
+                'bags': [str(b) for b in args.bag], 'samples': {'train': len(train_t),
+                                                                'val': len(val_t or [])}})
+            write_logs(log_dir, history)
+
+    if dist_info.main:
+        print(f'[llmos-train] {len(train_t)} training / {len(val_t or [])} validation samples; '
+              f'modalities: ' + ', '.join(f'{n} {m.kind} {m.shape()}'
+                                          for n, m in cfg.modalities.items())
+              + f'; fusion {cfg.model.fusion}; {dist_info.world} process(es) on {device}',
+              flush=True)
+    from tqdm import tqdm
+    bar = tqdm(total=cfg.train.steps, initial=step, disable=not progress, unit='step',
+               desc='train', mininterval=0.5)
+    model.train()
+    started, first_step = time.perf_counter(), step
+    while step < cfg.train.steps:
+        rows = batch_rows(len(train_t), cfg.train.batch_size, cfg.train.seed, step, dist_info.rank)
+        torch.manual_seed(cfg.train.seed * 1_000_003 + step * dist_info.world + dist_info.rank)
+        loss, parts = wrapped(*batch_tensors(train_t, rows, device), step)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise LlmosError(f'the loss became {value} at step {step}; lower train.lr')
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        row = {'step': step, 'split': 'train', 'loss': value,
+               **{k: float(v) for k, v in parts.items()}}
+        history.append(row)
+        bar.update(1)
+        bar.set_postfix(loss=f'{value:.4g}', refresh=False)
+        if val_t is not None and (step % cfg.train.val_every == 0 or step == cfg.train.steps):
+            history.append({'step': step, 'split': 'val', **validate(model, val_t, cfg, device)})
+        if step % cfg.train.checkpoint_every == 0 and step < cfg.train.steps:
+            checkpoint()
+    bar.close()
+    elapsed = time.perf_counter() - started
+    checkpoint()
+    summary = {'out': str(out), 'steps': step, 'seconds': round(elapsed, 3),
+               'samples_per_s': round((step - first_step) * cfg.train.batch_size
+                                      * dist_info.world / max(elapsed, 1e-9), 1),
+               'final_train_loss': _last(history, 'train'), 'final_val_loss': _last(history, 'val'),
+               'world_size': dist_info.world}
+    if args.export and dist_info.main:
+        from llmos_ros.export import check_export, export_model
+        export_model(model, args.export)
+        summary['export'] = args.export
+        summary['export_max_abs_diff'] = check_export(model, args.export)
+    if dist_info.world > 1:
+        import torch.distributed as dist
+        dist.destroy_process_group()
+    return summary
+
+
+def _last(history, split):
+    values = [h['loss'] for h in history if h['split'] == split]
+    return round(values[-1], 6) if values else None
+
+
+def write_logs(log_dir: Path, history: list[dict]) -> None:
+    """losses.csv (one row per train step and validation) and loss_curve.png."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    keys = ['step', 'split', 'loss'] + sorted({k for h in history for k in h} -
+                                              {'step', 'split', 'loss'})
+    with open(log_dir / 'losses.csv', 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for split, style in (('train', '-'), ('val', 'o-')):
+        pts = [(h['step'], h['loss']) for h in history if h['split'] == split]
+        if pts:
+            x, y = zip(*pts)
+            if split == 'train' and len(y) > 20:  # running mean for readability
+                k = max(1, len(y) // 50)
+                y = np.convolve(y, np.ones(k) / k, mode='same')
+            ax.plot(x, y, style, label=split, lw=1)
+    ax.set_xlabel('step')
+    ax.set_ylabel('loss (negative bound per sample)')
+    ax.set_yscale('symlog')
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(log_dir / 'loss_curve.png', dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        summary = train(args)
+    except (LlmosError, ConfigError) as exc:
+        print(f'llmos-train: error: {exc}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print('llmos-train: interrupted; the last periodic checkpoint is kept', file=sys.stderr)
+        return 130
+    if int(os.environ.get('RANK', '0')) == 0:
+        print(json.dumps(summary))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
