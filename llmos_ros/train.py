@@ -1,4 +1,5 @@
-"""llmos-train: rosbags in, a trained multimodal VAE checkpoint out. ROS-free.
+"""
+llmos-train: rosbags in, a trained multimodal VAE checkpoint out. ROS-free.
 
     llmos-train --bag BAG [BAG ...] --out model.pt [--config FILE] [--resume]
     torchrun --nproc-per-node 2 -m llmos_ros.train --bag BAG --out model.pt   (DDP)
@@ -26,8 +27,14 @@ import torch
 
 from llmos_ros.checkpoint import load_checkpoint, save_checkpoint
 from llmos_ros.config import Config, load_config
-from llmos_ros.core.dataset import (SampleTable, build_samples, fit_stats, infer_modalities,
-                                    normalize, split_by_time)
+from llmos_ros.core.dataset import (
+    SampleTable,
+    build_samples,
+    fit_stats,
+    infer_modalities,
+    normalize,
+    split_by_time,
+)
 from llmos_ros.errors import ConfigError, LlmosError
 from llmos_ros.models.mvae import MultimodalVAE
 
@@ -48,7 +55,8 @@ class Dist:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog='llmos-train', description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--bag', nargs='+', required=True, help='rosbag2 folders or files (MCAP/sqlite3)')
+    p.add_argument('--bag', nargs='+', required=True,
+                   help='rosbag2 folders or files (MCAP/sqlite3)')
     p.add_argument('--out', required=True, help='checkpoint to write, e.g. model.pt')
     p.add_argument('--config', help='YAML config (sections modalities, sync, model, train)')
     p.add_argument('--resume', action='store_true', help='continue from the checkpoint at --out')
@@ -77,9 +85,16 @@ def make_config(args) -> Config:
 
 def load_data(bags, cfg: Config, stats: dict | None, progress: bool):
     """(train, val, stats): paired, preprocessed, normalised with the training split's stats."""
+    from llmos_ros.core.bags import bag_topics, norm_topic
+    held = sorted({norm_topic(t) for b in bags for t in bag_topics(b)})
+    missing = sorted({norm_topic(m.topic) for m in cfg.modalities.values()} - set(held))
+    if len(missing) == len(cfg.modalities):
+        raise LlmosError(f'none of the configured topics ({", ".join(missing)}) is in the bags '
+                         f'{[str(b) for b in bags]}; they hold: {", ".join(held) or "nothing"}')
     raw = build_samples(bags, cfg, stats=None, progress=progress)
     if len(raw) == 0:
-        raise LlmosError(f'no samples could be formed from {bags} (drops: {raw.drops})')
+        raise LlmosError(f'no samples could be formed from {bags} (drops: {raw.drops})'
+                         + (f'; topics not in the bags: {", ".join(missing)}' if missing else ''))
     train, val = split_by_time(raw, cfg.train.val_fraction)
     if len(train) == 0:
         raise LlmosError('no training samples left after the validation split')
@@ -146,7 +161,10 @@ def train(args) -> dict:
         if not cfg.modalities:  # the checkpoint's inputs, this run's train settings
             saved = resumed.cfg.to_dict()
             saved['train'] = cfg.to_dict()['train']
+            # model settings given explicitly (--fusion, the YAML's model section) must fit
+            saved['model'].update(_explicit_model_settings(args, cfg))
             cfg = Config.from_dict(saved)
+            load_checkpoint(out, cfg)  # CheckpointError naming a mismatched field
         stats = resumed.stats
     elif not cfg.modalities:
         cfg.modalities = infer_modalities(args.bag)
@@ -213,7 +231,8 @@ def train(args) -> dict:
     summary = {'out': str(out), 'steps': step, 'seconds': round(elapsed, 3),
                'samples_per_s': round((step - first_step) * cfg.train.batch_size
                                       * dist_info.world / max(elapsed, 1e-9), 1),
-               'final_train_loss': _last(history, 'train'), 'final_val_loss': _last(history, 'val'),
+               'final_train_loss': _last(history, 'train'),
+               'final_val_loss': _last(history, 'val'),
                'world_size': dist_info.world}
     if args.export and dist_info.main:
         from llmos_ros.export import check_export, export_model
@@ -224,6 +243,18 @@ def train(args) -> dict:
         import torch.distributed as dist
         dist.destroy_process_group()
     return summary
+
+
+def _explicit_model_settings(args, cfg: Config) -> dict:
+    """The model settings this run names itself: the --config file's model keys, --fusion."""
+    keys = set()
+    if args.config:
+        import yaml
+        data = yaml.safe_load(Path(args.config).read_text()) or {}
+        keys |= set((data.get('model') or {}) if isinstance(data, dict) else {})
+    if args.fusion is not None:
+        keys.add('fusion')
+    return {k: getattr(cfg.model, k) for k in keys}
 
 
 def _last(history, split):

@@ -59,9 +59,12 @@ class Runner:
     def __init__(self, graph: list[NodeSpec], namespace: str = '', context=None):
         import threading
 
-        from rclpy.experimental import EventsExecutor
+        from rclpy.executors import SingleThreadedExecutor
         self.nodes = build_nodes(graph, namespace, context)
-        self.executor = EventsExecutor(context=context)
+        # One executor thread is enough: the nodes do their heavy work in their own threads
+        # (capture, pacing, inference), and rclpy's multi-threaded executor costs more in
+        # Python overhead than it gains under the GIL.
+        self.executor = SingleThreadedExecutor(context=context)
         for node in self.nodes:
             self.executor.add_node(node)
         self._thread = threading.Thread(target=self._spin, daemon=True, name='llmos_runner')

@@ -1,0 +1,177 @@
+"""llmos-train end to end on bags the tests write: CLI, every fusion, resume, determinism, DDP."""
+import csv
+import json
+import math
+from pathlib import Path
+import subprocess
+import sys
+
+from helpers import python_cmd, python_env
+import pytest
+import torch
+import yaml
+
+from llmos_ros.checkpoint import load_checkpoint
+from llmos_ros.sim.make_bag import write_bag
+from llmos_ros.train import main as train_main
+
+# A small network and batch so each step takes milliseconds; the pipeline is the real one.
+SMALL = {'model': {'hidden': 32, 'latent_dim': 8, 'private_dim': 4, 'k_samples': 2,
+                   'warmup_steps': 4},
+         'train': {'batch_size': 8, 'checkpoint_every': 3, 'val_every': 3, 'steps': 6}}
+
+
+@pytest.fixture(scope='module')
+def bag(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp('train') / 'sim_bag'
+    write_bag(path, 2.0, seed=1, progress=False)
+    return path
+
+
+@pytest.fixture(scope='module')
+def config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp('train_cfg') / 'small.yaml'
+    path.write_text(yaml.safe_dump(SMALL))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_globals():
+    """train() switches on deterministic algorithms and sets threads: undo for other tests."""
+    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    yield
+    torch.use_deterministic_algorithms(deterministic)
+    torch.set_num_threads(threads)
+
+
+def run(capsys, *args) -> tuple[int, dict | None, str]:
+    """main() in this process: (exit code, the JSON summary or None, stderr)."""
+    code = train_main([*map(str, args), '--quiet', '--threads', '1'])
+    out, err = capsys.readouterr()
+    lines = [line for line in out.splitlines() if line.strip()]
+    summary = json.loads(lines[-1]) if code == 0 else None
+    assert 'Traceback' not in err
+    return code, summary, err
+
+
+def losses(log_dir: Path, split: str = 'train') -> list[tuple[int, float]]:
+    with open(log_dir / 'losses.csv', newline='') as f:
+        return [(int(r['step']), float(r['loss'])) for r in csv.DictReader(f)
+                if r['split'] == split]
+
+
+def test_cli_trains_and_the_checkpoint_loads(bag, config, tmp_path):
+    out = tmp_path / 'model.pt'
+    proc = subprocess.run(python_cmd('llmos_ros.train', '--bag', str(bag), '--out', str(out),
+                                     '--config', str(config), '--steps', '4', '--quiet',
+                                     '--threads', '1'),
+                          env=python_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary['steps'] == 4 and summary['world_size'] == 1
+    assert math.isfinite(summary['final_train_loss']) and math.isfinite(summary['final_val_loss'])
+    loaded = load_checkpoint(out)
+    assert set(loaded.cfg.modalities) == {'camera', 'audio', 'tactile'}
+    assert loaded.cfg.model.hidden == 32 and loaded.extra['step'] == 4
+    logs = tmp_path / 'model_logs'
+    assert [s for s, _ in losses(logs)] == [1, 2, 3, 4]
+    assert [s for s, _ in losses(logs, 'val')] == [3, 4]
+    assert (logs / 'loss_curve.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+@pytest.mark.parametrize('fusion', ['poe', 'moe', 'mopoe', 'mmvae_plus'])
+def test_every_fusion_trains(fusion, bag, config, tmp_path, capsys):
+    out = tmp_path / f'{fusion}.pt'
+    code, summary, err = run(capsys, '--bag', bag, '--out', out, '--config', config,
+                             '--fusion', fusion, '--steps', '2')
+    assert code == 0, err
+    assert all(math.isfinite(v) for _, v in losses(tmp_path / f'{fusion}_logs'))
+    assert math.isfinite(summary['final_train_loss'])
+    assert load_checkpoint(out).cfg.model.fusion == fusion
+
+
+def test_resume_continues_the_same_loss_curve(bag, config, tmp_path, capsys):
+    whole = tmp_path / 'whole.pt'
+    assert run(capsys, '--bag', bag, '--out', whole, '--config', config, '--steps', '6')[0] == 0
+    parts = tmp_path / 'parts.pt'
+    assert run(capsys, '--bag', bag, '--out', parts, '--config', config, '--steps', '3')[0] == 0
+    assert load_checkpoint(parts).extra['step'] == 3
+    code, summary, err = run(capsys, '--bag', bag, '--out', parts, '--config', config,
+                             '--resume', '--steps', '6')
+    assert code == 0, err
+    assert summary['steps'] == 6
+    for split in ('train', 'val'):
+        a, b = losses(tmp_path / 'whole_logs', split), losses(tmp_path / 'parts_logs', split)
+        assert [s for s, _ in a] == [s for s, _ in b]
+        assert [v for _, v in b] == pytest.approx([v for _, v in a], rel=1e-5, abs=1e-5)
+    assert len(losses(tmp_path / 'parts_logs')) == 6
+
+
+def test_two_identical_runs_give_identical_losses(bag, config, tmp_path, capsys):
+    for name in ('a', 'b'):
+        assert run(capsys, '--bag', bag, '--out', tmp_path / f'{name}.pt', '--config', config,
+                   '--steps', '3', '--seed', '7')[0] == 0
+    assert losses(tmp_path / 'a_logs') == losses(tmp_path / 'b_logs')
+    assert losses(tmp_path / 'a_logs', 'val') == losses(tmp_path / 'b_logs', 'val')
+    a, b = load_checkpoint(tmp_path / 'a.pt'), load_checkpoint(tmp_path / 'b.pt')
+    assert a.model_id == b.model_id
+
+
+def test_torchrun_two_processes_train_and_rank_0_writes(bag, config, tmp_path):
+    out_dir = tmp_path / 'ddp'
+    out = out_dir / 'model.pt'
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '2',
+           '-m', 'llmos_ros.train', '--bag', str(bag), '--out', str(out), '--config', str(config),
+           '--steps', '3', '--quiet', '--threads', '1']
+    proc = subprocess.run(cmd, env=python_env(OMP_NUM_THREADS='1'), capture_output=True,
+                          text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summaries = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{')]
+    assert len(summaries) == 1  # rank 0 only
+    assert summaries[0]['world_size'] == 2 and summaries[0]['steps'] == 3
+    loaded = load_checkpoint(out)
+    assert loaded.extra['step'] == 3
+    assert sorted(p.name for p in out_dir.iterdir()) == ['model.pt', 'model_logs']
+    assert sorted(p.name for p in (out_dir / 'model_logs').iterdir()) == ['loss_curve.png',
+                                                                          'losses.csv']
+    assert len(losses(out_dir / 'model_logs')) == 3
+
+
+def test_mismatched_config_on_resume_is_exit_2_naming_the_field(bag, config, tmp_path, capsys):
+    out = tmp_path / 'm.pt'
+    assert run(capsys, '--bag', bag, '--out', out, '--config', config, '--steps', '2')[0] == 0
+    code, _, err = run(capsys, '--bag', bag, '--out', out, '--config', config, '--resume',
+                       '--fusion', 'moe', '--steps', '3')
+    assert code == 2
+    assert 'model.fusion' in err and "'mopoe'" in err and "'moe'" in err
+    # Modalities named in the config: a different image size does not fit the saved model.
+    saved = load_checkpoint(out).cfg.to_dict()
+    saved['modalities']['camera']['height'] = 16
+    other = tmp_path / 'other.yaml'
+    other.write_text(yaml.safe_dump({**SMALL, 'modalities': saved['modalities']}, sort_keys=False))
+    code, _, err = run(capsys, '--bag', bag, '--out', out, '--config', other, '--resume')
+    assert code == 2
+    assert 'modalities.camera.shape' in err
+    assert load_checkpoint(out).extra['step'] == 2  # the checkpoint is untouched
+
+
+def test_bags_without_the_configured_topics_and_missing_bags_are_exit_2(
+        bag, config, tmp_path, capsys):
+    labels_only = tmp_path / 'labels_only'
+    write_bag(labels_only, 0.5, without=('camera', 'audio', 'tactile'), progress=False)
+    code, _, err = run(capsys, '--bag', labels_only, '--out', tmp_path / 'x.pt')
+    assert code == 2 and 'no sensor topics' in err
+    mods = {name: {'name': name, 'kind': kind, 'topic': f'/elsewhere/{name}', 'msg_type': mtype,
+                   **extra}
+            for name, kind, mtype, extra in (
+                ('camera', 'image', 'sensor_msgs/msg/Image', {'channels': 3}),
+                ('tactile', 'taxels', 'llmos_ros/msg/TactileArray', {'rows': 8, 'cols': 8}))}
+    elsewhere = tmp_path / 'elsewhere.yaml'
+    elsewhere.write_text(yaml.safe_dump({**SMALL, 'modalities': mods}))
+    code, _, err = run(capsys, '--bag', bag, '--out', tmp_path / 'y.pt', '--config', elsewhere)
+    assert code == 2
+    assert 'none of the configured topics' in err and '/elsewhere/camera' in err
+    assert '/camera/image_raw' in err  # what the bag does hold
+    code, _, err = run(capsys, '--bag', tmp_path / 'missing_bag', '--out', tmp_path / 'z.pt')
+    assert code == 2 and 'bag not found' in err
+    assert not (tmp_path / 'x.pt').exists() and not (tmp_path / 'y.pt').exists()
