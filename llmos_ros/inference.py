@@ -13,6 +13,7 @@ import torch
 from llmos_ros.checkpoint import LoadedModel
 from llmos_ros.config import Config
 from llmos_ros.core.frames import Frame
+from llmos_ros.core.pairing import pair
 from llmos_ros.core.preprocess import Preprocessor
 from llmos_ros.core.sync import SampleSet, Synchronizer
 from llmos_ros.errors import ConfigError, InputError
@@ -65,13 +66,15 @@ class PerceptionEngine:
             sync_cfg.sync.reference = ''
         self.synchronizer = Synchronizer(sync_cfg)
         self.drops: Counter = Counter()  # 'modality/reason' -> count
+        self.last_error = ''  # the newest input error, for logs
 
     def push(self, name: str, frame: Frame) -> list[SampleSet]:
         """Add one input frame; return the sample sets that became ready."""
-        reason = self.synchronizer.push(name, frame)
-        if reason:
-            self.drops[f'{name}/{reason}'] += 1
-        return self.synchronizer.pop_ready()
+        try:
+            return pair(self.preprocessors[name], self.synchronizer, name, frame, self.drops)
+        except InputError as exc:
+            self.last_error = f'{name}: {exc}'
+            return []
 
     def flush(self) -> list[SampleSet]:
         """Emit every pending sample set (end of a bag)."""

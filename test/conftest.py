@@ -44,3 +44,15 @@ def rclpy_context():
     rclpy.init(context=context)
     yield context
     rclpy.shutdown(context=context)
+
+
+@pytest.fixture(scope='session')
+def sim_model(tmp_path_factory):
+    """A tiny model trained a few steps on a short simulated bag: (bag path, model path)."""
+    from llmos_ros.sim.make_bag import write_bag
+    from llmos_ros.train import main as train_main
+    root = tmp_path_factory.mktemp('sim_model')
+    bag, model = root / 'bag', root / 'model.pt'
+    write_bag(bag, 8.0, seed=3, progress=False)
+    assert train_main(['--bag', str(bag), '--out', str(model), '--steps', '20', '--quiet']) == 0
+    return bag, model

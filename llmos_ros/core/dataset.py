@@ -28,6 +28,7 @@ from llmos_ros.core.frames import (
     TACTILE_ARRAY,
     frame_from_msg,
 )
+from llmos_ros.core.pairing import pair
 from llmos_ros.core.preprocess import Preprocessor, apply_stats, compute_stats, decode_image
 from llmos_ros.core.sync import Synchronizer, reference_modality
 from llmos_ros.errors import BagError, InputError
@@ -211,19 +212,21 @@ def build_samples(bag_paths, cfg: Config, stats: dict | None = None,
                 label_t.append(stamp)
                 label_v.append(str(msg.data))
                 continue
+            name = topic_mod[topic]
             try:
                 frame = frame_from_msg(mtype, msg)
+                ready = pair(preps[name], sync, name, frame, drops)
             except ValueError:
-                drops['type'] += 1
+                drops[f'{name}/type'] += 1
                 continue
-            sync.push(topic_mod[topic], frame)
-            for s in sync.pop_ready():
+            except InputError:
+                continue  # counted by pair()
+            for s in ready:
                 buf.add(s, preps, drops)
         for s in sync.pop_ready(flush=True):
             buf.add(s, preps, drops)
         bar.update(n_read % 2048)
         bar.close()
-        drops.update(sync.drops)
         part = buf.table(stats)
         part.labels = _labels_at(part.stamps, label_t, label_v)
         part.bag_index = np.full(len(part), bag_i, np.int32)
@@ -264,7 +267,7 @@ class _Buffers:
             try:
                 self.arrays[name][i] = preps[name](window, s.stamp_ns)
             except InputError as exc:
-                drops[exc.reason] += 1
+                drops[f'{name}/{exc.reason}'] += 1
                 self.arrays[name][i] = 0.0
                 continue
             self.present[name][i] = True

@@ -49,22 +49,9 @@ def decode_image(frame: ImageFrame | CompressedFrame) -> np.ndarray:
     """
     if isinstance(frame, CompressedFrame):
         return _decode_compressed(frame)
-    if not isinstance(frame, ImageFrame):
-        raise InputError('type', f'expected an image, got {type(frame).__name__}')
-    enc = str(frame.encoding).strip().lower()
-    if enc not in _ENCODINGS:
-        raise InputError('encoding', f'unsupported image encoding {frame.encoding!r}; '
-                         f'supported: rgb8, bgr8, mono8, rgba8, bgra8, mono16')
-    ch, nbytes, order = _ENCODINGS[enc]
+    ch, nbytes, order = _check_image(frame)
     h, w, step = int(frame.height), int(frame.width), int(frame.step)
     data = np.asarray(frame.data, dtype=np.uint8).ravel()
-    if h <= 0 or w <= 0:
-        raise InputError('size', f'image has no pixels ({w}x{h})')
-    if step < w * ch * nbytes:
-        raise InputError('size', f'image step {step} < width {w} x {ch * nbytes} bytes/pixel')
-    if data.size != h * step:
-        raise InputError('size', f'image data has {data.size} bytes, expected height {h} x '
-                         f'step {step} = {h * step}')
     rows = data.reshape(h, step)[:, :w * ch * nbytes]
     if nbytes == 1:
         arr = rows.reshape(h, w, ch).astype(np.float32) * np.float32(1.0 / 255.0)
@@ -73,6 +60,38 @@ def decode_image(frame: ImageFrame | CompressedFrame) -> np.ndarray:
         arr = np.ascontiguousarray(rows).view(dtype).reshape(h, w, ch)
         arr = arr.astype(np.float32) * np.float32(1.0 / 65535.0)
     return _to_rgb(arr, order)
+
+
+def _check_image(frame: ImageFrame) -> tuple[int, int, str]:
+    """Header checks of a raw image: (channels, bytes per channel, colour order)."""
+    if not isinstance(frame, ImageFrame):
+        raise InputError('type', f'expected an image, got {type(frame).__name__}')
+    enc = str(frame.encoding).strip().lower()
+    if enc not in _ENCODINGS:
+        raise InputError('encoding', f'unsupported image encoding {frame.encoding!r}; '
+                         f'supported: rgb8, bgr8, mono8, rgba8, bgra8, mono16')
+    ch, nbytes, order = _ENCODINGS[enc]
+    h, w, step = int(frame.height), int(frame.width), int(frame.step)
+    if h <= 0 or w <= 0:
+        raise InputError('size', f'image has no pixels ({w}x{h})')
+    if step < w * ch * nbytes:
+        raise InputError('size', f'image step {step} < width {w} x {ch * nbytes} bytes/pixel')
+    if frame.data.size != h * step:
+        raise InputError('size', f'image data has {frame.data.size} bytes, expected height {h}'
+                         f' x step {step} = {h * step}')
+    return ch, nbytes, order
+
+
+def _compressed_kind(frame: CompressedFrame) -> str:
+    fmt = str(frame.format).strip().lower()
+    # image_transport: 'jpeg', 'png', or '<orig enc>; <jpeg|png> compressed <enc>'
+    comp = fmt.split(';', 1)[1] if ';' in fmt else fmt
+    if 'compresseddepth' in fmt or not any(k in comp for k in ('jpeg', 'jpg', 'png')):
+        raise InputError('encoding', f'unsupported compressed image format {frame.format!r} '
+                         f'(jpeg or png expected)')
+    if frame.data.size == 0:
+        raise InputError('decode', 'compressed image has no data')
+    return comp
 
 
 def _to_rgb(arr: np.ndarray, order: str) -> np.ndarray:
@@ -84,15 +103,8 @@ def _to_rgb(arr: np.ndarray, order: str) -> np.ndarray:
 
 
 def _decode_compressed(frame: CompressedFrame) -> np.ndarray:
-    fmt = str(frame.format).strip().lower()
-    # image_transport: 'jpeg', 'png', or '<orig enc>; <jpeg|png> compressed <enc>'
-    comp = fmt.split(';', 1)[1] if ';' in fmt else fmt
-    if 'compresseddepth' in fmt or not any(k in comp for k in ('jpeg', 'jpg', 'png')):
-        raise InputError('encoding', f'unsupported compressed image format {frame.format!r} '
-                         f'(jpeg or png expected)')
+    _compressed_kind(frame)
     data = np.asarray(frame.data, dtype=np.uint8).ravel()
-    if data.size == 0:
-        raise InputError('decode', 'compressed image has no data')
     try:
         img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
@@ -256,6 +268,19 @@ def _hann(n: int) -> np.ndarray:
     return np.hanning(n + 1)[:-1].astype(np.float32)  # periodic
 
 
+def _check_audio(fr: AudioFrame) -> None:
+    if not isinstance(fr, AudioFrame):
+        raise InputError('type', f'expected an audio chunk, got {type(fr).__name__}')
+    rate, ch = int(fr.sample_rate), int(fr.channels)
+    if rate <= 0 or rate > MAX_SAMPLE_RATE:
+        raise InputError('sample_rate', f'audio sample_rate {rate} is not usable')
+    if ch <= 0 or fr.samples.size % ch:
+        raise InputError('size', f'audio chunk of {fr.samples.size} samples does not hold '
+                         f'whole frames of {ch} channels')
+    if not np.isfinite(fr.samples).all():
+        raise InputError('nan', 'audio chunk holds NaN or inf samples')
+
+
 def audio_window(window: Sequence[AudioFrame], mod: ModalityConfig,
                  stamp_ns: int | None = None) -> np.ndarray:
     """
@@ -266,17 +291,9 @@ def audio_window(window: Sequence[AudioFrame], mod: ModalityConfig,
     """
     parts: list[tuple[int, np.ndarray]] = []  # (rate, mono samples)
     for fr in window:
-        if not isinstance(fr, AudioFrame):
-            raise InputError('type', f'expected an audio chunk, got {type(fr).__name__}')
+        _check_audio(fr)
         rate, ch = int(fr.sample_rate), int(fr.channels)
-        if rate <= 0 or rate > MAX_SAMPLE_RATE:
-            raise InputError('sample_rate', f'audio sample_rate {rate} is not usable')
         s = np.asarray(fr.samples, dtype=np.float32).ravel()
-        if ch <= 0 or s.size % ch:
-            raise InputError('size', f'audio chunk of {s.size} samples does not hold whole '
-                             f'frames of {ch} channels')
-        if not np.isfinite(s).all():
-            raise InputError('nan', 'audio chunk holds NaN or inf samples')
         mono = s if ch == 1 else s.reshape(-1, ch).mean(axis=1, dtype=np.float32)
         if parts and parts[-1][0] == rate:
             parts[-1][1].append(mono)
@@ -380,6 +397,24 @@ class Preprocessor:
             if n != self.shape[0]:
                 raise ValueError(f'modality {mod.name}: stats for {n} channels, model has '
                                  f'{self.shape[0]}')
+
+    def validate(self, frame: Frame) -> None:
+        """
+        Cheap checks of one frame before it is paired (no decoding): InputError if unusable.
+
+        The live node and the dataset drop a bad frame here, so it never spoils the windows
+        of later samples (an audio window spans many chunks).
+        """
+        kind = self.mod.kind
+        if kind == 'image':
+            if isinstance(frame, CompressedFrame):
+                _compressed_kind(frame)
+            else:
+                _check_image(frame)
+        elif kind == 'audio':
+            _check_audio(frame)
+        else:
+            self._taxels(frame)
 
     def raw(self, window: Sequence[Frame], stamp_ns: int | None = None) -> np.ndarray:
         """The model array before normalisation."""

@@ -137,8 +137,9 @@ class SimSourceNode(Node):
                 self._pubs[topic].publish(self._message(topic, scene.render(topic, index), stamp))
                 self.counts[topic] += 1
         except Exception as exc:  # noqa: B902 - a dying thread must say why
-            if not self._stop.is_set():
-                self.get_logger().error(f'sim source stopped: {exc!r}')
+            if self._stop.is_set() or not self.context.ok():
+                return  # shutting down (Ctrl-C / SIGTERM shut the context first)
+            self.get_logger().error(f'sim source stopped: {exc!r}')
             raise
         finally:
             self.finished.set()
