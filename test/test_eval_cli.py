@@ -250,7 +250,7 @@ def test_user_errors(env, tmp_path):
             w.write_frame('/camera/image_raw', ImageFrame(
                 10**9 + i * 33_000_000, 'yuv422', 16, 16, 32, False, np.zeros(512, np.uint8)))
     err = _fails(['--bag', str(bad), '--model', model, '--out', str(tmp_path / 'r'),
-                  '--quiet'], 'could be evaluated', 'camera/encoding: 5', 'yuv422')
+                  '--quiet'], 'no sample could be formed', "'camera/encoding': 5", 'yuv422')
     assert not Path(tmp_path / 'r' / 'metrics.json').exists(), err
 
 

@@ -346,7 +346,8 @@ def evaluate(args) -> dict:
         raise LlmosError(f'no sample could be formed from {args.bag}: samples are formed at '
                          f'each message of the reference modality {ref!r} (topic '
                          f'{cfg.modalities[ref].topic}), and none of its messages was usable '
-                         f'(messages dropped: {test.drops or "none"})')
+                         f'(messages dropped: {test.drops or "none"}). '
+                         + '; '.join(test.first_errors.values()))
     if len(test) == 0:
         reasons = ', '.join(f'{k}: {v}' for k, v in test.drops.items()) or 'none'
         first = '; '.join(test.first_errors.values())

@@ -57,7 +57,9 @@ from llmos_ros.errors import BagError
 
 LABEL_SUFFIX = '/episode/label'
 # drop reasons of Synchronizer.push that refer to the pushed frame itself
-FRAME_REJECTS = ('stamp_backwards', 'stamp_repeated', 'unknown_modality')
+# frame-level rejections by engine.push: pairing order, and validation (InputError reasons)
+FRAME_REJECTS = ('stamp_backwards', 'stamp_repeated', 'unknown_modality', 'encoding', 'size',
+                 'nan', 'sample_rate', 'decode', 'type', 'empty')
 # message types a modality kind can read
 KIND_TYPES = {'image': (IMAGE, COMPRESSED_IMAGE), 'audio': (AUDIO_CHUNK,),
               'taxels': (TACTILE_ARRAY,)}
@@ -296,6 +298,8 @@ def replay(bag, engine, *, infer: bool = True, max_samples: int | None = None,
                         if k.partition('/')[2] in FRAME_REJECTS]
             if rejected:
                 drops[rejected[0]] += 1
+                if engine.last_error:
+                    first_errors.setdefault(name, engine.last_error)
             else:
                 status[(name, int(frame.stamp_ns))] = None
             handle(ready)
