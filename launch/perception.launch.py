@@ -1,4 +1,5 @@
-"""Start llmos_ros perception: `ros2 launch llmos_ros perception.launch.py model:=/path/model.pt`.
+"""
+Start llmos_ros perception: `ros2 launch llmos_ros perception.launch.py model:=/path/model.pt`.
 
 The nodes and their arguments come from llmos_ros.nodes.graph.perception_graph(), the same
 function the embedded runner (`llmos-demo`, `python -m llmos_ros.nodes.runner`) uses.
@@ -6,10 +7,10 @@ function the embedded runner (`llmos-demo`, `python -m llmos_ros.nodes.runner`) 
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch_ros.actions import Node
 
+from launch import LaunchDescription
 from llmos_ros.nodes.graph import PACKAGE, perception_graph
 
 ARGUMENTS = {

@@ -1,5 +1,7 @@
-"""Pairing + preprocessing + model, frame in, fused state out: the live node and offline evaluation
-both run this, so what is evaluated is what runs. ROS-free.
+"""
+Pairing + preprocessing + model: frames in, fused state out. ROS-free.
+
+The live node and offline evaluation both run this, so what is evaluated is what runs.
 """
 from __future__ import annotations
 

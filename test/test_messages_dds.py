@@ -2,10 +2,9 @@
 import subprocess
 import sys
 
+from helpers import ROOT, python_env, spin_until
 import numpy as np
 import pytest
-
-from helpers import python_env, ROOT, spin_until
 
 pytestmark = pytest.mark.ros
 

@@ -1,11 +1,10 @@
-"""perception_node live over real DDS: simulated source -> perception -> this test's subscribers."""
+"""perception_node live over real DDS: simulated source -> perception -> test subscribers."""
 import subprocess
 import time
 
+from helpers import python_cmd, python_env, spin_until
 import numpy as np
 import pytest
-
-from helpers import python_cmd, python_env, spin_until
 
 pytestmark = pytest.mark.ros
 

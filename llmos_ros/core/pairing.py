@@ -1,4 +1,5 @@
-"""One input frame in, ready sample sets out: the step every consumer of sensor data shares.
+"""
+One input frame in, ready sample sets out: the step every consumer of sensor data shares.
 
 Training datasets, offline evaluation and the live node all call `pair`, so a frame is validated
 and paired the same way everywhere.

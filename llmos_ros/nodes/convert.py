@@ -66,7 +66,8 @@ def prediction_msg(mod: ModalityConfig, raw: np.ndarray, stamp, frame_id: str,
 
     `raw` comes from Preprocessor.inverse: images (C, H, W) in [0, 255], audio a log-mel
     spectrogram (1, n_mels, frames), published as a waveform of the whole window (Griffin-Lim;
-    stamped with the sample time, which is the window's end), taxels (C, rows, cols) in sensor units.
+    stamped with the sample time, which is the window's end), taxels (C, rows, cols) in sensor
+    units.
     """
     if mod.kind == 'image':
         from sensor_msgs.msg import Image
@@ -79,7 +80,6 @@ def prediction_msg(mod: ModalityConfig, raw: np.ndarray, stamp, frame_id: str,
         msg.data = pixels.tobytes()
     elif mod.kind == 'audio':
         from llmos_ros.core.preprocess import log_mel_to_waveform
-
         from llmos_ros.msg import AudioChunk
         msg = AudioChunk()
         msg.sample_rate = int(mod.sample_rate)

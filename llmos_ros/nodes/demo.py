@@ -1,4 +1,5 @@
-"""llmos-demo: the whole live path on the built-in simulated sensors, no robot needed.
+"""
+llmos-demo: the whole live path on the built-in simulated sensors, no robot needed.
 
 1. writes a bag of the simulated scene (once; reused),
 2. trains a small model on it with llmos-train (once; reused),

@@ -1,4 +1,5 @@
-"""The node graph of llmos_ros, in one place.
+"""
+The node graph of llmos_ros, in one place.
 
 Both `launch/perception.launch.py` (launch_ros, on a full ROS 2 install) and the embedded runner
 (`llmos_ros.nodes.runner`, one process, an rclpy executor; for machines without `launch`) build

@@ -1,4 +1,5 @@
-"""perception_node: sensor topics in, fused latent state and cross-modal predictions out.
+"""
+perception_node: sensor topics in, fused latent state and cross-modal predictions out.
 
 A lifecycle node: configure loads the checkpoint and subscribes, activate starts publishing.
 With `autostart` (default) it configures and activates itself; a failed configure (missing or
@@ -15,7 +16,6 @@ import threading
 import time
 
 import numpy as np
-import rclpy
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
 

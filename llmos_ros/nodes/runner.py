@@ -1,4 +1,5 @@
-"""Embedded runner: the launch file's node graph in one process, on one rclpy executor.
+"""
+Embedded runner: the launch file's node graph in one process, on one rclpy executor.
 
 For machines without `launch` / `ros2 launch`. Takes the launch file's arguments:
     python -m llmos_ros.nodes.runner model:=/path/model.pt start_sim:=true [duration:=30]
