@@ -10,7 +10,5 @@ set +u
 source scripts/env.sh
 set -u
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
-echo "[test] ruff (flake8 + pep257 rules, see pyproject.toml)"
-ruff check llmos_ros test benchmarks scripts setup.py launch
-echo "[test] pytest"
+echo "[test] pytest (test/test_lint.py runs ruff with flake8 + pep257 rules, see pyproject.toml)"
 python -m pytest "$@"

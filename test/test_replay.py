@@ -194,8 +194,8 @@ def test_unknown_message_types_are_skipped_and_counted(tmp_path):
     store = typestore()
     if 'fake_pkg/msg/Thing' not in store.fielddefs:
         store.register(get_types_from_msg('int32 value\n', 'fake_pkg/msg/Thing'))
-    path = tmp_path / 'mixed'
-    with BagWriter(path) as writer:
+    path = tmp_path / 'mixed_sqlite3'
+    with BagWriter(path, storage='sqlite3') as writer:  # sqlite3 storage too
         for i in range(5):
             t = 1_000_000_000 + i * 10_000_000
             writer.write_label('/chatter', t, f'hello {i}')

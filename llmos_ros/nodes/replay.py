@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 import importlib
+import itertools
 import json
 from pathlib import Path
 import signal
@@ -217,6 +218,9 @@ class Player:
             name = remaps.get(topic, topic.lstrip('/'))
             self.publishers[topic] = node.create_publisher(cls, name, qos)
             self.names[topic] = self.publishers[topic].topic_name
+        if args.start_offset > self.bag_span_s():
+            log(f'warning: --start-offset {args.start_offset:g} s is past the end of the bag '
+                f'({self.bag_span_s():.3f} s): nothing to play', err=True)
         if not self.publishers:
             raise UsageError(f'nothing to replay from {source.path}: '
                              + ('no topic of a known message type' if wanted
@@ -262,6 +266,13 @@ class Player:
         rate = self.args.rate
         start_ns = int(self.source.info['start_ns'] + self.args.start_offset * 1e9)
         tick = 1.0 / self.args.clock_hz
+        # Open the bag and fetch the first message before the clock starts, so it is on time.
+        messages = self.source.messages(set(self.publishers), start_ns)
+        first = next(messages, None)
+        if first is None:
+            self.passes += 1
+            return
+        messages = itertools.chain([first], messages)
         t0 = time.monotonic()
         next_tick = t0
         next_progress = t0 + 1.0
@@ -272,7 +283,7 @@ class Player:
             return start_ns + int((now - t0) * rate * 1e9)
 
         try:
-            for topic, log_ns, raw in self.source.messages(set(self.publishers), start_ns):
+            for topic, log_ns, raw in messages:
                 due = t0 + (log_ns - start_ns) * 1e-9 / rate
                 while True:
                     now = time.monotonic()
@@ -404,9 +415,10 @@ def main(argv=None) -> int:
                  f'{len(player.publishers)} topics) at rate {args.rate:g}'
                  + (', looping' if args.loop else ''))
         while True:
+            before = sum(player.published.values())
             player.play_once()
-            if not args.loop:
-                break
+            if not args.loop or sum(player.published.values()) == before:
+                break  # an empty pass (--start-offset past the end) would loop forever
         player.flush()
     except KeyboardInterrupt:
         interrupted = True
