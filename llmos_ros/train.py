@@ -281,11 +281,11 @@ def write_logs(log_dir: Path, history: list[dict]) -> None:
             x, y = zip(*pts)
             if split == 'train' and len(y) > 20:  # running mean for readability
                 k = max(1, len(y) // 50)
-                y = np.convolve(y, np.ones(k) / k, mode='same')
+                y = np.convolve(y, np.ones(k) / k, mode='valid')
+                x = x[k - 1:]
             ax.plot(x, y, style, label=split, lw=1)
     ax.set_xlabel('step')
     ax.set_ylabel('loss (negative bound per sample)')
-    ax.set_yscale('symlog')
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -178,10 +178,12 @@ class PerceptionNode(LifecycleNode):
         with self._lock:
             if self.engine is None:
                 return
+            self.engine.last_error = ''
             before = sum(self.engine.drops.values())
             ready = self.engine.push(name, frame)
             if sum(self.engine.drops.values()) > before:
-                self._log_drop(f'{name}: input dropped ({self._drop_summary()})')
+                self._log_drop(f'input dropped: {self.engine.last_error or name}; drops so far: '
+                               f'{self._drop_summary()}')
             if ready:
                 if self._pending is not None:
                     self._counts['superseded'] += 1
