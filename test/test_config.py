@@ -1,8 +1,8 @@
 """The YAML configs document the code's defaults, and bad configs give clear errors."""
+from helpers import ROOT
 import pytest
 import yaml
 
-from helpers import ROOT
 from llmos_ros.config import Config, load_config
 from llmos_ros.errors import ConfigError
 

@@ -274,7 +274,7 @@ def evaluate(args) -> dict:
 
     from llmos_ros.checkpoint import load_checkpoint
     from llmos_ros.evaluation.metrics import latency_percentiles, linear_probe, subsets, throughput
-    from llmos_ros.evaluation.replay import check_topics, latent_state_msg, prediction_msg, replay
+    from llmos_ros.evaluation.replay import check_topics, latent_state_msg, replay
     from llmos_ros.evaluation.report import compare_reports, write_report
     from llmos_ros.inference import PerceptionEngine
 
@@ -324,11 +324,9 @@ def evaluate(args) -> dict:
         writer.write('/llmos/latent', 'llmos_ros/msg/LatentState', result.stamp_ns,
                      latent_state_msg(result, model, loaded.model_id, cfg.model.fusion,
                                       args.frame_id))
-        for name, (array, _src) in engine.predict(result).items():
-            raw = engine.preprocessors[name].inverse(array)
-            mtype, msg = prediction_msg(cfg.modalities[name], raw, result.stamp_ns,
-                                        args.frame_id)
-            writer.write(f'/llmos/prediction/{name}', mtype, result.stamp_ns, msg)
+        engine.predict(result)
+        for name, frame in engine.prediction_frames(result, args.frame_id).items():
+            writer.write_frame(f'/llmos/prediction/{name}', frame)
             n_pred += 1
 
     try:

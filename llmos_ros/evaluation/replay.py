@@ -24,7 +24,7 @@ account of every message read:
 Messages are tracked by (modality, header stamp): the synchroniser only accepts strictly
 increasing stamps per modality, so the key is unique.
 
-`latent_state_msg` / `prediction_msg` build the node's output messages with the rosbags type
+`latent_state_msg` builds the node's LatentState with the rosbags type
 store (mirroring `llmos_ros.nodes.convert`, which needs rclpy), for recording.
 """
 from __future__ import annotations
@@ -392,31 +392,3 @@ def latent_state_msg(result, model, model_id: str, fusion: str, frame_id: str = 
         modality_stamps=[_time(result.stamps_ns[n]) for n in result.modalities])
 
 
-def prediction_msg(mod, raw: np.ndarray, stamp_ns: int, frame_id: str = 'llmos',
-                   audio_iterations: int = 4) -> tuple[str, object]:
-    """
-    (msg_type, rosbags message) of a decoded modality, as `nodes.convert.prediction_msg` does.
-
-    `raw` comes from Preprocessor.inverse: images (C, H, W) in [0, 255] -> Image mono8 / rgb8;
-    audio log-mel (1, n_mels, frames) -> AudioChunk holding the Griffin-Lim waveform of the
-    window; taxels (C, rows, cols) -> TactileArray in sensor units.
-    """
-    t = typestore().types
-    header = make_header(stamp_ns, frame_id)
-    if mod.kind == 'image':
-        pixels = np.clip(np.asarray(raw, np.float32) + 0.5, 0, 255).astype(np.uint8)
-        pixels = np.ascontiguousarray(pixels.transpose(1, 2, 0))
-        h, w, c = (int(v) for v in pixels.shape)
-        return IMAGE, t[IMAGE](header=header, height=h, width=w,
-                               encoding='mono8' if c == 1 else 'rgb8', is_bigendian=0,
-                               step=w * c, data=pixels.ravel())
-    if mod.kind == 'audio':
-        from llmos_ros.core.preprocess import log_mel_to_waveform
-        samples = log_mel_to_waveform(raw, mod, n_iter=audio_iterations)
-        return AUDIO_CHUNK, t[AUDIO_CHUNK](header=header, sample_rate=int(mod.sample_rate),
-                                           channels=1,
-                                           samples=np.asarray(samples, np.float32).ravel())
-    values = np.ascontiguousarray(np.asarray(raw, np.float32).transpose(1, 2, 0))
-    r, c, ch = (int(v) for v in values.shape)
-    return TACTILE_ARRAY, t[TACTILE_ARRAY](header=header, rows=r, cols=c, channels=ch,
-                                           values=values.ravel())

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from llmos_ros.config import Config, ModalityConfig
+from llmos_ros.config import ModalityConfig
 from llmos_ros.core import frames as F
 
 
@@ -40,57 +40,41 @@ def prediction_type(mod: ModalityConfig):
     return message_class(F.TACTILE_ARRAY)
 
 
-def latent_state(result, stamp, frame_id: str, model_id: str, cfg: Config):
-    """LatentState of one inference (see msg/LatentState.msg)."""
+def latent_state(result, frame_id: str, model_id: str, fusion: str, layout: dict):
+    """LatentState of one inference (msg/LatentState.msg); layout: model.latent_layout()."""
     from llmos_ros.msg import LatentState
     msg = LatentState()
-    msg.header.stamp = stamp
+    msg.header.stamp = time_msg(result.stamp_ns)
     msg.header.frame_id = frame_id
     msg.model_id = model_id
-    msg.fusion = cfg.model.fusion
+    msg.fusion = fusion
     msg.mean = np.asarray(result.mean, np.float32)
     msg.std = np.asarray(result.std, np.float32)
-    msg.shared_dim = cfg.model.latent_dim
-    if cfg.model.fusion == 'mmvae_plus':
-        msg.private_dim = cfg.model.private_dim
-        msg.private_modalities = list(cfg.modalities)
+    msg.shared_dim = int(layout['shared_dim'])
+    msg.private_dim = int(layout['private_dim'])
+    msg.private_modalities = list(layout['private_modalities'])
     msg.modalities = list(result.modalities)
     msg.modality_stamps = [time_msg(result.stamps_ns[n]) for n in result.modalities]
     return msg
 
 
-def prediction_msg(mod: ModalityConfig, raw: np.ndarray, stamp, frame_id: str,
-                   audio_iterations: int = 4):
-    """
-    A decoded modality as the message type of its inputs.
-
-    `raw` comes from Preprocessor.inverse: images (C, H, W) in [0, 255], audio a log-mel
-    spectrogram (1, n_mels, frames), published as a waveform of the whole window (Griffin-Lim;
-    stamped with the sample time, which is the window's end), taxels (C, rows, cols) in sensor
-    units.
-    """
-    if mod.kind == 'image':
-        from sensor_msgs.msg import Image
-        pixels = np.clip(np.asarray(raw, np.float32) + 0.5, 0, 255).astype(np.uint8)
-        pixels = np.ascontiguousarray(pixels.transpose(1, 2, 0))  # (H, W, C)
-        msg = Image()
-        msg.height, msg.width, channels = (int(v) for v in pixels.shape)
-        msg.encoding = 'mono8' if channels == 1 else 'rgb8'
-        msg.step = msg.width * channels
-        msg.data = pixels.tobytes()
-    elif mod.kind == 'audio':
-        from llmos_ros.core.preprocess import log_mel_to_waveform
-        from llmos_ros.msg import AudioChunk
-        msg = AudioChunk()
-        msg.sample_rate = int(mod.sample_rate)
-        msg.channels = 1
-        msg.samples = log_mel_to_waveform(raw, mod, n_iter=audio_iterations)
+def frame_msg(frame):
+    """A core frame record as the rclpy message of its contract type."""
+    if isinstance(frame, F.ImageFrame):
+        msg = message_class(F.IMAGE)(height=frame.height, width=frame.width,
+                                     encoding=frame.encoding,
+                                     is_bigendian=int(frame.is_bigendian), step=frame.step)
+        msg.data = frame.data.tobytes()
+    elif isinstance(frame, F.AudioFrame):
+        msg = message_class(F.AUDIO_CHUNK)(sample_rate=frame.sample_rate,
+                                           channels=frame.channels)
+        msg.samples = np.asarray(frame.samples, np.float32)
+    elif isinstance(frame, F.TactileFrame):
+        msg = message_class(F.TACTILE_ARRAY)(rows=frame.rows, cols=frame.cols,
+                                             channels=frame.channels)
+        msg.values = np.asarray(frame.values, np.float32)
     else:
-        from llmos_ros.msg import TactileArray
-        values = np.ascontiguousarray(np.asarray(raw, np.float32).transpose(1, 2, 0))
-        msg = TactileArray()
-        msg.rows, msg.cols, msg.channels = (int(v) for v in values.shape)
-        msg.values = values.ravel()
-    msg.header.stamp = stamp
-    msg.header.frame_id = frame_id
+        raise TypeError(f'no message for {type(frame).__name__}')
+    msg.header.stamp = time_msg(frame.stamp_ns)
+    msg.header.frame_id = frame.frame_id
     return msg

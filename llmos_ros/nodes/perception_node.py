@@ -242,20 +242,16 @@ class PerceptionNode(LifecycleNode):
                     self._wake.wait_for(lambda: not self._running, rest)
 
     def _publish_latent(self, result: Inference):
-        cfg = self.engine.cfg
         self._latent_pub.publish(convert.latent_state(
-            result, convert.time_msg(result.stamp_ns), self.get_parameter('frame_id').value,
-            self.engine.model_id, cfg))
+            result, self.get_parameter('frame_id').value, self.engine.model_id,
+            self.engine.cfg.model.fusion, self.engine.model.latent_layout()))
         self._counts['published'] += 1
 
     def _publish_predictions(self, result: Inference):
-        stamp = convert.time_msg(result.stamp_ns)
-        frame_id = self.get_parameter('frame_id').value
-        for name, (array, _source) in result.predictions.items():
-            mod = self.engine.cfg.modalities[name]
-            raw = self.engine.preprocessors[name].inverse(array)
-            self._pred_pubs[name].publish(convert.prediction_msg(
-                mod, raw, stamp, frame_id, self._audio_iterations))
+        frames = self.engine.prediction_frames(result, self.get_parameter('frame_id').value,
+                                               self._audio_iterations)
+        for name, frame in frames.items():
+            self._pred_pubs[name].publish(convert.frame_msg(frame))
 
     def _drop(self, name: str, reason: str, text: str):
         if self.engine is not None:
