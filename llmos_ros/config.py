@@ -140,10 +140,7 @@ def _build(kind, values: dict, where: str):
         raise ConfigError(f'{where}: {exc}') from None
 
 
-def load_config(path: str | Path | None) -> Config:
-    """Load a YAML config; None gives the defaults."""
-    if path is None:
-        return Config()
+def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
@@ -151,4 +148,40 @@ def load_config(path: str | Path | None) -> Config:
         raise ConfigError(f'config file not found: {path}') from None
     except yaml.YAMLError as exc:
         raise ConfigError(f'config file {path} is not valid YAML: {exc}') from None
-    return Config.from_dict(data)
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f'config file {path} must hold a mapping of sections')
+    return data or {}
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Load a YAML config; None gives the defaults."""
+    return Config() if path is None else Config.from_dict(read_yaml(path))
+
+
+def load_training_config(path: str | Path | None) -> tuple[Config, dict[str, dict]]:
+    """
+    A config whose modalities may be tuned rather than named in full.
+
+    A modality entry without `kind` (e.g. `audio: {window_s: 1.5}`) is not a modality of its
+    own: it is returned as overrides, applied with `apply_overrides` to the modalities inferred
+    from the bags.
+    """
+    data = read_yaml(path) if path is not None else {}
+    mods = dict(data.get('modalities') or {})
+    overrides = {n: dict(m or {}) for n, m in mods.items() if 'kind' not in (m or {})}
+    data['modalities'] = {n: m for n, m in mods.items() if n not in overrides}
+    return Config.from_dict(data), overrides
+
+
+def apply_overrides(modalities: dict[str, ModalityConfig], overrides: dict[str, dict]) -> None:
+    """Set the given fields of inferred modalities; unknown modalities or fields are errors."""
+    names = {f.name for f in dataclasses.fields(ModalityConfig)}
+    for name, values in overrides.items():
+        if name not in modalities:
+            raise ConfigError(f'modalities.{name}: no such modality in the bags (they have '
+                              f'{sorted(modalities)})')
+        unknown = set(values) - names
+        if unknown:
+            raise ConfigError(f'modalities.{name}: unknown keys {sorted(unknown)}')
+        for key, value in values.items():
+            setattr(modalities[name], key, type(getattr(modalities[name], key))(value))

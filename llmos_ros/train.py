@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from llmos_ros.checkpoint import load_checkpoint, save_checkpoint
-from llmos_ros.config import Config, load_config
+from llmos_ros.config import Config, apply_overrides, load_training_config
 from llmos_ros.core.dataset import (
     SampleTable,
     build_samples,
@@ -72,15 +72,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def make_config(args) -> Config:
-    cfg = load_config(args.config)
+def make_config(args) -> tuple[Config, dict]:
+    cfg, overrides = load_training_config(args.config)
     for value, section, key in ((args.steps, 'train', 'steps'),
                                 (args.batch_size, 'train', 'batch_size'),
                                 (args.fusion, 'model', 'fusion'),
                                 (args.device, 'train', 'device'), (args.seed, 'train', 'seed')):
         if value is not None:
             setattr(getattr(cfg, section), key, value)
-    return Config.from_dict(cfg.to_dict())  # validates the overrides
+    return Config.from_dict(cfg.to_dict()), overrides  # from_dict validates the values
 
 
 def load_data(bags, cfg: Config, stats: dict | None, progress: bool):
@@ -143,7 +143,7 @@ def setup_distributed(device: str) -> Dist:
 
 
 def train(args) -> dict:
-    cfg = make_config(args)
+    cfg, overrides = make_config(args)
     out = Path(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -168,6 +168,7 @@ def train(args) -> dict:
         stats = resumed.stats
     elif not cfg.modalities:
         cfg.modalities = infer_modalities(args.bag)
+        apply_overrides(cfg.modalities, overrides)
     train_t, val_t, stats = load_data(args.bag, cfg, stats, progress)
 
     torch.manual_seed(cfg.train.seed)

@@ -30,3 +30,20 @@ def test_node_param_files_use_wildcard_node_names():
     for name in ('perception', 'sim_source', 'camera', 'microphone'):
         data = yaml.safe_load((ROOT / 'config' / f'{name}.yaml').read_text())
         assert list(data) == ['/**'] and 'ros__parameters' in data['/**'], name
+
+
+def test_modality_overrides_tune_inferred_modalities(tmp_path):
+    from llmos_ros.config import ModalityConfig, apply_overrides, load_training_config
+    path = tmp_path / 'tune.yaml'
+    path.write_text('modalities: {audio: {window_s: 1.5, n_mels: 40}}\nmodel: {beta: 0.5}\n')
+    cfg, overrides = load_training_config(path)
+    assert cfg.modalities == {} and cfg.model.beta == 0.5
+    inferred = {'audio': ModalityConfig('audio', 'audio', 'microphone/audio',
+                                        'llmos_ros/msg/AudioChunk', sample_rate=8000)}
+    apply_overrides(inferred, overrides)
+    assert (inferred['audio'].window_s, inferred['audio'].n_mels) == (1.5, 40)
+    assert inferred['audio'].shape() == (1, 40, 46)
+    with pytest.raises(ConfigError, match='no such modality'):
+        apply_overrides(inferred, {'camera': {'height': 16}})
+    with pytest.raises(ConfigError, match='unknown keys'):
+        apply_overrides(inferred, {'audio': {'windows': 2}})
