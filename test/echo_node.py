@@ -2,6 +2,7 @@
 import sys
 
 import rclpy
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from llmos_ros.msg import AudioChunk, LatentState, TactileArray
@@ -25,7 +26,7 @@ def main():
     print('echo ready', flush=True)
     try:
         rclpy.spin(node)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         node.destroy_node()
