@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 
-from llmos_ros.config import Config
+from llmos_ros.config import apply_overrides, load_training_config
 from llmos_ros.core.dataset import build_samples, infer_modalities
 from llmos_ros.train import main as train_main
 
@@ -23,13 +23,17 @@ def main(argv=None) -> int:
     p.add_argument('bag', nargs='+', help='training bag(s)')
     p.add_argument('--steps', type=int, default=None, help='override train.steps')
     p.add_argument('--fusion', default=None)
+    p.add_argument('--config', default=None, help='training config YAML (see config/model.yaml)')
     p.add_argument('--out', type=Path, default=None, help='keep the model here')
     args = p.parse_args(argv)
     out_dir = args.out or Path(tempfile.mkdtemp(prefix='llmos_train_bench_'))
     out_dir.mkdir(parents=True, exist_ok=True)
     model = out_dir / 'model.pt'
 
-    cfg = Config(modalities=infer_modalities(args.bag))
+    cfg, overrides = load_training_config(args.config)
+    if not cfg.modalities:
+        cfg.modalities = infer_modalities(args.bag)
+        apply_overrides(cfg.modalities, overrides)
     start = time.perf_counter()
     table = build_samples(args.bag, cfg, progress=False)
     prep_s = time.perf_counter() - start
@@ -39,6 +43,8 @@ def main(argv=None) -> int:
     cmd = ['--bag', *args.bag, '--out', str(model), '--quiet']
     if args.steps:
         cmd += ['--steps', str(args.steps)]
+    if args.config:
+        cmd += ['--config', args.config]
     if args.fusion:
         cmd += ['--fusion', args.fusion]
     from contextlib import redirect_stdout
