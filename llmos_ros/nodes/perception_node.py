@@ -54,7 +54,8 @@ class PerceptionNode(LifecycleNode):
         self._lock = threading.Lock()  # guards the engine's synchronizer and the pending slot
         self._pending = None  # freshest ready sample set, waiting for the worker
         self._pending_prediction = None  # freshest result, waiting for the prediction worker
-        self._wake = threading.Condition(self._lock)
+        self._sample_ready = threading.Condition(self._lock)  # wakes the latent worker
+        self._result_ready = threading.Condition(self._lock)  # wakes the prediction worker
         self._workers: list[threading.Thread] = []
         self._running = False
         self._subs, self._pred_pubs = [], {}
@@ -189,18 +190,15 @@ class PerceptionNode(LifecycleNode):
                     self._counts['superseded'] += 1
                 self._counts['superseded'] += len(ready) - 1
                 self._pending = (ready[-1], received)
-                self._wake.notify()
+                self._sample_ready.notify()
 
     def _work(self):
         """Worker thread: preprocess, encode, fuse, decode, publish."""
         while True:
-            with self._lock:
-                while self._running and self._pending is None:
-                    self._wake.wait(0.5)
-                if not self._running:
-                    return
-                (sample, received), self._pending = self._pending, None
-                engine = self.engine
+            taken = self._take(self._sample_ready, '_pending')
+            if taken is None:
+                return
+            (sample, received), engine = taken
             try:
                 result, errors = engine.infer(sample)
             except Exception as exc:  # a model failure must not kill the node
@@ -218,18 +216,26 @@ class PerceptionNode(LifecycleNode):
                     if self._pending_prediction is not None:
                         self._counts['predictions_skipped'] += 1
                     self._pending_prediction = result
-                    self._wake.notify_all()
+                    self._result_ready.notify()
+
+    def _take(self, ready: threading.Condition, slot: str):
+        """Wait for the freshest item in `slot` and take it: (item, engine), None when stopping."""
+        with self._lock:
+            while self._running and getattr(self, slot) is None:
+                ready.wait(0.5)
+            if not self._running:
+                return None
+            item = getattr(self, slot)
+            setattr(self, slot, None)
+            return item, self.engine
 
     def _predict_work(self):
         """Second worker: cross-modal predictions, never delaying the next latent state."""
         while True:
-            with self._lock:
-                while self._running and self._pending_prediction is None:
-                    self._wake.wait(0.5)
-                if not self._running:
-                    return
-                result, self._pending_prediction = self._pending_prediction, None
-                engine = self.engine
+            taken = self._take(self._result_ready, '_pending_prediction')
+            if taken is None:
+                return
+            result, engine = taken
             started = time.monotonic()
             try:
                 engine.predict(result)
@@ -239,7 +245,7 @@ class PerceptionNode(LifecycleNode):
             rest = self._prediction_period - (time.monotonic() - started)
             if rest > 0:  # at most prediction_rate_hz: predictions yield the CPU to latents
                 with self._lock:
-                    self._wake.wait_for(lambda: not self._running, rest)
+                    self._result_ready.wait_for(lambda: not self._running, rest)
 
     def _publish_latent(self, result: Inference):
         self._latent_pub.publish(convert.latent_state(
@@ -303,7 +309,8 @@ class PerceptionNode(LifecycleNode):
     def _stop_worker(self):
         with self._lock:
             self._running = False
-            self._wake.notify_all()
+            self._sample_ready.notify_all()
+            self._result_ready.notify_all()
         for worker in self._workers:
             worker.join(timeout=5.0)
         self._workers = []
