@@ -94,7 +94,6 @@ class TrainConfig:
     checkpoint_every: int = 500
     seed: int = 0
     device: str = 'cpu'
-    num_workers: int = 0
 
 
 @dataclass

@@ -138,7 +138,7 @@ def _mcap_file(p: Path) -> Path | None:
 MCAP_MAGIC = b'\x89MCAP0\r\n'
 
 
-def _scan_mcap(file: Path, path, counter: list | None = None):
+def _scan_mcap(file: Path, path):
     """
     Yield (topic, msg_type, log_ns, raw) of an MCAP file in file order, record by record.
 
