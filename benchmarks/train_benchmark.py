@@ -24,6 +24,7 @@ def main(argv=None) -> int:
     p.add_argument('--steps', type=int, default=None, help='override train.steps')
     p.add_argument('--fusion', default=None)
     p.add_argument('--config', default=None, help='training config YAML (see config/model.yaml)')
+    p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: default)')
     p.add_argument('--out', type=Path, default=None, help='keep the model here')
     args = p.parse_args(argv)
     out_dir = args.out or Path(tempfile.mkdtemp(prefix='llmos_train_bench_'))
@@ -45,6 +46,8 @@ def main(argv=None) -> int:
         cmd += ['--steps', str(args.steps)]
     if args.config:
         cmd += ['--config', args.config]
+    if args.threads:
+        cmd += ['--threads', str(args.threads)]
     if args.fusion:
         cmd += ['--fusion', args.fusion]
     from contextlib import redirect_stdout
