@@ -71,11 +71,15 @@ class Runner:
         self._thread = threading.Thread(target=self._spin, daemon=True, name='llmos_runner')
 
     def _spin(self):
+        import rclpy
         from rclpy.executors import ExternalShutdownException
         try:
             self.executor.spin()
         except ExternalShutdownException:
             pass
+        except Exception:
+            if rclpy.ok(context=self.executor.context):
+                raise  # a real failure; otherwise the context was shut down under us
 
     def start(self) -> Runner:
         self._thread.start()

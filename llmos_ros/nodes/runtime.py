@@ -53,6 +53,11 @@ def run_node(node_cls, args=None, *, multithreaded: bool = False, num_threads: i
     except (LlmosError, ParameterException) as exc:
         logger.error(str(exc))
         code = EXIT_USER_ERROR
+    except Exception:
+        if rclpy.ok():
+            raise
+        # SIGINT/SIGTERM shut the context down while the executor was between two steps (rclpy
+        # then raises RCLError 'context is not valid' instead of ExternalShutdownException)
     finally:
         if node is not None:
             try:

@@ -198,6 +198,9 @@ def main(args=None) -> int:
     except (LlmosError, ParameterException) as exc:
         rclpy.logging.get_logger('llmos_sim_source').error(str(exc))
         code = EXIT_USER_ERROR
+    except Exception:
+        if rclpy.ok():
+            raise  # else: SIGTERM shut the context down between two executor steps
     finally:
         if node is not None:
             if node.context.ok():
