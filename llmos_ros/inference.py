@@ -136,6 +136,19 @@ class PerceptionEngine:
                               for i, (t, src) in enumerate(zip(targets, rows))}
         return result.predictions
 
+    def latent_fields(self, result: Inference, frame_id: str = 'llmos') -> dict:
+        """
+        The fields of msg/LatentState.msg for `result`, stamps in integer nanoseconds.
+
+        The live node (rclpy) and the offline recorder (rosbags) build their messages from this.
+        """
+        return {'stamp_ns': result.stamp_ns, 'frame_id': frame_id, 'model_id': self.model_id,
+                'fusion': self.cfg.model.fusion,
+                'mean': np.asarray(result.mean, np.float32).ravel(),
+                'std': np.asarray(result.std, np.float32).ravel(),
+                **self.model.latent_layout(), 'modalities': list(result.modalities),
+                'modality_stamps_ns': [result.stamps_ns[n] for n in result.modalities]}
+
     def prediction_frames(self, result: Inference, frame_id: str = 'llmos',
                           audio_iterations: int = 4) -> dict[str, Frame]:
         """

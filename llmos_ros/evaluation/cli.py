@@ -322,8 +322,7 @@ def evaluate(args) -> dict:
     def on_result(result):
         nonlocal n_pred
         writer.write('/llmos/latent', 'llmos_ros/msg/LatentState', result.stamp_ns,
-                     latent_state_msg(result, model, loaded.model_id, cfg.model.fusion,
-                                      args.frame_id))
+                     latent_state_msg(engine.latent_fields(result, args.frame_id)))
         engine.predict(result)
         for name, frame in engine.prediction_frames(result, args.frame_id).items():
             writer.write_frame(f'/llmos/prediction/{name}', frame)

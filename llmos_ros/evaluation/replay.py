@@ -24,8 +24,8 @@ account of every message read:
 Messages are tracked by (modality, header stamp): the synchroniser only accepts strictly
 increasing stamps per modality, so the key is unique.
 
-`latent_state_msg` builds the node's LatentState with the rosbags type
-store (mirroring `llmos_ros.nodes.convert`, which needs rclpy), for recording.
+`latent_state_msg` builds the node's LatentState from the engine's `latent_fields` with the
+rosbags type store (the node builds the rclpy one from the same fields), for recording.
 """
 from __future__ import annotations
 
@@ -379,16 +379,10 @@ def _time(stamp_ns: int):
     return typestore().types['builtin_interfaces/msg/Time'](sec=sec, nanosec=nsec)
 
 
-def latent_state_msg(result, model, model_id: str, fusion: str, frame_id: str = 'llmos'):
-    """The rosbags LatentState of one `Inference`, as the perception node fills it."""
-    layout = model.latent_layout()
+def latent_state_msg(fields: dict):
+    """The rosbags LatentState from `PerceptionEngine.latent_fields`, as the node publishes it."""
+    f = dict(fields)
     return typestore().types[LATENT_STATE](
-        header=make_header(result.stamp_ns, frame_id), model_id=str(model_id),
-        fusion=str(fusion), mean=np.asarray(result.mean, np.float32).ravel(),
-        std=np.asarray(result.std, np.float32).ravel(),
-        shared_dim=int(layout['shared_dim']), private_dim=int(layout['private_dim']),
-        private_modalities=list(layout['private_modalities']),
-        modalities=list(result.modalities),
-        modality_stamps=[_time(result.stamps_ns[n]) for n in result.modalities])
-
+        header=make_header(f.pop('stamp_ns'), f.pop('frame_id')),
+        modality_stamps=[_time(t) for t in f.pop('modality_stamps_ns')], **f)
 

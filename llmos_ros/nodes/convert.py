@@ -40,21 +40,19 @@ def prediction_type(mod: ModalityConfig):
     return message_class(F.TACTILE_ARRAY)
 
 
-def latent_state(result, frame_id: str, model_id: str, fusion: str, layout: dict):
-    """LatentState of one inference (msg/LatentState.msg); layout: model.latent_layout()."""
+def latent_state(fields: dict):
+    """LatentState from `PerceptionEngine.latent_fields` (see msg/LatentState.msg)."""
     from llmos_ros.msg import LatentState
-    msg = LatentState()
-    msg.header.stamp = time_msg(result.stamp_ns)
-    msg.header.frame_id = frame_id
-    msg.model_id = model_id
-    msg.fusion = fusion
-    msg.mean = np.asarray(result.mean, np.float32)
-    msg.std = np.asarray(result.std, np.float32)
-    msg.shared_dim = int(layout['shared_dim'])
-    msg.private_dim = int(layout['private_dim'])
-    msg.private_modalities = list(layout['private_modalities'])
-    msg.modalities = list(result.modalities)
-    msg.modality_stamps = [time_msg(result.stamps_ns[n]) for n in result.modalities]
+    msg = LatentState(model_id=fields['model_id'], fusion=fields['fusion'],
+                      shared_dim=int(fields['shared_dim']),
+                      private_dim=int(fields['private_dim']),
+                      private_modalities=list(fields['private_modalities']),
+                      modalities=list(fields['modalities']),
+                      modality_stamps=[time_msg(t) for t in fields['modality_stamps_ns']])
+    msg.header.stamp = time_msg(fields['stamp_ns'])
+    msg.header.frame_id = fields['frame_id']
+    msg.mean = fields['mean']
+    msg.std = fields['std']
     return msg
 
 

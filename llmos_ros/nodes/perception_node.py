@@ -183,8 +183,8 @@ class PerceptionNode(LifecycleNode):
             before = sum(self.engine.drops.values())
             ready = self.engine.push(name, frame)
             if sum(self.engine.drops.values()) > before:
-                self._log_drop(f'input dropped: {self.engine.last_error or name}; drops so far: '
-                               f'{self._drop_summary()}')
+                self._log_drop(lambda: f'input dropped: {self.engine.last_error or name}; '
+                               f'drops so far: {self._drop_summary()}')
             if ready:
                 if self._pending is not None:
                     self._counts['superseded'] += 1
@@ -249,8 +249,7 @@ class PerceptionNode(LifecycleNode):
 
     def _publish_latent(self, result: Inference):
         self._latent_pub.publish(convert.latent_state(
-            result, self.get_parameter('frame_id').value, self.engine.model_id,
-            self.engine.cfg.model.fusion, self.engine.model.latent_layout()))
+            self.engine.latent_fields(result, self.get_parameter('frame_id').value)))
         self._counts['published'] += 1
 
     def _publish_predictions(self, result: Inference):
@@ -265,10 +264,12 @@ class PerceptionNode(LifecycleNode):
                 self.engine.drops[f'{name}/{reason}'] += 1
         self._log_drop(f'{name}: dropped ({reason}): {text}')
 
-    def _log_drop(self, text: str):
+    def _log_drop(self, text):
+        """Log a drop, throttled (counted always, logged every 2 s); text may be a callable."""
         now = time.monotonic()
-        if now - self._last_error_log > 2.0:  # throttled: counted always, logged every 2 s
+        if now - self._last_error_log > 2.0:
             self._last_error_log = now
+            text = text() if callable(text) else text
             self.get_logger().warning(text)
 
     def _drop_summary(self) -> str:
