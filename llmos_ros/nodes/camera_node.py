@@ -25,7 +25,7 @@ from rclpy.node import Node
 from llmos_ros.errors import ConfigError
 from llmos_ros.nodes import diagnostics as diag
 from llmos_ros.nodes.qos import create_sensor_publisher
-from llmos_ros.nodes.runtime import run_node
+from llmos_ros.nodes.runtime import declare_parameters, run_node
 
 ENCODINGS = ('rgb8', 'bgr8', 'mono8')
 RAW_TOPIC = 'camera/image_raw'
@@ -76,12 +76,8 @@ class CameraNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__(self.NODE_NAME, **kwargs)
-        from rcl_interfaces.msg import ParameterDescriptor
-        for name, default in PARAMETERS.items():
-            # source:=0 arrives as an integer, source:=/dev/video0 as a string: accept both.
-            descriptor = ParameterDescriptor(dynamic_typing=name == 'source')
-            self.declare_parameter(name, default, descriptor)
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        # source:=0 arrives as an integer, source:=/dev/video0 as a string: accept both.
+        p = declare_parameters(self, PARAMETERS, dynamic=('source',))
         self.source = str(p['source']).strip()
         self.kind = source_kind(self.source)
         self.encoding = str(p['encoding'])

@@ -31,7 +31,7 @@ from rclpy.node import Node
 from llmos_ros.errors import ConfigError
 from llmos_ros.nodes import diagnostics as diag
 from llmos_ros.nodes.qos import create_sensor_publisher
-from llmos_ros.nodes.runtime import run_node
+from llmos_ros.nodes.runtime import declare_parameters, run_node
 
 AUDIO_TOPIC = 'microphone/audio'
 SAMPLE_FORMATS = {'int16': 32768.0, 'int32': 2147483648.0, 'float32': 1.0}  # -> scale to [-1, 1]
@@ -100,12 +100,8 @@ class MicrophoneNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__(self.NODE_NAME, **kwargs)
-        from rcl_interfaces.msg import ParameterDescriptor
-        for name, default in PARAMETERS.items():
-            # device:=2 arrives as an integer, device:=fakemic as a string: accept both.
-            descriptor = ParameterDescriptor(dynamic_typing=name == 'device')
-            self.declare_parameter(name, default, descriptor)
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        # device:=2 arrives as an integer, device:=fakemic as a string: accept both.
+        p = declare_parameters(self, PARAMETERS, dynamic=('device',))
         self.frame_id = str(p['frame_id'])
         self.channels = int(p['channels'])
         self.sample_format = str(p['sample_format'])

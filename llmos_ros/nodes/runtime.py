@@ -68,6 +68,19 @@ def run_node(node_cls, args=None, *, multithreaded: bool = False, num_threads: i
     return code
 
 
+def declare_parameters(node, defaults: dict, dynamic: tuple[str, ...] = ()) -> dict:
+    """
+    Declare every parameter with its default and return their values.
+
+    Names in `dynamic` accept any type (e.g. a device given as an index or as a name).
+    """
+    from rcl_interfaces.msg import ParameterDescriptor
+    for name, default in defaults.items():
+        node.declare_parameter(name, default,
+                               ParameterDescriptor(dynamic_typing=name in dynamic))
+    return {name: node.get_parameter(name).value for name in defaults}
+
+
 def _default_name(node_cls) -> str:
     name = getattr(node_cls, 'NODE_NAME', None) or node_cls.__name__
     return str(name)
