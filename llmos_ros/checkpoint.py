@@ -122,8 +122,28 @@ def _compare(saved: Config, given: Config, path: Path) -> None:
     for f in ARCH_FIELDS:
         if getattr(saved.model, f) != getattr(given.model, f):
             fail(f'model.{f}', getattr(saved.model, f), getattr(given.model, f))
-    if saved.model.fusion == 'mmvae_plus' and saved.model.private_dim != given.model.private_dim:
-        fail('model.private_dim', saved.model.private_dim, given.model.private_dim)
+    if saved.model.private_size() != given.model.private_size():
+        field_name = ('model.private_latents' if saved.model.private_latents
+                      != given.model.private_latents else 'model.private_dim')
+        fail(field_name, getattr(saved.model, field_name.split('.')[1]),
+             getattr(given.model, field_name.split('.')[1]))
+
+
+def with_old_meanings(config: dict) -> dict:
+    """
+    A checkpoint's config with the keys it predates set to what they meant when it was written.
+
+    - `model.private_latents` (added with mopoe private latents): absent -> False;
+    - `modalities.<taxels>.grid_hz` (added with taxel windows): absent -> window_s 0, the newest
+      frame only (older taxel configs stored an unused window_s of 1.0).
+    """
+    config = json.loads(json.dumps(config))  # a deep copy of plain data
+    model = config.setdefault('model', {})
+    model.setdefault('private_latents', False)
+    for mod in (config.get('modalities') or {}).values():
+        if mod.get('kind') == 'taxels' and 'grid_hz' not in mod:
+            mod['window_s'] = 0.0
+    return config
 
 
 def load_checkpoint(path: str | Path, cfg: Config | None = None,
@@ -153,7 +173,7 @@ def load_checkpoint(path: str | Path, cfg: Config | None = None,
     if missing:
         raise CheckpointError(f'{path} is incomplete: missing {missing}')
     try:
-        saved = Config.from_dict(ckpt['config'])
+        saved = Config.from_dict(with_old_meanings(ckpt['config']))
     except ConfigError as exc:
         raise CheckpointError(f'{path}: its config does not fit this code: {exc}') from None
     if cfg is not None:

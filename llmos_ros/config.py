@@ -26,7 +26,11 @@ class ModalityConfig:
 
     kind 'image': camera or optical tactile images, shape (channels, height, width).
     kind 'audio': log-mel spectrogram of a causal window, shape (1, n_mels, frames).
-    kind 'taxels': taxel arrays, shape (channels, rows, cols).
+    kind 'taxels': taxel arrays. With `window_s` > 0 (the default), a causal window of the
+      frames stamped in [t - window_s, t) resampled onto a grid of `grid_hz` steps, shape
+      (channels, steps, rows * cols); with `window_s: 0`, the newest frame, (channels, rows, cols).
+
+    `window_s` < 0 (the default) takes the kind's default (`DEFAULT_WINDOW_S`).
     """
 
     name: str
@@ -39,14 +43,19 @@ class ModalityConfig:
     channels: int = 1  # images: 1 (mono) or 3 (rgb); taxels: values per taxel
     # audio
     sample_rate: int = 16000  # the model's rate; inputs are resampled to it
-    window_s: float = 1.0
+    window_s: float = -1.0  # audio, taxels: causal window; < 0: DEFAULT_WINDOW_S of the kind
     n_mels: int = 32
     hop_s: float = 0.032
     # taxels
     rows: int = 0
     cols: int = 0
+    grid_hz: float = 100.0  # time grid of a taxel window (frames are averaged into its steps)
     # pairing
     max_age_s: float = 0.25  # older than this at the sample time: the modality is absent
+
+    def __post_init__(self):
+        if self.window_s < 0:
+            self.window_s = DEFAULT_WINDOW_S.get(self.kind, 0.0)
 
     def shape(self) -> tuple[int, ...]:
         if self.kind == 'image':
@@ -54,8 +63,27 @@ class ModalityConfig:
         if self.kind == 'audio':
             return (1, self.n_mels, audio_frames(self))
         if self.kind == 'taxels':
+            if self.window_s > 0:
+                return (self.channels, taxel_steps(self), self.rows * self.cols)
             return (self.channels, self.rows, self.cols)
         raise ConfigError(f'modality {self.name}: unknown kind {self.kind!r}')
+
+
+# Default causal windows (seconds) of the streaming kinds.
+# audio 1.5 s: a spoken word or a contact sound lasts up to about 1 s, and the frame that shows
+#   its cause can come up to about 0.5 s after it ends, so a window ending at a camera frame
+#   holds the whole event; a longer one mixes in the event before it.
+# taxels 0.32 s: slip, vibration and texture show within a few hundred milliseconds of contact;
+#   32 steps of the 100 Hz grid suit sensors of 100 Hz (one frame a step) to 1 kHz (ten frames
+#   averaged a step).
+DEFAULT_WINDOW_S = {'audio': 1.5, 'taxels': 0.32}
+
+
+def taxel_steps(cfg: ModalityConfig) -> int:
+    """Time steps of a taxel window: window_s on the grid_hz grid (at least 1)."""
+    if cfg.grid_hz <= 0:
+        raise ConfigError(f'modalities.{cfg.name}.grid_hz must be > 0, got {cfg.grid_hz}')
+    return max(1, int(round(cfg.window_s * cfg.grid_hz)))
 
 
 def audio_frames(cfg: ModalityConfig) -> int:
@@ -76,19 +104,29 @@ class SyncConfig:
 class ModelConfig:
     fusion: str = 'mopoe'
     latent_dim: int = 32  # shared latent
-    private_dim: int = 8  # per modality, mmvae_plus only
+    private_dim: int = 8  # per modality: mmvae_plus always, mopoe with private_latents
+    private_latents: bool = True  # mopoe: modality-private latents beside the shared one
     hidden: int = 256
     beta: float = 1.0
     warmup_steps: int = 500  # KL weight ramps 0 -> beta over these steps
     k_samples: int = 4  # importance samples for moe / mmvae_plus (DReG)
     likelihood_scale: dict[str, float] = field(default_factory=dict)  # per modality, default 1
 
+    def private_size(self) -> int:
+        """Private latent entries per modality of this fusion (0: none)."""
+        if self.fusion == 'mmvae_plus' or (self.fusion == 'mopoe' and self.private_latents):
+            return int(self.private_dim)
+        return 0
+
 
 @dataclass
 class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
-    steps: int = 2000
+    steps: int = 0  # > 0: exactly this many steps; 0: until validation stops improving
+    max_minutes: float = 15.0  # wall-clock budget of the optimisation when steps is 0
+    patience: int = 6  # validations without improvement before stopping (steps 0)
+    min_delta: float = 1e-3  # relative improvement of the validation loss that counts
     val_fraction: float = 0.1  # last part of the time line, held out
     val_every: int = 200
     checkpoint_every: int = 500

@@ -5,7 +5,10 @@ llmos-train: rosbags in, a trained multimodal VAE checkpoint out. ROS-free.
     torchrun --nproc-per-node 2 -m llmos_ros.train --bag BAG --out model.pt   (DDP)
 
 Modalities, shapes and rates come from the bag's topics unless the config names them. The last
-`train.val_fraction` of each bag's time line is held out for validation. Losses go to
+`train.val_fraction` of each bag's time line is held out for validation. By default
+(`train.steps: 0`) training runs until the validation loss stops improving (`train.patience`
+validations without a `train.min_delta` relative gain) or `train.max_minutes` are spent, then keeps
+the best validation weights and says why it stopped; `--steps N` forces N steps. Losses go to
 `<log-dir>/losses.csv` and `<log-dir>/loss_curve.png`; the checkpoint is rewritten every
 `train.checkpoint_every` steps and at the end, and `--resume` continues from it on the same loss
 curve (batches and noise are a function of the seed and the step).
@@ -133,6 +136,112 @@ def validate(model: MultimodalVAE, table: SampleTable, cfg: Config, device) -> d
     return {'loss': total / max(count, 1), **{k: v / max(count, 1) for k, v in logs.items()}}
 
 
+STOP_REASONS = {
+    'steps': 'the fixed step count (train.steps or --steps) was reached',
+    'plateau': 'the validation loss did not improve by {min_delta:g} (relative) in {patience} '
+               'validations ({window} steps); best {best_loss:.6g} at step {best_step}',
+    'time': 'the time budget of train.max_minutes = {max_minutes:g} min ran out; best validation '
+            'loss {best_loss} at step {best_step}',
+}
+
+
+class EarlyStopping:
+    """
+    When to stop training, and the best weights so far.
+
+    train.steps > 0: exactly that many steps. train.steps == 0: validate every val_every steps
+    and stop once `patience` validations in a row failed to improve the best loss by
+    `min_delta` (relative to its magnitude), or when `max_minutes` of optimisation are spent;
+    the best validation weights are restored at the end. Its state travels in the checkpoint,
+    so `--resume` stops where an uninterrupted run would (the time budget counts the minutes
+    of every run).
+    """
+
+    def __init__(self, tcfg, has_val: bool):
+        self.tcfg = tcfg
+        self.fixed = int(tcfg.steps) > 0
+        self.has_val = has_val
+        self.best_loss: float | None = None
+        self.best_step: int | None = None
+        self.bad = 0
+        self.best_state: dict | None = None
+        self.spent_s = 0.0  # optimisation seconds of earlier runs (resume)
+        self._t0: float | None = None
+
+    def start(self) -> None:
+        """The optimisation starts (or resumes) now."""
+        self._t0 = time.perf_counter()
+
+    def elapsed_s(self) -> float:
+        """Optimisation seconds of this and earlier runs."""
+        return self.spent_s + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
+
+    def describe(self) -> str:
+        if self.fixed:
+            return f'{self.tcfg.steps} steps'
+        return (f'until validation stops improving (patience {self.tcfg.patience} x '
+                f'{self.tcfg.val_every} steps) or {self.tcfg.max_minutes:g} min'
+                + ('' if self.has_val else '; no validation split: the time budget decides'))
+
+    def stop_reason(self, step: int) -> str | None:
+        if self.fixed:
+            return 'steps' if step >= self.tcfg.steps else None
+        if self.has_val and self.bad >= max(1, int(self.tcfg.patience)):
+            return 'plateau'
+        if self.elapsed_s() >= 60.0 * float(self.tcfg.max_minutes):
+            return 'time'
+        return None
+
+    def update(self, step: int, loss: float, model) -> None:
+        """One validation result."""
+        if self.best_loss is None or loss < self.best_loss - self.tcfg.min_delta * abs(
+                self.best_loss):
+            self.best_loss, self.best_step, self.bad = float(loss), int(step), 0
+            if not self.fixed:
+                self.best_state = {k: v.detach().to('cpu', copy=True)
+                                   for k, v in model.state_dict().items()}
+        else:
+            self.bad += 1
+
+    def postfix(self) -> str:
+        return 'n/a' if self.best_loss is None else f'{self.best_loss:.4g}@{self.best_step}'
+
+    def restore_best(self, model) -> None:
+        """Load the best validation weights (early stopping only)."""
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+
+    def explain(self) -> dict:
+        return {'min_delta': self.tcfg.min_delta, 'patience': self.tcfg.patience,
+                'window': self.tcfg.patience * self.tcfg.val_every,
+                'best_loss': self.best_loss if self.best_loss is not None else 'n/a',
+                'best_step': self.best_step, 'max_minutes': self.tcfg.max_minutes}
+
+    def state(self, with_weights: bool = True) -> dict:
+        out = {'best_loss': self.best_loss, 'best_step': self.best_step, 'bad': self.bad,
+               'spent_s': self.elapsed_s()}
+        if with_weights and self.best_state is not None:
+            out['best_state'] = self.best_state
+        return out
+
+    def load(self, state: dict | None) -> None:
+        if state:
+            self.best_loss, self.best_step = state.get('best_loss'), state.get('best_step')
+            self.bad = int(state.get('bad', 0))
+            self.spent_s = float(state.get('spent_s', 0.0))
+            self.best_state = state.get('best_state')
+
+
+def _agree(flag: bool, dist_info: Dist, device) -> bool:
+    """True on every rank when it is True on any (so all ranks stop at the same step)."""
+    if dist_info.world <= 1:
+        return flag
+    import torch.distributed as dist
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
 def setup_distributed(device: str) -> Dist:
     if int(os.environ.get('WORLD_SIZE', '1')) <= 1:
         return Dist()
@@ -176,7 +285,8 @@ def train(args) -> dict:
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     step, history = 0, []
     if resumed is not None:
-        model.load_state_dict(resumed.model.state_dict())
+        # a final checkpoint holds the best weights; training goes on from the last ones
+        model.load_state_dict(resumed.extra.get('last_state') or resumed.model.state_dict())
         optimizer.load_state_dict(resumed.extra['optimizer'])
         step, history = int(resumed.extra['step']), list(resumed.extra.get('history', []))
     wrapped = model
@@ -187,26 +297,40 @@ def train(args) -> dict:
 
     log_dir = Path(args.log_dir) if args.log_dir else out.with_name(out.stem + '_logs')
 
-    def checkpoint():
+    stopper = EarlyStopping(cfg.train, has_val=val_t is not None)
+    if resumed is not None:
+        stopper.load(resumed.extra.get('early_stopping'))
+
+    def checkpoint(final: bool = False, reason: str | None = None, last_state=None):
         if dist_info.main:
-            save_checkpoint(out, model, cfg, stats, extra={
-                'step': step, 'optimizer': optimizer.state_dict(), 'history': history,
-                'bags': [str(b) for b in args.bag], 'samples': {'train': len(train_t),
-                                                                'val': len(val_t or [])}})
+            extra = {'step': step, 'optimizer': optimizer.state_dict(), 'history': history,
+                     'bags': [str(b) for b in args.bag],
+                     'samples': {'train': len(train_t), 'val': len(val_t or [])},
+                     'early_stopping': stopper.state(with_weights=True)}
+            if final:
+                extra['stopped'] = reason
+            if last_state is not None:
+                extra['last_state'] = last_state
+            save_checkpoint(out, model, cfg, stats, extra=extra)
             write_logs(log_dir, history)
 
     if dist_info.main:
         print(f'[llmos-train] {len(train_t)} training / {len(val_t or [])} validation samples; '
               f'modalities: ' + ', '.join(f'{n} {m.kind} {m.shape()}'
                                           for n, m in cfg.modalities.items())
-              + f'; fusion {cfg.model.fusion}; {dist_info.world} process(es) on {device}',
-              flush=True)
+              + f'; fusion {cfg.model.fusion}; {dist_info.world} process(es) on {device}; '
+              + stopper.describe(), flush=True)
     from tqdm import tqdm
-    bar = tqdm(total=cfg.train.steps, initial=step, disable=not progress, unit='step',
+    bar = tqdm(total=cfg.train.steps or None, initial=step, disable=not progress, unit='step',
                desc='train', mininterval=0.5)
     model.train()
     started, first_step = time.perf_counter(), step
-    while step < cfg.train.steps:
+    stopper.start()
+    while True:
+        reason = stopper.stop_reason(step)
+        if _agree(reason is not None, dist_info, device):
+            reason = reason or 'time'  # another rank ran out of time first
+            break
         rows = batch_rows(len(train_t), cfg.train.batch_size, cfg.train.seed, step, dist_info.rank)
         torch.manual_seed(cfg.train.seed * 1_000_003 + step * dist_info.world + dist_info.rank)
         loss, parts = wrapped(*batch_tensors(train_t, rows, device), step)
@@ -221,20 +345,32 @@ def train(args) -> dict:
                **{k: float(v) for k, v in parts.items()}}
         history.append(row)
         bar.update(1)
-        bar.set_postfix(loss=f'{value:.4g}', refresh=False)
         if val_t is not None and (step % cfg.train.val_every == 0 or step == cfg.train.steps):
-            history.append({'step': step, 'split': 'val', **validate(model, val_t, cfg, device)})
-        if step % cfg.train.checkpoint_every == 0 and step < cfg.train.steps:
+            val = validate(model, val_t, cfg, device)
+            history.append({'step': step, 'split': 'val', **val})
+            stopper.update(step, val['loss'], model)
+        bar.set_postfix(loss=f'{value:.4g}', val=stopper.postfix(), refresh=False)
+        if step % cfg.train.checkpoint_every == 0:
             checkpoint()
     bar.close()
     elapsed = time.perf_counter() - started
-    checkpoint()
+    last_state = None
+    if stopper.best_state is not None:  # the checkpoint gets the best weights, resume the last
+        last_state = {k: v.detach().to('cpu', copy=True) for k, v in model.state_dict().items()}
+        stopper.restore_best(model)
+    checkpoint(final=True, reason=reason, last_state=last_state)
     summary = {'out': str(out), 'steps': step, 'seconds': round(elapsed, 3),
                'samples_per_s': round((step - first_step) * cfg.train.batch_size
                                       * dist_info.world / max(elapsed, 1e-9), 1),
                'final_train_loss': _last(history, 'train'),
                'final_val_loss': _last(history, 'val'),
+               'best_val_loss': stopper.best_loss, 'best_step': stopper.best_step,
+               'stopped': reason, 'stop_reason': STOP_REASONS[reason].format(
+                   **stopper.explain()),
                'world_size': dist_info.world}
+    if dist_info.main:
+        print(f'[llmos-train] stopped after {step} steps ({elapsed / 60:.1f} min): '
+              f'{summary["stop_reason"]}', flush=True)
     if args.export and dist_info.main:
         from llmos_ros.export import check_export, export_model
         export_model(model, args.export)

@@ -157,3 +157,46 @@ def test_failed_write_leaves_old_file(saved, monkeypatch):
     monkeypatch.undo()
     assert [p.name for p in path.parent.iterdir()] == ['model.pt']
     assert load_checkpoint(path).model_id == mid
+
+
+def _as_written_before_the_keys(tmp_path, cfg):
+    """A checkpoint as the code before private_latents / grid_hz wrote it (same model_id rule)."""
+    torch.manual_seed(0)
+    model = MultimodalVAE(cfg)
+    config = copy.deepcopy(cfg.to_dict())
+    del config['model']['private_latents']
+    for mod in config['modalities'].values():
+        del mod['grid_hz']
+        if mod['kind'] == 'taxels':
+            mod['window_s'] = 1.0  # the old unused default of every modality
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    path = tmp_path / 'old.pt'
+    torch.save({'format': ckpt_mod.FORMAT, 'format_version': FORMAT_VERSION,
+                'model_id': model_id_of(state, config), 'config': config, 'state_dict': state,
+                'stats': {}, 'inputs': [], 'extra': {}}, path)
+    return path, model
+
+
+def test_checkpoints_older_than_the_new_keys_load_with_their_old_meaning(tmp_path):
+    old_cfg = make_cfg('mopoe', private_latents=False)
+    old_cfg.modalities['tax'].window_s = 0.0
+    path, model = _as_written_before_the_keys(tmp_path, old_cfg)
+    loaded = load_checkpoint(path)
+    assert loaded.cfg.model.private_latents is False and loaded.model.private_dim == 0
+    assert loaded.cfg.modalities['tax'].window_s == 0.0
+    assert loaded.model.shapes['tax'] == (1, 2, 3)
+    x = {n: torch.randn((2,) + model.shapes[n]) for n in model.names}
+    assert torch.equal(loaded.model.encode(x)[0], model.eval().encode(x)[0])
+
+
+def test_a_config_asking_for_the_new_behaviour_of_an_old_checkpoint_names_the_key(tmp_path):
+    old_cfg = make_cfg('mopoe', private_latents=False)
+    old_cfg.modalities['tax'].window_s = 0.0
+    path, _ = _as_written_before_the_keys(tmp_path, old_cfg)
+    new_private = make_cfg('mopoe')
+    new_private.modalities['tax'].window_s = 0.0
+    with pytest.raises(CheckpointError, match='model.private_latents is False in the checkpoint'):
+        load_checkpoint(path, new_private)
+    new_tax = make_cfg('mopoe', private_latents=False)  # taxel window 0.32 s by default
+    with pytest.raises(CheckpointError, match=r'modalities.tax.shape is \(1, 2, 3\)'):
+        load_checkpoint(path, new_tax)

@@ -75,9 +75,12 @@ def test_build_samples_count_presence_labels(bag):
     audio = dict(zip(t_ms.tolist(), table.present['audio'].tolist()))
     assert not audio[0] and audio[100] and audio[1200] and 700 not in audio
     assert not audio[1300] and not audio[1500] and audio[1600]
-    # taxels at t+5 ms (inside the slop), every 200 ms, max_age 0.25 s: always present
-    assert table.present['tactile'].all()
-    np.testing.assert_array_equal(table.arrays['tactile'][t_ms == 300][0, 0, 0], [200.0] * 3)
+    # taxels at t+5 ms every 200 ms, window [t - 0.32 s, t) (causal): all but the first
+    assert not table.present['tactile'][0] and table.present['tactile'][1:].all()
+    # t = 300 ms: frames at 5 ms (value 0) and 205 ms (200) on the 10 ms grid from -20 ms
+    window = table.arrays['tactile'][t_ms == 300][0, 0]  # (steps, taxels)
+    np.testing.assert_array_equal(window[:22], 0.0)
+    np.testing.assert_array_equal(window[22:], 200.0)
     assert table.labels.tolist() == ['a'] * 11 + ['b'] * 8  # 700 ms is gone
     assert table.modality_stamps['audio'][t_ms == 500][0] == T0 + 400 * MS
 
@@ -135,3 +138,58 @@ def test_missing_topics_error(tmp_path):
         w.write_label('episode/label', 0, 'x')
     with pytest.raises(BagError, match='no sensor topics'):
         infer_modalities([path])
+
+
+def test_taxel_windows_are_identical_in_training_evaluation_and_live(tmp_path):
+    """A 1 kHz taxel stream: dataset, llmos-eval's replay and the live engine give equal arrays."""
+    import torch
+
+    from llmos_ros.checkpoint import LoadedModel
+    from llmos_ros.evaluation.replay import replay
+    from llmos_ros.inference import PerceptionEngine
+    from llmos_ros.models.mvae import MultimodalVAE
+
+    rng = np.random.default_rng(1)
+    path = tmp_path / 'tax'
+    with BagWriter(path) as w:
+        for t in range(0, 1500):  # taxels every ms (with 0-0.6 ms jitter), camera every 100 ms
+            stamp = T0 + t * MS + int(rng.integers(0, 600_000))
+            w.write_frame('tactile/array',
+                          TactileFrame(stamp, 2, 2, 1, rng.normal(size=4).astype(np.float32)))
+            if t % 100 == 50:
+                pix = rng.integers(0, 256, 64, dtype=np.uint8)
+                w.write_frame('camera/image_raw',
+                              ImageFrame(T0 + t * MS, 'mono8', 8, 8, 8, False, pix, 'camera'))
+    cfg = Config(modalities=infer_modalities([path]))
+    tac = cfg.modalities['tactile']
+    assert tac.window_s == 0.32 and tac.shape() == (1, 32, 4)
+    table = build_samples([path], cfg, progress=False)
+    stats = fit_stats(table)
+    table = normalize(table, stats)
+    torch.manual_seed(0)
+    loaded = LoadedModel(MultimodalVAE(cfg), cfg, stats, 'test')
+    evaluated = replay(path, PerceptionEngine(loaded), infer=True)
+    live = []
+    engine = PerceptionEngine(loaded)
+    from llmos_ros.core.bags import read_bag
+    from llmos_ros.core.frames import frame_from_msg
+    by_topic = {m.topic: n for n, m in cfg.modalities.items()}
+    for topic, mtype, _, msg in read_bag(path, list(by_topic)):
+        for sample in engine.push(by_topic[topic], frame_from_msg(mtype, msg)):
+            live.append(engine.infer(sample)[0].inputs['tactile'])
+    live += [engine.infer(s)[0].inputs['tactile'] for s in engine.flush()]
+    assert len(table) == len(evaluated) == len(live) == 15
+    for i in range(3, 15):  # from the 4th frame on, a full window of ~320 frames
+        np.testing.assert_array_equal(table.arrays['tactile'][i], evaluated.arrays['tactile'][i])
+        np.testing.assert_array_equal(table.arrays['tactile'][i], live[i])
+    # sample i is at 50 + 100 i ms: its window holds exactly the frames of [t - 320 ms, t)
+    sync = Synchronizer(cfg)
+    samples = []
+    for topic, mtype, _, msg in read_bag(path, list(by_topic)):
+        sync.push(by_topic[topic], frame_from_msg(mtype, msg))
+        samples += sync.pop_ready()
+    samples += sync.pop_ready(flush=True)
+    s = samples[8]
+    got = [f.stamp_ns for f in s.windows['tactile']]
+    assert got and min(got) >= s.stamp_ns - 320 * MS and max(got) < s.stamp_ns
+    assert len(got) in range(318, 323)

@@ -19,7 +19,7 @@ def make_cfg(fusion='mopoe', three=False, **model):
         'cam': {'kind': 'image', 'topic': '/cam', 'msg_type': 'sensor_msgs/msg/Image',
                 'height': 8, 'width': 9},
         'tax': {'kind': 'taxels', 'topic': '/tax', 'msg_type': 'llmos_ros/msg/TactileArray',
-                'rows': 3, 'cols': 2, 'channels': 2},
+                'rows': 3, 'cols': 2, 'channels': 2, 'window_s': 0.0},
     }
     if three:
         mods['mic'] = {'kind': 'audio', 'topic': '/mic', 'msg_type': 'llmos_ros/msg/AudioChunk',
@@ -242,7 +242,10 @@ def test_mmvae_plus_latent_layout():
     z2[0, model.private_slice('cam')] += 1.0
     assert torch.equal(model.decode(z)['tax'][0], model.decode(z2)['tax'][0])
     assert not torch.equal(model.decode(z)['cam'][0], model.decode(z2)['cam'][0])
-    assert MultimodalVAE(make_cfg('mopoe')).latent_layout()['private_modalities'] == []
+    assert MultimodalVAE(make_cfg('mopoe', private_latents=False)).latent_layout()[
+        'private_modalities'] == []
+    assert MultimodalVAE(make_cfg('mopoe')).latent_layout()['private_modalities'] == ['cam', 'tax']
+    assert MultimodalVAE(make_cfg('poe')).latent_layout()['private_modalities'] == []
 
 
 def test_kl_warmup_and_likelihood_scale():

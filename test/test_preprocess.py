@@ -28,9 +28,9 @@ def audio_mod(rate=8000, **kw):
                           sample_rate=rate, **kw)
 
 
-def taxel_mod(rows=3, cols=4, ch=2):
+def taxel_mod(rows=3, cols=4, ch=2, window_s=0.0, grid_hz=100.0):
     return ModalityConfig('tactile', 'taxels', '/tactile/array', 'llmos_ros/msg/TactileArray',
-                          rows=rows, cols=cols, channels=ch)
+                          rows=rows, cols=cols, channels=ch, window_s=window_s, grid_hz=grid_hz)
 
 
 def raw_frame(pixels: np.ndarray, encoding: str, pad: int = 3, bigendian=False) -> ImageFrame:
@@ -188,3 +188,40 @@ def test_stats_zscore_and_inverse():
     np.testing.assert_allclose(z[1], (raw[1] - stats['mean'][1]) / stats['std'][1], rtol=1e-5)
     np.testing.assert_allclose(prep.inverse(z), RGB.transpose(2, 0, 1), atol=1e-3)
     assert compute_stats(np.ones((4, 1, 2, 2), np.float32))['std'] == [1.0]
+
+
+# ---- taxel windows ---------------------------------------------------------------------------
+
+def _tax_frames(stamps_ms, rows=1, cols=2):
+    """Frames whose every value is its stamp in ms (so bin averages are easy to check)."""
+    return [TactileFrame(int(t * 1e6), rows, cols, 1, np.full(rows * cols, t, np.float32))
+            for t in stamps_ms]
+
+
+def test_taxel_window_averages_frames_into_grid_bins():
+    mod = taxel_mod(rows=1, cols=2, ch=1, window_s=0.04, grid_hz=100.0)  # 4 bins of 10 ms
+    assert mod.shape() == (1, 4, 2)
+    # t = 100 ms: window [60, 100); 1 kHz-like frames, two in bin 1, one in bin 3, none in 0, 2
+    frames = _tax_frames([55, 71, 75, 99, 100])  # 55 is before the window, 100 at t: unused
+    out = Preprocessor(mod)(frames, 100 * 1_000_000)
+    expect_bins = [73.0, 73.0, 73.0, 99.0]  # bin 0 leading empty <- bin 1; bin 2 holds bin 1
+    np.testing.assert_allclose(out[0, :, 0], expect_bins)
+    np.testing.assert_allclose(out[0, :, 1], expect_bins)
+
+
+def test_taxel_window_layout_and_newest_step_inverse():
+    mod = taxel_mod(rows=2, cols=3, ch=2, window_s=0.02, grid_hz=100.0)
+    vals = np.arange(12, dtype=np.float32)  # (rows, cols, channels) row-major
+    frame = TactileFrame(15_000_000, 2, 3, 2, vals)
+    prep = Preprocessor(mod)
+    out = prep([frame], 20_000_000)
+    assert out.shape == (2, 2, 6)
+    chw = vals.reshape(2, 3, 2).transpose(2, 0, 1)
+    np.testing.assert_array_equal(out[:, 1, :], chw.reshape(2, 6))
+    np.testing.assert_array_equal(prep.inverse(out), chw)  # newest step, (channels, rows, cols)
+
+
+def test_taxel_window_without_frames_in_it_is_an_input_error():
+    mod = taxel_mod(rows=1, cols=2, ch=1, window_s=0.04)
+    with pytest.raises(InputError, match='no taxel frame in the window'):
+        Preprocessor(mod)(_tax_frames([10]), 100 * 1_000_000)

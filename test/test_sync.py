@@ -16,7 +16,7 @@ def cfg(**sync):
                                 sample_rate=1000, window_s=0.5, max_age_s=0.25),
         'tactile': ModalityConfig('tactile', 'taxels', '/tactile/array',
                                   'llmos_ros/msg/TactileArray', rows=1, cols=1, channels=1,
-                                  max_age_s=0.25),
+                                  window_s=0.0, max_age_s=0.25),  # newest frame
     }
     return Config(modalities=mods, sync=SyncConfig(**{'slop_s': 0.02, 'max_wait_s': 0.1, **sync}))
 

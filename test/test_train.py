@@ -175,3 +175,54 @@ def test_bags_without_the_configured_topics_and_missing_bags_are_exit_2(
     code, _, err = run(capsys, '--bag', tmp_path / 'missing_bag', '--out', tmp_path / 'z.pt')
     assert code == 2 and 'bag not found' in err
     assert not (tmp_path / 'x.pt').exists() and not (tmp_path / 'y.pt').exists()
+
+
+def _early(tmp_path, name, **train) -> Path:
+    """The small config, trained until validation stops improving (train.steps 0)."""
+    cfg = {'model': dict(SMALL['model']),
+           'train': {'batch_size': 8, 'checkpoint_every': 2, 'val_every': 2, 'steps': 0,
+                     'patience': 2, 'max_minutes': 5.0, 'val_fraction': 0.3, **train}}
+    path = tmp_path / f'{name}.yaml'
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_early_stopping_stops_on_a_plateau_and_keeps_the_best_weights(bag, tmp_path, capsys):
+    # min_delta 100: after the first validation nothing counts as better, so it stops after
+    # 1 + patience validations (6 steps) and keeps the weights of step 2
+    config = _early(tmp_path, 'plateau', min_delta=100.0)
+    code, summary, err = run(capsys, '--bag', bag, '--out', tmp_path / 'es.pt', '--config', config)
+    assert code == 0, err
+    assert summary['stopped'] == 'plateau' and summary['steps'] == 6
+    assert summary['best_step'] == 2 and 'did not improve' in summary['stop_reason']
+    early = load_checkpoint(tmp_path / 'es.pt')
+    assert early.extra['stopped'] == 'plateau' and early.extra['step'] == 6
+    code, _, err = run(capsys, '--bag', bag, '--out', tmp_path / 'two.pt', '--config', config,
+                       '--steps', '2')
+    assert code == 0, err
+    two = load_checkpoint(tmp_path / 'two.pt').model.state_dict()
+    assert all(torch.equal(v, two[k]) for k, v in early.model.state_dict().items())
+
+
+def test_time_budget_stops_and_resume_reproduces_an_uninterrupted_run(bag, tmp_path, capsys):
+    whole = _early(tmp_path, 'whole', min_delta=0.5)
+    code, ref, err = run(capsys, '--bag', bag, '--out', tmp_path / 'whole.pt', '--config', whole)
+    assert code == 0, err
+    assert ref['stopped'] == 'plateau'
+    # a run whose time budget runs out at once, then resumed with the budget of the first
+    code, cut, err = run(capsys, '--bag', bag, '--out', tmp_path / 'cut.pt',
+                         '--config', _early(tmp_path, 'cut', min_delta=0.5, max_minutes=1e-4))
+    assert code == 0, err
+    assert cut['stopped'] == 'time' and cut['steps'] < ref['steps']
+    code, resumed, err = run(capsys, '--bag', bag, '--out', tmp_path / 'cut.pt', '--config', whole,
+                             '--resume')
+    assert code == 0, err
+    assert (resumed['stopped'], resumed['steps'], resumed['best_step']) == (
+        'plateau', ref['steps'], ref['best_step'])
+    for split in ('train', 'val'):
+        a, b = losses(tmp_path / 'whole_logs', split), losses(tmp_path / 'cut_logs', split)
+        assert [s for s, _ in a] == [s for s, _ in b]
+        assert [v for _, v in b] == pytest.approx([v for _, v in a], rel=1e-5, abs=1e-5)
+    a = load_checkpoint(tmp_path / 'cut.pt').model.state_dict()
+    b = load_checkpoint(tmp_path / 'whole.pt').model.state_dict()
+    assert all(torch.allclose(v, b[k], rtol=1e-5, atol=1e-6) for k, v in a.items())

@@ -8,7 +8,11 @@ Frames -> float32 model arrays: the one preprocessing path of training, offline 
 - audio (AudioChunk): the window's chunks concatenated, downmixed, resampled to the model's rate,
   the last `window_s` seconds ending at the sample time (zeros in front when short), then a causal
   log-mel spectrogram (1, n_mels, frames);
-- taxels (TactileArray): (rows, cols, channels) -> (channels, rows, cols), sensor units.
+- taxels (TactileArray), sensor units: with a window (`window_s` > 0), the frames stamped in
+  [t - window_s, t) averaged into the `taxel_steps` bins of the `grid_hz` grid (bin k covers
+  [t - window_s + k dt, t - window_s + (k + 1) dt)); an empty bin holds the bin before it, empty
+  leading bins the first filled one; shape (channels, steps, rows * cols), taxels in row-major
+  order. With `window_s: 0`, the newest frame: (rows, cols, channels) -> (channels, rows, cols).
 
 Then, when stats are given, z-scored per channel. Bad input raises `InputError` with a stable
 reason: 'encoding', 'size', 'nan', 'sample_rate', 'decode', 'type', 'empty'.
@@ -22,7 +26,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from llmos_ros.config import ModalityConfig, audio_frames
+from llmos_ros.config import ModalityConfig, audio_frames, taxel_steps
 from llmos_ros.core.frames import AudioFrame, CompressedFrame, Frame, ImageFrame, TactileFrame
 from llmos_ros.errors import InputError
 
@@ -323,6 +327,40 @@ def audio_window(window: Sequence[AudioFrame], mod: ModalityConfig,
 
 
 # ---------------------------------------------------------------------------------------------
+# taxel windows
+
+def taxel_window(values: Sequence[np.ndarray], stamps_ns: Sequence[int], mod: ModalityConfig,
+                 stamp_ns: int | None = None) -> np.ndarray:
+    """
+    Taxel frames (each (channels, rows, cols)) of [t - window_s, t) -> (channels, steps, taxels).
+
+    t is stamp_ns (None: 1 ns after the newest frame). Frames outside the window are ignored;
+    frames in one bin of the grid are averaged; see the module doc for empty bins.
+    """
+    steps = taxel_steps(mod)
+    t = int(stamp_ns) if stamp_ns is not None else int(max(stamps_ns)) + 1
+    span = int(round(mod.window_s * 1e9))
+    lo = t - span
+    ch, n = int(mod.channels), int(mod.rows) * int(mod.cols)
+    sums = np.zeros((steps, ch, n), np.float64)
+    counts = np.zeros(steps, np.int64)
+    for vals, stamp in zip(values, stamps_ns):
+        if lo <= stamp < t:
+            k = min(steps - 1, (int(stamp) - lo) * steps // span)
+            sums[k] += np.asarray(vals, np.float64).reshape(ch, n)
+            counts[k] += 1
+    filled = np.flatnonzero(counts)
+    if filled.size == 0:
+        raise InputError('empty', f'modality {mod.name}: no taxel frame in the window')
+    out = sums / np.maximum(counts, 1)[:, None, None]
+    # zero-order hold: each bin takes the newest filled bin at or before it (the first for
+    # leading empties)
+    src = np.maximum.accumulate(np.where(counts > 0, np.arange(steps), -1))
+    src[src < 0] = filled[0]
+    return np.ascontiguousarray(out[src].transpose(1, 0, 2), dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
 # stats
 
 def compute_stats(arrays) -> dict[str, list[float]]:
@@ -425,6 +463,9 @@ class Preprocessor:
             out = _image_to_model(decode_image(window[-1]), self.mod)
         elif kind == 'audio':
             out = log_mel(audio_window(window, self.mod, stamp_ns), self.mod)
+        elif kind == 'taxels' and self.mod.window_s > 0:
+            out = taxel_window([self._taxels(fr) for fr in window],
+                               [int(fr.stamp_ns) for fr in window], self.mod, stamp_ns)
         elif kind == 'taxels':
             out = self._taxels(window[-1])
         else:
@@ -444,9 +485,11 @@ class Preprocessor:
         Model-space array -> raw range, same shape, float32 (for publishing predictions).
 
         Images come back in [0, 255] (channels, height, width); audio as log-mel; taxels in
-        sensor units.
+        sensor units, (channels, rows, cols) (of a window: its newest step).
         """
         out = invert_stats(np.asarray(array, np.float32), self.stats)
+        if self.mod.kind == 'taxels' and self.mod.window_s > 0:
+            out = out[:, -1, :].reshape(self.mod.channels, self.mod.rows, self.mod.cols)
         if self.mod.kind == 'image':
             out = np.clip(out * np.float32(255.0), 0.0, 255.0)
         return out.astype(np.float32, copy=False)

@@ -4,7 +4,8 @@ Approximate-time pairing of modalities, purely stamp-driven (see docs/ARCHITECTU
 A sample is formed at each frame of the reference modality, at t = its stamp (the end of the
 chunk for an audio reference). For every other modality the window ends at t (causal):
 
-- image / taxels: the newest frame stamped <= t + slop_s;
+- image, and taxels with `window_s: 0`: the newest frame stamped <= t + slop_s;
+- taxels with a window (the default): the frames stamped in [t - window_s, t);
 - audio: the chunks overlapping [t - window_s, t) (a chunk starting at t is not used).
 
 A modality whose newest usable frame is older than t - max_age_s (for audio: whose newest chunk
@@ -16,7 +17,8 @@ Decisions are taken in `push`, never in `pop_ready`, so the output depends only 
 the order they arrive in, not on when the caller polls. Frames of one modality must arrive in
 stamp order; an older stamp is dropped ('stamp_backwards'), an equal one too ('stamp_repeated').
 Memory is bounded: at most queue_size pending or ready samples and image frames per modality
-(beyond that the oldest is dropped, 'queue_full'), audio only window_s + max_wait_s + margin.
+(beyond that the oldest is dropped, 'queue_full'); windowed streams (audio, taxel windows) keep
+only window_s + max_wait_s + margin, at most 64 x queue_size frames.
 """
 from __future__ import annotations
 
@@ -60,6 +62,11 @@ def reference_modality(cfg: Config) -> str:
     return next(iter(cfg.modalities))
 
 
+def windowed(mod) -> bool:
+    """True for modalities paired as a causal time window (audio; taxels with window_s > 0)."""
+    return mod.kind == 'audio' or (mod.kind == 'taxels' and mod.window_s > 0)
+
+
 class Synchronizer:
     """Pairs frames of the configured modalities into `SampleSet`s (see module doc)."""
 
@@ -76,7 +83,7 @@ class Synchronizer:
         self.margin_ns = int(round(max(0.0, margin) * NS))
         self.max_age_ns = {n: int(round(m.max_age_s * NS)) for n, m in self.mods.items()}
         self.window_ns = {n: int(round(m.window_s * NS)) for n, m in self.mods.items()
-                          if m.kind == 'audio'}
+                          if windowed(m)}
         self.drops: Counter[str] = Counter()  # frames or samples dropped, by reason
         self.absent: Counter[str] = Counter()  # samples emitted without a modality, by modality
         self.emitted = 0
@@ -182,6 +189,10 @@ class Synchronizer:
                 lo = t - self.window_ns[name]
                 win = [c for c in hist if c.stamp_ns < t and frame_end_ns(c) > lo]
                 fresh = bool(win) and frame_end_ns(win[-1]) >= t - self.max_age_ns[name]
+            elif name in self.window_ns:
+                lo = t - self.window_ns[name]
+                win = [fr for fr in hist if lo <= fr.stamp_ns < t]
+                fresh = bool(win) and win[-1].stamp_ns >= t - self.max_age_ns[name]
             else:
                 win = []
                 for fr in reversed(hist):
@@ -209,9 +220,11 @@ class Synchronizer:
             hist = self._hist[name]
             if not hist:
                 continue
-            if mod.kind == 'audio':
+            if name in self.window_ns:
                 lo = low - self.window_ns[name]
-                while hist and frame_end_ns(hist[0]) <= lo:
+                # an audio chunk ending at lo misses [lo, t); a taxel frame stamped lo is in it
+                audio = mod.kind == 'audio'
+                while hist and (frame_end_ns(hist[0]) <= lo if audio else hist[0].stamp_ns < lo):
                     hist.popleft()
                 cap = 64 * self.queue_size
             else:

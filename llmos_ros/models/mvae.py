@@ -2,8 +2,12 @@
 `MultimodalVAE`: per-modality encoders, a fusion, per-modality decoders, one interface for all.
 
 Latent layout (maps to LatentState.msg): the full latent is `shared_dim` entries shared by all
-modalities, followed -- for 'mmvae_plus' only -- by `private_dim` entries per modality, in
-`cfg.modalities` order (`private_modalities`). Other fusions have no private part.
+modalities, followed -- for 'mmvae_plus', and 'mopoe' with `private_latents` (the default) -- by
+`private_dim` entries per modality, in `cfg.modalities` order (`private_modalities`). A private
+latent w_m holds what only modality m shows (a digit's handwriting, an utterance's timing); its
+decoder reads (z, w_m). When m is missing, w_m is its prior N(0, I), so a cross-modal prediction
+decodes the shared content at the prior's typical w_m instead of a blur over every possible one.
+'poe' and 'moe' have no private part.
 
 Inputs are dicts name -> float tensor [B, *ModalityConfig.shape()] (z-scored) and presence
 dicts name -> bool tensor [B]. A missing modality drops its expert; its tensor values are never
@@ -44,9 +48,11 @@ class MultimodalVAE(nn.Module):
             raise ConfigError(f'model.likelihood_scale names unknown modalities {sorted(unknown)}')
         self.fusion = mcfg.fusion
         self.shared_dim = int(mcfg.latent_dim)
-        self.private_dim = int(mcfg.private_dim) if self.fusion == 'mmvae_plus' else 0
+        self.private_dim = mcfg.private_size()
         if self.fusion == 'mmvae_plus' and self.private_dim < 1:
             raise ConfigError('model.private_dim must be >= 1 for mmvae_plus')
+        if self.private_dim < 0:
+            raise ConfigError(f'model.private_dim must be >= 0, got {self.private_dim}')
         self.shapes = {n: tuple(cfg.modalities[n].shape()) for n in self.names}
         code = self.shared_dim + self.private_dim
         self.encoders = nn.ModuleDict(
@@ -58,7 +64,7 @@ class MultimodalVAE(nn.Module):
     # ---- layout ----------------------------------------------------------------------------
     @property
     def latent_size(self) -> int:
-        """Size of the full latent: shared + private_dim per modality (mmvae_plus)."""
+        """Size of the full latent: shared + private_dim per modality (when private)."""
         return self.shared_dim + self.private_dim * len(self.names)
 
     def latent_layout(self) -> dict:

@@ -12,7 +12,8 @@ The KL weight warms up linearly from 0 to `beta` over `warmup_steps`.
   present modality and of one random subset of the present modalities (each ELBO reconstructs
   only its own subset's modalities), PoE posteriors with a prior expert.
 * mopoe (MoPoE-VAE, Sutter et al. 2021): the average over all valid subsets of the subset ELBO
-  (z from the subset's PoE, reconstructing every present modality, KL of the subset posterior).
+  (z from the subset's PoE, reconstructing every present modality, KL of the subset posterior);
+  with private latents, modality-specific w_m as in MMVAE+ (see `mopoe_loss`).
 * moe (MMVAE, Shi et al. 2019): stratified importance-weighted bound, K samples per present
   component, log w = log p(X|z) + beta (log p(z) - log q_mix(z|X)), averaged over components
   ("looser" IWAE), with DReG gradients (q parameters stopped in log w, squared normalised
@@ -121,19 +122,41 @@ def mopoe_loss(model, xs, mask, step):
     The reconstruction expectation under the subset mixture is estimated with one subset per
     sample, drawn with the mixture weights (as the paper's implementation does), so each step
     decodes every modality once rather than once per subset; the KL term is exact.
+
+    With private latents (`model.private_dim` > 0), modality m's decoder reads (z, w_m): w_m is
+    drawn from q(w_m | x_m) when m is in the drawn subset, and from its prior N(0, I) when it is
+    not (as MMVAE+ does for cross-modal terms), so whatever one modality says about another must
+    pass through the shared z. The KL of w_m is weighted by the probability that m is in the
+    subset, P(m in S) = sum_S w_S [m in S], which makes it exact in expectation as well.
     """
-    mus, logvars, _, _ = model.experts(xs, mask)
+    mus, logvars, pmus, plvs = model.experts(xs, mask)
     beta = kl_weight(step, model.cfg.model.beta, model.cfg.model.warmup_steps)
     mix = mopoe(mus, logvars, mask)  # components [S, B, D]
-    lp = _log_likelihoods(model, mix.rsample().unsqueeze(0), xs)[:, 0]  # [M, B]
+    logs = {}
+    if pmus is None:
+        lp = _log_likelihoods(model, mix.rsample().unsqueeze(0), xs)[:, 0]  # [M, B]
+        kl_private = torch.zeros_like(mask[0], dtype=mus.dtype)
+    else:
+        idx = mix.select()
+        rows = torch.arange(mus.shape[1], device=mus.device)
+        z = reparameterize(mix.mus[idx, rows], mix.logvars[idx, rows])
+        mat = subset_matrix(mask.shape[0], device=mask.device)  # [S, M]
+        member = mat[idx].t().unsqueeze(-1)  # [M, B, 1]: m is in the drawn subset
+        w = torch.where(member, reparameterize(pmus, plvs), torch.randn_like(pmus))
+        lp = _log_likelihoods(model, torch.cat([z] + list(w.unbind(0)), -1).unsqueeze(0),
+                              xs)[:, 0]
+        p_member = mat.t().to(mix.weights.dtype) @ mix.weights  # [M, B]
+        kl_w = kl_std_normal(pmus, plvs)  # [M, B]
+        kl_private = (torch.where(mask, p_member * kl_w, torch.zeros_like(kl_w))).sum(0)
+        logs['kl_private'] = _masked_mean(kl_private, mask.any(0))
     recon = (lp * mask.float()).sum(0)  # [B]
     kl_s = kl_std_normal(mix.mus, mix.logvars)  # [S, B]
     kl = (mix.weights * torch.where(mix.valid, kl_s, torch.zeros_like(kl_s))).sum(0)
-    elbo = recon - beta * kl
+    elbo = recon - beta * (kl + kl_private)
     counts = mask.any(0)
     return _finish(elbo, counts, {'recon': _masked_mean(recon, counts),
                                   'kl': _masked_mean(kl, counts), 'beta': beta,
-                                  'subsets': subset_matrix(mask.shape[0]).shape[0]})
+                                  'subsets': subset_matrix(mask.shape[0]).shape[0], **logs})
 
 
 def _log_q_mixture(z: torch.Tensor, mus: torch.Tensor, logvars: torch.Tensor,
