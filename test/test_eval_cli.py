@@ -177,7 +177,9 @@ def test_record_bag(env, table):
     assert sorted(s for s, _ in latents) == sorted(table.stamps.tolist())
     _, first = latents[0]
     assert first.model_id == loaded.model_id and first.fusion == loaded.cfg.model.fusion
-    assert first.shared_dim == 6 and first.private_dim == 0 and len(first.mean) == 6
+    # mopoe with private latents (default): 6 shared + 8 per modality
+    assert first.shared_dim == 6 and first.private_dim == 8 and len(first.mean) == 6 + 8 * 3
+    assert list(first.private_modalities) == loaded.model.names
     assert list(first.modalities) == ['camera', 'audio', 'tactile']
     assert len(first.modality_stamps) == 3 and first.header.frame_id == 'llmos'
     assert set(preds) == {'/llmos/prediction/camera', '/llmos/prediction/audio',

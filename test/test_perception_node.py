@@ -119,7 +119,9 @@ def test_live_latents_follow_the_inputs(sim_model, ros_node):
         for name, stamp in zip(msg.modalities, msg.modality_stamps):
             if name != 'audio':  # audio chunks are stamped by their first sample
                 assert _ns(stamp) in watcher.inputs[name], name
-        assert len(msg.mean) == len(msg.std) == msg.shared_dim > 0
+        assert len(msg.mean) == len(msg.std) == (
+            msg.shared_dim + msg.private_dim * len(msg.private_modalities))
+        assert msg.shared_dim > 0
         assert np.all(np.isfinite(msg.mean)) and np.all(np.asarray(msg.std) > 0)
         assert msg.model_id and msg.fusion == 'mopoe'
     stamps = [_ns(m.header.stamp) for m in watcher.latents]

@@ -33,7 +33,8 @@ def parse_args(argv=None):
     p.add_argument('--workdir', type=Path, default=DEFAULT_WORKDIR,
                    help=f'bag, model and logs (default {DEFAULT_WORKDIR})')
     p.add_argument('--bag-seconds', type=float, default=300.0, help='simulated training data')
-    p.add_argument('--steps', type=int, default=1500, help='training steps')
+    p.add_argument('--steps', type=int, default=800,
+                   help='training steps of the demo model (its own budget: a few minutes)')
     p.add_argument('--retrain', action='store_true', help='write a new bag and train again')
     return p.parse_args(argv)
 
