@@ -106,6 +106,9 @@ class ModelConfig:
     latent_dim: int = 32  # shared latent
     private_dim: int = 8  # per modality: mmvae_plus always, mopoe with private_latents
     private_latents: bool = True  # mopoe: modality-private latents beside the shared one
+    # mopoe training: the private latent a decoder reads when its modality is not in the drawn
+    # subset: 'own' (its own encoder's, Sutter et al. 2020) or 'prior' (N(0, I), as MMVAE+)
+    cross_private: str = 'own'
     hidden: int = 256
     beta: float = 1.0
     warmup_steps: int = 500  # KL weight ramps 0 -> beta over these steps
@@ -163,6 +166,9 @@ class Config:
                   train=_build(TrainConfig, data.get('train') or {}, 'train'))
         if cfg.model.fusion not in FUSIONS:
             raise ConfigError(f'model.fusion must be one of {FUSIONS}, got {cfg.model.fusion!r}')
+        if cfg.model.cross_private not in ('own', 'prior'):
+            raise ConfigError(f"model.cross_private must be 'own' or 'prior', got "
+                              f'{cfg.model.cross_private!r}')
         return cfg
 
 

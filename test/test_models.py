@@ -308,3 +308,31 @@ def test_mixture_dataclass_single_component_is_exact():
     mix = Mixture(t(1.0).reshape(1, 1, 1), t(-2.0).reshape(1, 1, 1), t(1.0).reshape(1, 1))
     mu, lv = mix.gaussian()
     assert mu.item() == 1.0 and lv.item() == -2.0
+
+
+@pytest.mark.parametrize('cross_private', ['own', 'prior'])
+def test_mopoe_private_kl_is_the_expected_kl_of_the_private_latents_used(cross_private):
+    """kl_private = sum over present m of P(w_m is used) KL(q(w_m | x_m) || N(0, I))."""
+    torch.manual_seed(0)
+    model = MultimodalVAE(make_cfg('mopoe', three=True, cross_private=cross_private))
+    batch = make_batch(model, b=5)
+    present = {'cam': torch.tensor([1, 1, 0, 1, 1], dtype=torch.bool),
+               'tax': torch.tensor([1, 0, 1, 1, 0], dtype=torch.bool),
+               'mic': torch.tensor([1, 1, 1, 0, 0], dtype=torch.bool)}
+    _, logs = model.loss(batch, present, step=10 ** 6)
+    xs, mask = model.prepare(batch, present)
+    _, _, pmus, plvs = model.experts(xs, mask)
+    kl = kl_std_normal(pmus, plvs)  # [M, B]
+    expect = []
+    for b in range(5):
+        here = [i for i in range(3) if mask[i, b]]
+        subs = [s for s in subsets(3) if set(s) <= set(here)]  # uniform over valid subsets
+        use = {i: (1.0 if cross_private == 'own'
+                   else sum(i in s for s in subs) / len(subs)) for i in here}
+        expect.append(sum(use[i] * kl[i, b].item() for i in here))
+    assert logs['kl_private'] == pytest.approx(sum(expect) / 5, rel=1e-5)
+
+
+def test_mopoe_cross_private_must_be_own_or_prior():
+    with pytest.raises(Exception, match="model.cross_private must be 'own' or 'prior'"):
+        make_cfg('mopoe', cross_private='aux')

@@ -123,11 +123,17 @@ def mopoe_loss(model, xs, mask, step):
     sample, drawn with the mixture weights (as the paper's implementation does), so each step
     decodes every modality once rather than once per subset; the KL term is exact.
 
-    With private latents (`model.private_dim` > 0), modality m's decoder reads (z, w_m): w_m is
-    drawn from q(w_m | x_m) when m is in the drawn subset, and from its prior N(0, I) when it is
-    not (as MMVAE+ does for cross-modal terms), so whatever one modality says about another must
-    pass through the shared z. The KL of w_m is weighted by the probability that m is in the
-    subset, P(m in S) = sum_S w_S [m in S], which makes it exact in expectation as well.
+    With private latents (`model.private_dim` > 0), modality m's decoder reads (z, w_m), w_m drawn
+    from q(w_m | x_m) when m is in the drawn subset. When it is not, `model.cross_private` says
+    where w_m comes from: 'own' (default; q(w_m | x_m) as well, the modality-specific subspaces of
+    Sutter et al. 2020): what the subset cannot know about x_m (a word's timing, a digit's
+    handwriting) is taken from x_m's own private latent, so the shared z need only carry what the
+    modalities share and the decoder learns to draw the rest from w_m -- a cross-modal
+    prediction at w_m = 0 is then a sharp, typical instance rather than the blur a Gaussian
+    likelihood gives for everything z cannot know; 'prior': N(0, I) as MMVAE+ does, so whatever
+    one modality says about another must pass through z. The KL of w_m is weighted by the
+    probability that w_m is used ('prior': P(m in S) = sum_S w_S [m in S]; 'own': 1), which
+    keeps it exact in expectation.
     """
     mus, logvars, pmus, plvs = model.experts(xs, mask)
     beta = kl_weight(step, model.cfg.model.beta, model.cfg.model.warmup_steps)
@@ -141,11 +147,15 @@ def mopoe_loss(model, xs, mask, step):
         rows = torch.arange(mus.shape[1], device=mus.device)
         z = reparameterize(mix.mus[idx, rows], mix.logvars[idx, rows])
         mat = subset_matrix(mask.shape[0], device=mask.device)  # [S, M]
-        member = mat[idx].t().unsqueeze(-1)  # [M, B, 1]: m is in the drawn subset
-        w = torch.where(member, reparameterize(pmus, plvs), torch.randn_like(pmus))
+        if model.cfg.model.cross_private == 'own':
+            w = reparameterize(pmus, plvs)
+            p_member = torch.ones_like(mask, dtype=mix.weights.dtype)
+        else:
+            member = mat[idx].t().unsqueeze(-1)  # [M, B, 1]: m is in the drawn subset
+            w = torch.where(member, reparameterize(pmus, plvs), torch.randn_like(pmus))
+            p_member = mat.t().to(mix.weights.dtype) @ mix.weights  # [M, B]
         lp = _log_likelihoods(model, torch.cat([z] + list(w.unbind(0)), -1).unsqueeze(0),
                               xs)[:, 0]
-        p_member = mat.t().to(mix.weights.dtype) @ mix.weights  # [M, B]
         kl_w = kl_std_normal(pmus, plvs)  # [M, B]
         kl_private = (torch.where(mask, p_member * kl_w, torch.zeros_like(kl_w))).sum(0)
         logs['kl_private'] = _masked_mean(kl_private, mask.any(0))
