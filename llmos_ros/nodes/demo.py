@@ -143,6 +143,8 @@ def run_live(model: Path, duration: float) -> dict:
     from rclpy.node import Node
 
     from llmos_ros.nodes.runner import Runner, graph_from_arguments
+    from llmos_ros.nodes.runtime import use_dds_profile
+    use_dds_profile()
     rclpy.init(args=['llmos_demo'])
     runner = Runner(graph_from_arguments({'model': str(model), 'start_sim': 'true'}))
     watcher = Node('llmos_demo_summary')

@@ -394,6 +394,8 @@ def main(argv=None) -> int:
         print(f'{PROG}: error: rclpy is not available: source your ROS 2 setup first',
               file=sys.stderr)
         return EXIT_ROS_ERROR
+    from llmos_ros.nodes.runtime import use_dds_profile
+    use_dds_profile()
     context = rclpy.context.Context()
     try:
         rclpy.init(args=[PROG] + ros_args, context=context,

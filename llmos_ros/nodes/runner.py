@@ -13,18 +13,10 @@ import time
 
 from llmos_ros.errors import LlmosError
 from llmos_ros.nodes.graph import NodeSpec, perception_graph
+from llmos_ros.nodes.runtime import config_dir, use_dds_profile
 
 ARGUMENTS = ('model', 'params_file', 'namespace', 'use_sim_time', 'device', 'start_sim',
              'start_camera', 'start_microphone', 'duration')
-
-
-def config_dir() -> str:
-    """config/ of the installed package share folder, else of this source checkout."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        return os.path.join(get_package_share_directory('llmos_ros'), 'config')
-    except (ImportError, LookupError, ValueError):
-        return os.path.join(os.path.dirname(__file__), '..', '..', 'config')
 
 
 def graph_from_arguments(values: dict[str, str]) -> list[NodeSpec]:
@@ -111,6 +103,7 @@ def main(argv=None):
     except LlmosError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
+    use_dds_profile()
     rclpy.init(args=['llmos_runner'])
     runner = Runner(graph_from_arguments(values), values.get('namespace', '')).start()
     duration = float(values.get('duration', 'inf'))

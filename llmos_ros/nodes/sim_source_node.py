@@ -183,7 +183,8 @@ def main(args=None) -> int:
     """Run until Ctrl-C / SIGTERM (exit 0), or until duration_s is published; 1 on a bad value."""
     from rclpy.exceptions import ParameterException
 
-    from llmos_ros.nodes.runtime import EXIT_OK, EXIT_USER_ERROR
+    from llmos_ros.nodes.runtime import EXIT_OK, EXIT_USER_ERROR, use_dds_profile
+    use_dds_profile()
     rclpy.init(args=args)
     node = None
     code = EXIT_OK
