@@ -2,7 +2,7 @@
 QoS for every llmos_ros publisher and subscription, per REP 2003.
 
 - Drivers (camera_node, microphone_node) and the simulated source publish sensor data with the
-  system-default profile: reliable, volatile, keep last `DRIVER_DEPTH` (`driver_qos`).
+  system-default profile: reliable, volatile, keep last `DRIVER_DEPTH` (`reliable_qos`).
 - Consumers (perception_node) subscribe with the sensor-data profile: best effort, volatile, keep
   last `SENSOR_DEPTH` (`sensor_qos`). A best-effort subscription matches reliable and
   best-effort publishers alike.
@@ -42,7 +42,7 @@ def sensor_qos(depth: int = SENSOR_DEPTH) -> QoSProfile:
                       durability=DurabilityPolicy.VOLATILE)
 
 
-def driver_qos(depth: int = DRIVER_DEPTH) -> QoSProfile:
+def reliable_qos(depth: int = DRIVER_DEPTH) -> QoSProfile:
     """The system-default profile drivers publish with (REP 2003): reliable, keep last `depth`."""
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
                       reliability=ReliabilityPolicy.RELIABLE,
@@ -137,7 +137,7 @@ def create_subscription(node, msg_type, topic: str, callback, qos: QoSProfile | 
 def create_sensor_publisher(node, msg_type, topic: str, depth: int = DRIVER_DEPTH,
                             events: QosEvents | None = None):
     """A driver's sensor publisher: system-default (reliable) QoS, overridable (REP 2003)."""
-    return create_publisher(node, msg_type, topic, driver_qos(depth), events)
+    return create_publisher(node, msg_type, topic, reliable_qos(depth), events)
 
 
 def create_sensor_subscription(node, msg_type, topic: str, callback, depth: int = SENSOR_DEPTH,
