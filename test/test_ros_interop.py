@@ -256,3 +256,30 @@ def test_parameters_frames_and_debug_image(sim_model, test_node):
     x, y = debug_view.tile_origin(names.index('audio'), 0)
     assert pixels[y:y + debug_view.TILE, x:x + debug_view.TILE].std() > 5  # a spectrogram
     assert pixels[:debug_view.HEADER].max() == 255  # the header text
+
+
+@pytest.mark.slow
+def test_demo_records_an_mcap_bag(sim_model, tmp_path):
+    """llmos-demo --record: inputs, latents, predictions and debug images in one MCAP bag."""
+    import os
+
+    from llmos_ros.core.bags import bag_info
+    bag, model = sim_model
+    work = tmp_path / 'work'
+    work.mkdir()
+    os.symlink(bag, work / 'sim_bag')  # the demo reuses a bag and model it finds
+    os.symlink(model, work / 'model.pt')
+    record = tmp_path / 'rec'
+    out = subprocess.run(python_cmd('llmos_ros.nodes.demo', '--workdir', str(work),
+                                    '--duration', '6', '--record', str(record)),
+                         env=python_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert list(record.glob('*.mcap')), list(record.iterdir())
+    counts = bag_info(record)['counts']
+    for topic in ('/camera/image_raw', '/microphone/audio', '/tactile/array', '/llmos/latent',
+                  '/llmos/prediction/camera', '/llmos/debug_image'):
+        assert counts.get(topic, 0) > 0, (topic, counts)
+    again = subprocess.run(python_cmd('llmos_ros.nodes.demo', '--workdir', str(work),
+                                      '--duration', '1', '--record', str(record)),
+                           env=python_env(), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and 'exists already' in again.stderr
