@@ -283,3 +283,29 @@ def test_demo_records_an_mcap_bag(sim_model, tmp_path):
                                       '--duration', '1', '--record', str(record)),
                            env=python_env(), capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and 'exists already' in again.stderr
+
+
+def test_reconfigure_keeps_qos_overrides(sim_model, rclpy_context):
+    """Cleanup + configure re-creates the interfaces: QoS override parameters declared once."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from llmos_ros.nodes.perception_node import PerceptionNode
+    _, model = sim_model
+    node = PerceptionNode(context=rclpy_context, cli_args=[
+        '--ros-args', '-p', f'model_path:={model}', '-p', 'autostart:=false',
+        '-p', 'qos_overrides./llmos/latent.publisher.depth:=3',
+        '-p', 'qos_overrides./camera/image_raw.subscription.reliability:=reliable'])
+    try:
+        for modalities in ('', 'camera'):
+            assert node.set_parameters([Parameter('modalities', value=modalities)])[0].successful
+            assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+            assert node._latent_pub.qos_profile.depth == 3
+            camera = [s for s in node._subs if s.topic_name == '/camera/image_raw'][0]
+            assert camera.qos_profile.reliability.name == 'RELIABLE'
+            assert len(node._subs) == (1 if modalities else 3)
+            refused = node.set_parameters([Parameter('modalities', value='audio')])[0]
+            assert not refused.successful and 'clean up' in refused.reason
+            assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    finally:
+        node.destroy_node()
