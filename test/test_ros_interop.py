@@ -309,3 +309,16 @@ def test_reconfigure_keeps_qos_overrides(sim_model, rclpy_context):
             assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
     finally:
         node.destroy_node()
+
+
+def test_params_files_match_the_declared_parameters():
+    """config/*.yaml names exactly the declared parameters; each has a description."""
+    from helpers import ROOT
+    import yaml
+
+    from llmos_ros.nodes import camera_node, microphone_node, perception_node
+    for name, module in (('perception', perception_node), ('camera', camera_node),
+                         ('microphone', microphone_node)):
+        params = yaml.safe_load((ROOT / 'config' / f'{name}.yaml').read_text())
+        assert set(params['/**']['ros__parameters']) == set(module.PARAMETERS), name
+        assert all(p.description for p in module.PARAMETERS.values()), name
