@@ -14,9 +14,10 @@ W, H = 64, 48
 STEP = 4  # frame index k is encoded as blue = STEP * k in the left half (lossless FFV1)
 
 
-def write_video(path, n_frames: int, fps: float = 30.0) -> str:
+def write_video(path, n_frames: int, fps: float = 30.0, size=(W, H)) -> str:
     """Lossless video; frame k: left half BGR (STEP*k, 100, 200), right half (0, green(k), 50)."""
     import cv2
+    W, H = size  # noqa: N806 - the module's frame size unless given
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'FFV1'), fps, (W, H))
     assert writer.isOpened()
     for k in range(n_frames):
@@ -48,7 +49,10 @@ class Listener:
 
         from llmos_ros.nodes.qos import sensor_qos
         self.node = Node('camera_test_listener', context=context)
-        self.raw, self.compressed, self.diagnostics = [], [], []
+        from sensor_msgs.msg import CameraInfo
+        self.raw, self.compressed, self.diagnostics, self.info = [], [], [], []
+        self.node.create_subscription(CameraInfo, 'camera/camera_info',
+                                      lambda m: self.info.append(m), sensor_qos(200))
         raw_qos = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE) \
             if reliable_raw else sensor_qos(200)
         self.node.create_subscription(Image, 'camera/image_raw',
@@ -217,6 +221,9 @@ def test_user_errors_exit_cleanly(tmp_path):
     """A missing file or a bad encoding: one clear error line, exit status 1, no traceback."""
     cases = {'missing': ('source:=/nonexistent/video.avi',),
              'encoding': (f'source:={write_video(tmp_path / "e.avi", 2)}', 'encoding:=yuv'),
+             'calibration': (f'source:={tmp_path / "e.avi"}',
+                             f'camera_info_url:=file://{_calibration(tmp_path, drop="P")}'),
+             'range': (f'source:={tmp_path / "e.avi"}', 'jpeg_quality:=0'),
              }
     procs = {name: start_camera(tmp_path, name, *params) for name, params in cases.items()}
     for name, proc in procs.items():
@@ -225,3 +232,82 @@ def test_user_errors_exit_cleanly(tmp_path):
     assert "video file '/nonexistent/video.avi' does not exist" in missing
     assert "parameter encoding is 'yuv'; expected one of rgb8, bgr8, mono8" in encoding
     assert 'Traceback' not in missing + encoding
+    calibration = log_text(tmp_path, 'calibration')
+    assert 'field projection_matrix is missing' in calibration, calibration
+    assert 'jpeg_quality out of range' in log_text(tmp_path, 'range')
+
+
+CAL_K = [60.0, 0.0, 32.0, 0.0, 61.0, 24.0, 0.0, 0.0, 1.0]
+
+
+def _calibration(tmp_path, drop: str = '') -> str:
+    """A camera_calibration_parsers YAML file for a W x H camera (without `drop`'s matrix)."""
+    lines = [f'image_width: {W}', f'image_height: {H}', 'camera_name: test_cam',
+             f'camera_matrix: {{rows: 3, cols: 3, data: {CAL_K}}}',
+             'distortion_model: plumb_bob',
+             'distortion_coefficients: {rows: 1, cols: 5, data: [0.1, -0.2, 0.0, 0.0, 0.05]}',
+             'rectification_matrix: {rows: 3, cols: 3, data: [1, 0, 0, 0, 1, 0, 0, 0, 1]}']
+    if drop != 'P':
+        lines.append('projection_matrix: {rows: 3, cols: 4, data: '
+                     '[60, 0, 32, 0, 0, 61, 24, 0, 0, 0, 1, 0]}')
+    path = tmp_path / f'calibration{drop}.yaml'
+    path.write_text('\n'.join(lines) + '\n')
+    return str(path)
+
+
+def test_camera_info(tmp_path, rclpy_context):
+    """camera_info beside every image: same stamp and optical frame; calibrated or not."""
+    video = write_video(tmp_path / 'v.avi', 10)
+    listener = Listener(rclpy_context)
+    for name, params in (('uncalibrated', ()),
+                         ('calibrated', (f'camera_info_url:={_calibration(tmp_path)}',))):
+        listener.raw.clear()
+        listener.info.clear()
+        proc = start_camera(tmp_path, name, f'source:={video}', 'loop:=true',
+                            'publish_compressed:=false', *params)
+        try:
+            assert listener.spin_until(lambda: len(listener.info) >= 5 and
+                                       len(listener.raw) >= 5, 20.0), log_text(tmp_path, name)
+        finally:
+            assert stop(proc) == 0, log_text(tmp_path, name)
+        info = listener.info[-1]
+        assert info.header.frame_id == 'camera_optical_frame'
+        assert listener.raw[-1][1].header.frame_id == 'camera_optical_frame'
+        assert (info.width, info.height) == (W, H)
+        image_stamps = {(m.header.stamp.sec, m.header.stamp.nanosec) for _, m in listener.raw}
+        assert (info.header.stamp.sec, info.header.stamp.nanosec) in image_stamps
+        if name == 'uncalibrated':
+            assert list(info.k) == [0.0] * 9 and list(info.d) == []
+        else:
+            assert list(info.k) == CAL_K
+            assert info.distortion_model == 'plumb_bob'
+            assert list(info.d) == pytest.approx([0.1, -0.2, 0.0, 0.0, 0.05])
+            assert list(info.p)[:3] == [60.0, 0.0, 32.0]
+    listener.close()
+
+
+def test_large_images_reach_a_best_effort_subscriber(tmp_path, rclpy_context):
+    """
+    640x480 rgb8 (900 KiB) at 10 Hz from the node's reliable publisher: nearly all arrive.
+
+    With Fast DDS defaults (512 KiB shared-memory segment) only a few of 50 did; the nodes load
+    config/fastdds.xml (larger segment and socket buffers) unless a profile is configured.
+    """
+    n = 40
+    video = write_video(tmp_path / 'big.avi', n, size=(640, 480))
+    listener = Listener(rclpy_context)  # best effort, as perception_node subscribes
+    proc = start_camera(tmp_path, 'big', f'source:={video}', 'fps:=10.0',
+                        'publish_compressed:=false')
+    try:
+        def last_seen():
+            return listener.raw and frame_index(listener.raw[-1][1].data[2]) == n - 1
+        listener.spin_until(last_seen, 30.0)
+        listener.spin_until(lambda: False, 0.3)
+    finally:
+        assert stop(proc) == 0, log_text(tmp_path, 'big')
+    indices = [frame_index(m.data[2]) for _, m in listener.raw]
+    assert indices, log_text(tmp_path, 'big')
+    sent = n - indices[0]  # frames from the first one this subscriber matched
+    assert listener.raw[0][1].width == 640
+    print(f'\n640x480 rgb8 at 10 Hz, best-effort subscriber: {len(indices)} of {sent} received')
+    assert len(indices) >= 0.9 * sent, indices

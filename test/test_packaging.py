@@ -66,6 +66,46 @@ def test_input_messages_match_the_contract():
         assert (ROOT / 'msg' / name).read_bytes() == (spec / name).read_bytes(), name
 
 
+REF = ROOT.parent / 'shared' / 'ref'
+DISTROS = ('humble', 'jazzy', 'kilted')
+
+
+def _ref_lines(name):
+    return {line.strip() for line in (REF / name).read_text().splitlines() if line.strip()}
+
+
+def test_package_xml_deps_resolve_with_rosdep():
+    """Every dependency is a rosdep key or a ROS package released in Humble, Jazzy and Kilted."""
+    if not REF.is_dir():
+        pytest.skip('../shared/ref (rosdistro keys and package lists) is not beside this checkout')
+    keys = _ref_lines('rosdep-keys-base.txt') | _ref_lines('rosdep-keys-python.txt')
+    released = [_ref_lines(f'ros-packages-{d}.txt') for d in DISTROS]
+    unresolved = sorted(dep for dep in _package_xml_deps()
+                        if dep not in keys and not all(dep in pkgs for pkgs in released))
+    assert not unresolved, f'package.xml: not a rosdep key nor released in {DISTROS}: ' \
+        f'{unresolved}'
+
+
+def test_license_file_matches_package_xml():
+    root = ET.parse(ROOT / 'package.xml').getroot()
+    assert root.findtext('license') == 'Apache-2.0'
+    assert 'Apache License' in (ROOT / 'LICENSE').read_text()[:200]
+
+
+@pytest.mark.ros
+def test_env_sh_puts_the_tools_on_path():
+    """After `source scripts/env.sh` the README's commands run by name."""
+    if not INSTALL.is_dir():
+        pytest.skip('no colcon install: run scripts/setup.sh')
+    script = ('source scripts/env.sh >/dev/null && for t in llmos-train llmos-eval llmos-replay '
+              'llmos-demo; do command -v "$t" || exit 3; done && llmos-train --help')
+    out = subprocess.run(['bash', '-c', script], cwd=ROOT, env=_clean_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert '--bag' in out.stdout
+    assert str(INSTALL / 'lib' / 'llmos_ros' / 'llmos-train') in out.stdout
+
+
 def test_package_xml_declares_every_ros_import():
     deps = _package_xml_deps()
     imported = set()
@@ -79,7 +119,7 @@ def test_package_xml_declares_every_ros_import():
            'diagnostic_msgs', 'lifecycle_msgs', 'rosgraph_msgs', 'rcl_interfaces'}
     python = {'numpy': 'python3-numpy', 'yaml': 'python3-yaml', 'cv2': 'python3-opencv',
               'torch': 'python3-pytorch-pip', 'rosbags': 'python3-rosbags-pip',
-              'sounddevice': 'python3-sounddevice', 'matplotlib': 'python3-matplotlib',
+              'sounddevice': 'python3-sounddevice-pip', 'matplotlib': 'python3-matplotlib',
               'sklearn': 'python3-sklearn', 'tqdm': 'python3-tqdm'}
     missing = sorted(m for m in imported & ros if m not in deps)
     missing += sorted(python[m] for m in imported & set(python) if python[m] not in deps)

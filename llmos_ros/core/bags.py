@@ -414,6 +414,12 @@ class BagWriter:
         self._writer.write(conn, int(stamp_ns), typestore().serialize_cdr(msg, msg_type))
         self.count += 1
 
+    def write_raw(self, topic: str, msg_type: str, stamp_ns: int, cdr: bytes) -> None:
+        """Write an already serialized (CDR) message, e.g. from rclpy.serialization."""
+        self.open()
+        self._writer.write(self._conn(topic, msg_type), int(stamp_ns), bytes(cdr))
+        self.count += 1
+
     def write_frame(self, topic: str, frame: Frame) -> None:
         """Write a frame record as its contract message type."""
         msg_type, msg = frame_to_msg(frame)

@@ -6,8 +6,12 @@ Sources (parameter `source`): a device index ('0'), a device path ('/dev/video0'
 ('rtsp://...', 'http://...', 'file:///path/video.avi'). Devices and URLs that fail or disappear
 are reopened every `reconnect_period_s`; a missing or unreadable video file is a start-up error.
 
-Publishes (relative names, remappable; sensor-data QoS):
+Publishes (relative names, remappable; system-default (reliable) QoS per REP 2003, overridable
+with qos_overrides.<topic>.publisher.*):
   camera/image_raw             sensor_msgs/Image, `encoding` rgb8 | bgr8 | mono8
+  camera/camera_info           sensor_msgs/CameraInfo, same stamp and frame as each image: from
+                               `camera_info_url` (camera_calibration_parsers YAML), or
+                               uncalibrated (size only, zero matrices) without one
   camera/image_raw/compressed  sensor_msgs/CompressedImage, JPEG, format as image_transport
                                writes it ('rgb8; jpeg compressed bgr8')
   /diagnostics                 diagnostic_msgs/DiagnosticArray: state, rate, drops, reconnects
@@ -22,31 +26,40 @@ import time
 
 from rclpy.node import Node
 
+from llmos_ros.core.calibration import Calibration, load_calibration, uncalibrated
 from llmos_ros.errors import ConfigError
 from llmos_ros.nodes import diagnostics as diag
-from llmos_ros.nodes.qos import create_sensor_publisher
-from llmos_ros.nodes.runtime import declare_parameters, run_node
+from llmos_ros.nodes.qos import QosEvents, create_sensor_publisher
+from llmos_ros.nodes.runtime import Param, declare_parameters, run_node
 
 ENCODINGS = ('rgb8', 'bgr8', 'mono8')
 RAW_TOPIC = 'camera/image_raw'
+INFO_TOPIC = 'camera/camera_info'
 COMPRESSED_TOPIC = 'camera/image_raw/compressed'
 DEFAULT_FILE_FPS = 30.0
 LOG_EVERY_S = 10.0  # repeated warnings (device still missing) are logged this often
 
 PARAMETERS = {
-    'source': '0',  # device index, /dev/videoN, video file path or stream URL
-    'width': 0,  # requested frame size; 0 keeps the source's; frames of another size are resized
-    'height': 0,
-    'fps': 0.0,  # files: playback rate (0: the file's); devices: requested rate and upper bound
-    'fourcc': '',  # devices: pixel format to request, e.g. 'MJPG'; '' keeps the driver's
-    'encoding': 'rgb8',  # rgb8 | bgr8 | mono8
-    'frame_id': 'camera',
-    'publish_raw': True,
-    'publish_compressed': True,
-    'jpeg_quality': 90,
-    'loop': False,  # video files: rewind at the end instead of stopping
-    'reconnect_period_s': 1.0,  # devices and URLs: reopen this often after a failure; 0: never
-    'diagnostics_period_s': 1.0,
+    'source': Param('0', 'device index, /dev/videoN, video file path or stream URL', dynamic=True),
+    'width': Param(0, 'requested frame width; 0 (with height 0) keeps the source size; frames '
+                   'of another size are resized', (0, 16384)),
+    'height': Param(0, 'requested frame height; 0 keeps the source size', (0, 16384)),
+    'fps': Param(0.0, 'files: playback rate (0: the file rate); devices: requested rate and '
+                 'upper bound', (0.0, 1000.0)),
+    'fourcc': Param('', "devices: pixel format to request, e.g. 'MJPG'; '' keeps the driver's"),
+    'encoding': Param('rgb8', 'published encoding', constraints='rgb8 | bgr8 | mono8'),
+    'frame_id': Param('camera_optical_frame', 'header.frame_id of images and camera_info '
+                      '(an optical frame, REP 103: z forward, x right, y down)'),
+    'camera_info_url': Param('', 'calibration file (camera_calibration_parsers YAML, file:// '
+                             'or a path); empty: an uncalibrated camera_info'),
+    'camera_name': Param('camera', 'camera_name expected in the calibration file'),
+    'publish_raw': Param(True, 'publish camera/image_raw'),
+    'publish_compressed': Param(True, 'publish camera/image_raw/compressed (JPEG)'),
+    'jpeg_quality': Param(90, 'JPEG quality of the compressed stream', (1, 100)),
+    'loop': Param(False, 'video files: rewind at the end instead of stopping'),
+    'reconnect_period_s': Param(1.0, 'devices and URLs: reopen this often after a failure; '
+                                '0: never', (0.0, 3600.0)),
+    'diagnostics_period_s': Param(1.0, 'period of /diagnostics', (0.01, 3600.0)),
 }
 
 
@@ -77,7 +90,7 @@ class CameraNode(Node):
     def __init__(self, **kwargs):
         super().__init__(self.NODE_NAME, **kwargs)
         # source:=0 arrives as an integer, source:=/dev/video0 as a string: accept both.
-        p = declare_parameters(self, PARAMETERS, dynamic=('source',))
+        p = declare_parameters(self, PARAMETERS)
         self.source = str(p['source']).strip()
         self.kind = source_kind(self.source)
         self.encoding = str(p['encoding'])
@@ -89,16 +102,25 @@ class CameraNode(Node):
         self.loop = bool(p['loop'])
         self.reconnect_period_s = float(p['reconnect_period_s'])
         self._validate(p)
+        self.camera_name = str(p['camera_name'])
+        self.calibration = (load_calibration(str(p['camera_info_url']))
+                            if p['camera_info_url'] else None)
+        self._warned_size = False
         # Files and file:// URLs are read faster than real time: pace them by sleeping. Live
         # devices and network streams deliver at their own rate: grab continuously, skip extras.
         self.paced = self.kind == 'file' or self.source.startswith('file://')
 
-        from sensor_msgs.msg import CompressedImage, Image
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
         self._image_type, self._compressed_type = Image, CompressedImage
-        self._raw_pub = (create_sensor_publisher(self, Image, RAW_TOPIC)
+        self._info_type = CameraInfo
+        self.qos_events = QosEvents(self)
+        self._raw_pub = (create_sensor_publisher(self, Image, RAW_TOPIC, events=self.qos_events)
                          if p['publish_raw'] else None)
-        self._jpeg_pub = (create_sensor_publisher(self, CompressedImage, COMPRESSED_TOPIC)
+        self._jpeg_pub = (create_sensor_publisher(self, CompressedImage, COMPRESSED_TOPIC,
+                                                  events=self.qos_events)
                           if p['publish_compressed'] else None)
+        self._info_pub = create_sensor_publisher(self, CameraInfo, INFO_TOPIC,
+                                                 events=self.qos_events)
         self.tracker = diag.RateTracker()
         self.counts = {'published_raw': 0, 'published_compressed': 0, 'reconnects': 0,
                        'throttled': 0}
@@ -271,6 +293,9 @@ class CameraNode(Node):
             source = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if gray else frame
         stamp_msg = stamp.to_msg()
         raw_pub, jpeg_pub = self._raw_pub, self._jpeg_pub
+        if self._info_pub.get_subscription_count() > 0:
+            self._info_pub.publish(self._camera_info(stamp_msg, source.shape[1],
+                                                     source.shape[0]))
         if raw_pub is not None and raw_pub.get_subscription_count() > 0:
             image = (cv2.cvtColor(source, cv2.COLOR_BGR2RGB) if self.encoding == 'rgb8'
                      else source)
@@ -299,13 +324,31 @@ class CameraNode(Node):
             jpeg_pub.publish(msg)
             self.counts['published_compressed'] += 1
 
+    def _camera_info(self, stamp_msg, width: int, height: int):
+        """camera_info for a published frame: the calibration, or an uncalibrated one."""
+        cal: Calibration = self.calibration or uncalibrated(width, height, self.camera_name)
+        if (cal.width, cal.height) != (width, height) and not self._warned_size:
+            self._warned_size = True
+            self.get_logger().warning(
+                f'calibration is for {cal.width}x{cal.height} but frames are {width}x{height}: '
+                'camera_info does not fit the images (set width/height or recalibrate)')
+        msg = self._info_type()
+        msg.header.stamp = stamp_msg
+        msg.header.frame_id = self.frame_id
+        msg.width, msg.height = cal.width, cal.height
+        msg.distortion_model = cal.distortion_model
+        msg.d = list(cal.d)
+        msg.k, msg.r, msg.p = list(cal.k), list(cal.r), list(cal.p)
+        return msg
+
     # --- diagnostics, shutdown -------------------------------------------------------------------
     def _statuses(self):
         target = self._target_fps()
         values = {'source': self.source, 'state': self.state,
                   'target_fps': f'{target:.2f}',
                   'frame_size': f'{self.frame_size[0]}x{self.frame_size[1]}',
-                  **self.tracker.values(), **self.counts}
+                  'calibrated': self.calibration is not None,
+                  **self.tracker.values(), **self.counts, **self.qos_events.values()}
         rate = self.tracker.rate()
         if self.state in ('disconnected', 'failed', 'connecting'):
             level, message = (diag.ERROR if self.state != 'connecting' else diag.WARN,

@@ -7,7 +7,10 @@ llmos-demo: the whole live path on the built-in simulated sensors, no robot need
    and prints a live summary every second: latent rate, stamp-to-receipt latency,
    contributing modalities, and the cross-modal prediction error of camera and taxels.
 
-    llmos-demo [--duration S] [--workdir DIR] [--retrain]
+    llmos-demo [--duration S] [--workdir DIR] [--retrain] [--record DIR]
+
+`--record DIR` also writes inputs, latents, predictions, debug images and diagnostics into an
+MCAP bag at DIR (opens in Foxglove; `ros2 bag play DIR` or `llmos-replay DIR` replays it).
 """
 from __future__ import annotations
 
@@ -36,6 +39,8 @@ def parse_args(argv=None):
     p.add_argument('--steps', type=int, default=800,
                    help='training steps of the demo model (its own budget: a few minutes)')
     p.add_argument('--retrain', action='store_true', help='write a new bag and train again')
+    p.add_argument('--record', type=Path, metavar='DIR',
+                   help='record inputs and outputs into a new MCAP bag at DIR')
     return p.parse_args(argv)
 
 
@@ -68,25 +73,28 @@ class Summary:
 
     def __init__(self, node):
         from diagnostic_msgs.msg import DiagnosticArray  # noqa: F401
-        from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import Image
 
         from llmos_ros.msg import LatentState, TactileArray
+        from llmos_ros.nodes.qos import create_sensor_subscription, overridable
         self.node = node
         self.lock = threading.Lock()
         self.latents: deque = deque(maxlen=2000)  # (receipt ns, stamp ns, modalities)
         self.modality_stamps: dict[int, dict[str, int]] = {}
         self.inputs: dict[str, dict[int, np.ndarray]] = {'camera': {}, 'tactile': {}}
         self.errors: dict[str, deque] = {'camera': deque(maxlen=50), 'tactile': deque(maxlen=50)}
-        node.create_subscription(LatentState, 'llmos/latent', self.on_latent, 50)
-        node.create_subscription(Image, 'camera/image_raw',
-                                 lambda m: self.on_input('camera', m), qos_profile_sensor_data)
-        node.create_subscription(TactileArray, 'tactile/array',
-                                 lambda m: self.on_input('tactile', m), qos_profile_sensor_data)
+        node.create_subscription(LatentState, 'llmos/latent', self.on_latent, 50,
+                                 qos_overriding_options=overridable())
+        create_sensor_subscription(node, Image, 'camera/image_raw',
+                                   lambda m: self.on_input('camera', m))
+        create_sensor_subscription(node, TactileArray, 'tactile/array',
+                                   lambda m: self.on_input('tactile', m))
         node.create_subscription(Image, 'llmos/prediction/camera',
-                                 lambda m: self.on_prediction('camera', m), 10)
+                                 lambda m: self.on_prediction('camera', m), 10,
+                                 qos_overriding_options=overridable())
         node.create_subscription(TactileArray, 'llmos/prediction/tactile',
-                                 lambda m: self.on_prediction('tactile', m), 10)
+                                 lambda m: self.on_prediction('tactile', m), 10,
+                                 qos_overriding_options=overridable())
 
     @staticmethod
     def _ns(stamp) -> int:
@@ -139,15 +147,22 @@ class Summary:
                 f'taxels {errors["tactile"]:.3f}')
 
 
-def run_live(model: Path, duration: float) -> dict:
+def run_live(model: Path, duration: float, record: Path | None = None) -> dict:
     import rclpy
     from rclpy.node import Node
 
     from llmos_ros.nodes.runner import Runner, graph_from_arguments
+    from llmos_ros.nodes.runtime import use_dds_profile
+    use_dds_profile()
     rclpy.init(args=['llmos_demo'])
     runner = Runner(graph_from_arguments({'model': str(model), 'start_sim': 'true'}))
     watcher = Node('llmos_demo_summary')
     summary = Summary(watcher)
+    recorder = None
+    if record is not None:
+        from llmos_ros.nodes.recorder import BagRecorder
+        recorder = BagRecorder(watcher, record)
+        print(f'[demo] recording into {record}', flush=True)
     runner.executor.add_node(watcher)
     runner.start()
     lines = []
@@ -161,10 +176,14 @@ def run_live(model: Path, duration: float) -> dict:
         pass
     finally:
         runner.executor.remove_node(watcher)
-        watcher.destroy_node()
         runner.stop()
+        recorded = recorder.close() if recorder is not None else None
+        watcher.destroy_node()
         rclpy.try_shutdown()
-    return {'latents': len(summary.latents), 'last': lines[-1] if lines else ''}
+    result = {'latents': len(summary.latents), 'last': lines[-1] if lines else ''}
+    if recorded is not None:
+        result['recorded'] = {'bag': str(record), 'messages': recorded}
+    return result
 
 
 def main(argv=None) -> int:
@@ -172,7 +191,9 @@ def main(argv=None) -> int:
     try:
         args.workdir.mkdir(parents=True, exist_ok=True)
         model = prepare(args)
-        result = run_live(model, args.duration)
+        if args.record is not None and args.record.exists():
+            raise LlmosError(f'--record {args.record}: it exists already; give a new folder')
+        result = run_live(model, args.duration, args.record)
     except LlmosError as exc:
         print(f'llmos-demo: error: {exc}', file=sys.stderr)
         return 2

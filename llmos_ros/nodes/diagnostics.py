@@ -144,7 +144,9 @@ class DiagnosticsPublisher:
         self._node = node
         self._collect = collect
         self._msg_type = DiagnosticArray
-        self.publisher = node.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
+        from llmos_ros.nodes.qos import overridable
+        self.publisher = node.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10,
+                                               qos_overriding_options=overridable())
         self.timer = node.create_timer(period_s, self.publish) if period_s > 0 else None
 
     def publish(self) -> None:

@@ -31,22 +31,26 @@ from rclpy.node import Node
 from llmos_ros.errors import ConfigError
 from llmos_ros.nodes import diagnostics as diag
 from llmos_ros.nodes.qos import create_sensor_publisher
-from llmos_ros.nodes.runtime import declare_parameters, run_node
+from llmos_ros.nodes.runtime import Param, declare_parameters, run_node
 
 AUDIO_TOPIC = 'microphone/audio'
 SAMPLE_FORMATS = {'int16': 32768.0, 'int32': 2147483648.0, 'float32': 1.0}  # -> scale to [-1, 1]
 LOG_EVERY_S = 5.0
 
 PARAMETERS = {
-    'device': '',  # PortAudio input device: index, or (part of) its name; '' = system default
-    'sample_rate': 16000,  # Hz; 0 = the device's default rate
-    'channels': 1,
-    'chunk_s': 0.1,  # length of one AudioChunk in seconds (used when chunk_frames is 0)
-    'chunk_frames': 0,  # length of one AudioChunk in frames; overrides chunk_s when > 0
-    'sample_format': 'int16',  # capture format: int16 | int32 | float32 (published as float32)
-    'block_frames': 0,  # PortAudio callback block size; 0 lets PortAudio choose
-    'frame_id': 'microphone',
-    'diagnostics_period_s': 1.0,
+    'device': Param('', "PortAudio input device: index, or (part of) its name; '' = system "
+                    'default', dynamic=True),
+    'sample_rate': Param(16000, "Hz; 0 = the device's default rate", (0, 768000)),
+    'channels': Param(1, 'channels to capture (interleaved in each chunk)', (1, 64)),
+    'chunk_s': Param(0.1, 'length of one AudioChunk in seconds (used when chunk_frames is 0)',
+                     (0.001, 10.0)),
+    'chunk_frames': Param(0, 'length of one AudioChunk in frames; overrides chunk_s when > 0',
+                          (0, 1048576)),
+    'sample_format': Param('int16', 'capture format (published as float32)',
+                           constraints='int16 | int32 | float32'),
+    'block_frames': Param(0, 'PortAudio block size; 0 lets PortAudio choose', (0, 1048576)),
+    'frame_id': Param('microphone', 'header.frame_id of the chunks'),
+    'diagnostics_period_s': Param(1.0, 'period of /diagnostics', (0.01, 3600.0)),
 }
 
 
@@ -101,7 +105,7 @@ class MicrophoneNode(Node):
     def __init__(self, **kwargs):
         super().__init__(self.NODE_NAME, **kwargs)
         # device:=2 arrives as an integer, device:=fakemic as a string: accept both.
-        p = declare_parameters(self, PARAMETERS, dynamic=('device',))
+        p = declare_parameters(self, PARAMETERS)
         self.frame_id = str(p['frame_id'])
         self.channels = int(p['channels'])
         self.sample_format = str(p['sample_format'])

@@ -5,19 +5,29 @@ A lifecycle node: configure loads the checkpoint and subscribes, activate starts
 With `autostart` (default) it configures and activates itself; a failed configure (missing or
 mismatched checkpoint) leaves it up and unconfigured with the error logged.
 
-Inputs (relative, remappable, sensor-data QoS), those of the model's modalities:
+Inputs (relative, remappable, sensor-data QoS per REP 2003), those of the model's modalities:
   camera/image_raw (or .../compressed), microphone/audio, tactile/array or tactile/image.
-Outputs: llmos/latent (LatentState), llmos/prediction/<modality>, /diagnostics.
+Outputs (reliable, keep last 10): llmos/latent (LatentState, frame `frame_id`),
+  llmos/prediction/<modality> (frame_id of the input it predicts), llmos/debug_image (only
+  while subscribed, at most `debug_image_rate_hz`; layout in llmos_ros.core.debug_view),
+  /diagnostics.
+Every publisher and subscription takes `qos_overrides.<topic>.<publisher|subscription>.*`;
+incompatible QoS and lost messages are logged and counted in /diagnostics (qos/...).
+
+Parameters: see PARAMETERS. LIVE ones apply at once when set; the others are read at configure
+and may be set only while the node is unconfigured (a change is otherwise rejected, with the
+reason, never ignored).
 """
 from __future__ import annotations
 
 from collections import Counter, deque
+import dataclasses
 import threading
 import time
 
 import numpy as np
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
-from rclpy.qos import qos_profile_sensor_data
 
 from llmos_ros.checkpoint import load_checkpoint
 from llmos_ros.core import frames as F
@@ -26,30 +36,56 @@ from llmos_ros.errors import LlmosError
 from llmos_ros.inference import Inference, PerceptionEngine
 from llmos_ros.nodes import convert
 from llmos_ros.nodes.diagnostics import OK, WARN, RateTracker, make_status
-from llmos_ros.nodes.runtime import run_node
+from llmos_ros.nodes.qos import (
+    QosEvents,
+    create_publisher,
+    create_sensor_subscription,
+    reliable_qos,
+)
+from llmos_ros.nodes.runtime import Param, declare_parameters, run_node
 
 LATENCY_WINDOW = 1000
+AUDIO_DEBUG_S = 1.0  # seconds of input audio shown in the debug image
+
+PARAMETERS = {
+    'model_path': Param('', 'checkpoint from llmos-train; empty: stay unconfigured',
+                        read_only=False),
+    'device': Param('cpu', "torch device: 'cpu', 'cuda' or 'cuda:N'", read_only=False),
+    'autostart': Param(True, 'configure and activate at start (without a lifecycle manager)'),
+    'camera_transport': Param('raw', 'camera input: raw (camera/image_raw) or compressed '
+                              '(camera/image_raw/compressed)', read_only=False,
+                              constraints='raw | compressed'),
+    'modalities': Param('', "comma-separated subset of the model's modalities to subscribe "
+                        "to; '' = all", read_only=False),
+    'publish_predictions': Param(True, 'publish llmos/prediction/<modality>', read_only=False),
+    'frame_id': Param('llmos', 'header.frame_id of llmos/latent (predictions carry the frame of '
+                      'the input they predict)', read_only=False),
+    'slop_s': Param(-1.0, "pairing slop; < 0 keeps the checkpoint's", read_only=False),
+    'max_wait_s': Param(-1.0, "pairing wait; < 0 keeps the checkpoint's", read_only=False),
+    'max_age_s': Param(-1.0, "oldest usable input; < 0 keeps the checkpoint's",
+                       read_only=False),
+    'diagnostics_period_s': Param(1.0, 'period of /diagnostics', read_only=False),
+    'audio_prediction_iterations': Param(4, 'Griffin-Lim iterations for audio predictions',
+                                         (1, 256), read_only=False),
+    'prediction_rate_hz': Param(10.0, 'at most this many prediction sets per second; 0: one '
+                                'per latent state', (0.0, 1000.0), read_only=False),
+    'debug_image_rate_hz': Param(2.0, 'at most this many llmos/debug_image per second, only '
+                                 'while subscribed; 0: never', (0.0, 100.0), read_only=False),
+}
+# Applied at once when set at runtime; every other parameter is read at configure.
+LIVE = ('frame_id', 'audio_prediction_iterations', 'prediction_rate_hz', 'debug_image_rate_hz')
 
 
 class PerceptionNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__('llmos_perception', **kwargs)
-        self.declare_parameter('model_path', '')
-        self.declare_parameter('device', 'cpu')
-        self.declare_parameter('autostart', True)
-        self.declare_parameter('camera_transport', 'raw')
-        self.declare_parameter('modalities', '')
-        self.declare_parameter('publish_predictions', True)
-        self.declare_parameter('frame_id', 'llmos')
-        self.declare_parameter('slop_s', -1.0)
-        self.declare_parameter('max_wait_s', -1.0)
-        self.declare_parameter('max_age_s', -1.0)
-        self.declare_parameter('diagnostics_period_s', 1.0)
-        self.declare_parameter('audio_prediction_iterations', 4)
-        self.declare_parameter('prediction_rate_hz', 10.0)
-        rate = self.get_parameter('prediction_rate_hz').value
-        self._prediction_period = 1.0 / rate if rate > 0 else 0.0
-        self._audio_iterations = self.get_parameter('audio_prediction_iterations').value
+        self._live: dict = {}
+        self._apply_live(declare_parameters(self, PARAMETERS))
+        self._qos_events = QosEvents(self)
+        self._frame_ids: dict[str, str] = {}  # modality -> frame_id of its newest input
+        self._last_inputs: dict = {}  # modality -> newest input frame(s), for the debug image
+        self._debug_pub = None
+        self._last_debug = -1e9
         self.engine: PerceptionEngine | None = None
         self._lock = threading.Lock()  # guards the engine's synchronizer and the pending slot
         self._pending = None  # freshest ready sample set, waiting for the worker
@@ -65,8 +101,35 @@ class PerceptionNode(LifecycleNode):
         self._counts: Counter = Counter()
         self._latency_ms: deque = deque(maxlen=LATENCY_WINDOW)
         self._last_error_log = 0.0
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         if self.get_parameter('autostart').value:
             self._autostart_timer = self.create_timer(0.0, self._autostart)
+
+    # --- parameters ----------------------------------------------------------------------------
+    def _apply_live(self, values: dict) -> None:
+        """Take the LIVE parameters among `values` into effect."""
+        for name in LIVE:
+            if name in values:
+                self._live[name] = values[name]
+        rate = self._live['prediction_rate_hz']
+        self._prediction_period = 1.0 / rate if rate > 0 else 0.0
+        self._audio_iterations = int(self._live['audio_prediction_iterations'])
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        """LIVE parameters apply at once; configure-time ones only while unconfigured."""
+        live = {}
+        for p in params:
+            if p.name in LIVE:
+                live[p.name] = p.value
+            elif p.name in PARAMETERS and self.engine is not None:
+                return SetParametersResult(successful=False, reason=(
+                    f'{p.name} is read at configure and the node is configured: deactivate and '
+                    f'clean up, set it, then configure again (applied at once: '
+                    f'{", ".join(LIVE)})'))
+        if live:
+            self._apply_live(live)
+            self.get_logger().info('applied ' + ', '.join(f'{k}={v}' for k, v in live.items()))
+        return SetParametersResult(successful=True)
 
     # --- lifecycle -----------------------------------------------------------------------------
     def _autostart(self):
@@ -133,22 +196,28 @@ class PerceptionNode(LifecycleNode):
 
     def _create_interfaces(self):
         from diagnostic_msgs.msg import DiagnosticArray
+        from sensor_msgs.msg import Image
 
         from llmos_ros.msg import LatentState
-        self._latent_pub = self.create_lifecycle_publisher(LatentState, 'llmos/latent', 10)
+        events = self._qos_events
+        self._latent_pub = create_publisher(self, LatentState, 'llmos/latent', reliable_qos(),
+                                            events, lifecycle=True)
         if self.get_parameter('publish_predictions').value:
             for name in self.engine.names:
                 kind = convert.prediction_type(self.engine.cfg.modalities[name])
-                self._pred_pubs[name] = self.create_lifecycle_publisher(
-                    kind, f'llmos/prediction/{name}', 10)
-        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+                self._pred_pubs[name] = create_publisher(
+                    self, kind, f'llmos/prediction/{name}', reliable_qos(), events,
+                    lifecycle=True)
+        self._debug_pub = create_publisher(self, Image, 'llmos/debug_image', reliable_qos(5),
+                                           events, lifecycle=True)
+        self._diag_pub = create_publisher(self, DiagnosticArray, '/diagnostics', reliable_qos(),
+                                          events)
         for name in self.engine.active:
             topic, msg_type = self._topic(name)
             self._rates[name] = RateTracker()
-            self._subs.append(self.create_subscription(
-                convert.message_class(msg_type), topic,
-                lambda msg, n=name, t=msg_type: self._on_input(n, t, msg),
-                qos_profile_sensor_data))
+            self._subs.append(create_sensor_subscription(
+                self, convert.message_class(msg_type), topic,
+                lambda msg, n=name, t=msg_type: self._on_input(n, t, msg), events=events))
         period = self.get_parameter('diagnostics_period_s').value
         self._diag_timer = self.create_timer(period, self._publish_diagnostics)
 
@@ -156,10 +225,11 @@ class PerceptionNode(LifecycleNode):
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
-        for pub in [self._latent_pub, self._diag_pub, *self._pred_pubs.values()]:
+        for pub in [self._latent_pub, self._diag_pub, self._debug_pub,
+                    *self._pred_pubs.values()]:
             if pub is not None:
                 self.destroy_publisher(pub)
-        self._latent_pub = self._diag_pub = None
+        self._latent_pub = self._diag_pub = self._debug_pub = None
         self._pred_pubs = {}
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
@@ -176,6 +246,8 @@ class PerceptionNode(LifecycleNode):
             self._drop(name, 'malformed', str(exc))
             return
         self._last_stamp[name] = frame.stamp_ns
+        self._frame_ids[name] = frame.frame_id
+        self._keep_for_debug(name, frame)
         with self._lock:
             if self.engine is None:
                 return
@@ -211,7 +283,7 @@ class PerceptionNode(LifecycleNode):
                 continue
             self._publish_latent(result)
             self._latency_ms.append((time.monotonic() - received) * 1e3)
-            if self._pred_pubs:
+            if self._pred_pubs or self._debug_wanted():
                 with self._lock:
                     if self._pending_prediction is not None:
                         self._counts['predictions_skipped'] += 1
@@ -239,7 +311,9 @@ class PerceptionNode(LifecycleNode):
             started = time.monotonic()
             try:
                 engine.predict(result)
-                self._publish_predictions(result)
+                frames = self._publish_predictions(engine, result)
+                if self._debug_wanted():
+                    self._publish_debug(engine, result, frames)
             except Exception as exc:
                 self._drop('model', 'prediction_error', repr(exc))
             rest = self._prediction_period - (time.monotonic() - started)
@@ -249,14 +323,49 @@ class PerceptionNode(LifecycleNode):
 
     def _publish_latent(self, result: Inference):
         self._latent_pub.publish(convert.latent_state(
-            self.engine.latent_fields(result, self.get_parameter('frame_id').value)))
+            self.engine.latent_fields(result, self._live['frame_id'])))
         self._counts['published'] += 1
 
-    def _publish_predictions(self, result: Inference):
-        frames = self.engine.prediction_frames(result, self.get_parameter('frame_id').value,
-                                               self._audio_iterations)
+    def _publish_predictions(self, engine: PerceptionEngine, result: Inference) -> dict:
+        """Publish each prediction in the frame of the input it predicts; return the frames."""
+        frames = engine.prediction_frames(result, self._live['frame_id'], self._audio_iterations)
+        frames = {name: dataclasses.replace(frame, frame_id=self._frame_ids.get(
+                      name, frame.frame_id)) for name, frame in frames.items()}
         for name, frame in frames.items():
-            self._pred_pubs[name].publish(convert.frame_msg(frame))
+            if name in self._pred_pubs:
+                self._pred_pubs[name].publish(convert.frame_msg(frame))
+        return frames
+
+    # --- debug image ---------------------------------------------------------------------------
+    def _keep_for_debug(self, name: str, frame) -> None:
+        """Keep the newest input (audio: the last AUDIO_DEBUG_S of chunks) for the debug image."""
+        with self._lock:
+            if not isinstance(frame, F.AudioFrame):
+                self._last_inputs[name] = frame
+                return
+            chunks = self._last_inputs.setdefault(name, deque())
+            chunks.append(frame)
+            while chunks and frame.end_ns - chunks[0].stamp_ns > AUDIO_DEBUG_S * 1e9:
+                chunks.popleft()
+
+    def _debug_wanted(self) -> bool:
+        """A debug image is due: subscribed, and its period has passed."""
+        pub, rate = self._debug_pub, self._live['debug_image_rate_hz']
+        return (pub is not None and rate > 0 and pub.get_subscription_count() > 0
+                and time.monotonic() - self._last_debug >= 1.0 / rate)
+
+    def _publish_debug(self, engine: PerceptionEngine, result: Inference, frames: dict) -> None:
+        from llmos_ros.core import debug_view
+        self._last_debug = time.monotonic()
+        with self._lock:
+            inputs = {name: (list(f) if isinstance(f, deque) else f)
+                      for name, f in self._last_inputs.items()}
+        picture = debug_view.render(list(engine.names), inputs, frames, list(result.modalities),
+                                    float(np.mean(result.std)))
+        height, width = picture.shape[:2]
+        frame = F.ImageFrame(result.stamp_ns, 'rgb8', height, width, width * 3, False,
+                             picture.ravel(), self._live['frame_id'])
+        self._debug_pub.publish(convert.frame_msg(frame))
 
     def _drop(self, name: str, reason: str, text: str):
         if self.engine is not None:
@@ -292,7 +401,11 @@ class PerceptionNode(LifecycleNode):
                   'latency_p99_ms': f'{np.percentile(latency, 99):.2f}'}
         with self._lock:
             values.update({f'drops/{k}': v for k, v in sorted(self.engine.drops.items())})
-        array.status.append(make_status(f'{self.get_name()}: model', 'llmos', values, OK))
+        values.update(self._qos_events.values())
+        incompatible = [k for k in values if k.endswith('/incompatible_qos')]
+        array.status.append(make_status(
+            f'{self.get_name()}: model', 'llmos', values, WARN if incompatible else OK,
+            f'incompatible QoS: {", ".join(incompatible)}' if incompatible else ''))
         for name, tracker in self._rates.items():
             stamp = self._last_stamp.get(name)
             age = (now_ns - stamp) / 1e9 if stamp is not None else float('nan')

@@ -183,6 +183,8 @@ class Player:
 
     def __init__(self, node, source: BagSource, args, log):
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+        from llmos_ros.nodes.qos import overridable
         self.node, self.source, self.args, self.log = node, source, args, log
         remaps = parse_remaps(args.remap)
         bag_topics = {c.topic: c.msgtype for c in source.connections}
@@ -216,7 +218,8 @@ class Player:
                              durability=(DurabilityPolicy.TRANSIENT_LOCAL if latched
                                          else DurabilityPolicy.VOLATILE))
             name = remaps.get(topic, topic.lstrip('/'))
-            self.publishers[topic] = node.create_publisher(cls, name, qos)
+            self.publishers[topic] = node.create_publisher(cls, name, qos,
+                                                           qos_overriding_options=overridable())
             self.names[topic] = self.publishers[topic].topic_name
         if args.start_offset > self.bag_span_s():
             log(f'warning: --start-offset {args.start_offset:g} s is past the end of the bag '
@@ -394,6 +397,8 @@ def main(argv=None) -> int:
         print(f'{PROG}: error: rclpy is not available: source your ROS 2 setup first',
               file=sys.stderr)
         return EXIT_ROS_ERROR
+    from llmos_ros.nodes.runtime import use_dds_profile
+    use_dds_profile()
     context = rclpy.context.Context()
     try:
         rclpy.init(args=[PROG] + ros_args, context=context,

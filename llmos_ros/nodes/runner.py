@@ -7,41 +7,21 @@ For machines without `launch` / `ros2 launch`. Takes the launch file's arguments
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 import time
 
 from llmos_ros.errors import LlmosError
-from llmos_ros.nodes.graph import NodeSpec, perception_graph
+from llmos_ros.nodes import graph as node_graph
+from llmos_ros.nodes.graph import NodeSpec
+from llmos_ros.nodes.runtime import config_dir, use_dds_profile
 
-ARGUMENTS = ('model', 'params_file', 'namespace', 'use_sim_time', 'device', 'start_sim',
-             'start_camera', 'start_microphone', 'duration')
-
-
-def config_dir() -> str:
-    """config/ of the installed package share folder, else of this source checkout."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        return os.path.join(get_package_share_directory('llmos_ros'), 'config')
-    except (ImportError, LookupError, ValueError):
-        return os.path.join(os.path.dirname(__file__), '..', '..', 'config')
+ARGUMENTS = (*node_graph.ARGUMENTS, 'duration')
 
 
 def graph_from_arguments(values: dict[str, str]) -> list[NodeSpec]:
     """The same graph perception.launch.py builds from the same arguments."""
-    config = config_dir()
-
-    def flag(name):
-        return values.get(name, 'false').lower() in ('true', '1', 'yes')
-
-    return perception_graph(
-        params_file=values.get('params_file') or os.path.join(config, 'perception.yaml'),
-        model=values.get('model', ''), device=values.get('device', ''),
-        use_sim_time=flag('use_sim_time'), start_sim=flag('start_sim'),
-        start_camera=flag('start_camera'), start_microphone=flag('start_microphone'),
-        sim_params_file=os.path.join(config, 'sim_source.yaml'),
-        camera_params_file=os.path.join(config, 'camera.yaml'),
-        microphone_params_file=os.path.join(config, 'microphone.yaml'))
+    return node_graph.graph_from_arguments(
+        {k: v for k, v in values.items() if k != 'duration'}, config_dir())
 
 
 def build_nodes(graph: list[NodeSpec], namespace: str = '', context=None) -> list:
@@ -108,11 +88,13 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     try:
         values = parse_arguments(argv)
-    except LlmosError as exc:
+        nodes = graph_from_arguments(values)
+    except (LlmosError, ValueError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
+    use_dds_profile()
     rclpy.init(args=['llmos_runner'])
-    runner = Runner(graph_from_arguments(values), values.get('namespace', '')).start()
+    runner = Runner(nodes, values.get('namespace', '')).start()
     duration = float(values.get('duration', 'inf'))
     try:
         end = time.monotonic() + duration

@@ -33,7 +33,7 @@ from std_msgs.msg import String
 
 from llmos_ros.errors import LlmosError
 from llmos_ros.msg import AudioChunk, TactileArray
-from llmos_ros.nodes.qos import create_sensor_publisher
+from llmos_ros.nodes.qos import create_sensor_publisher, overridable
 from llmos_ros.sim.scene import (
     AUDIO_TOPIC,
     CAMERA_TOPIC,
@@ -59,13 +59,19 @@ class SimSourceNode(Node):
 
     def __init__(self, node_name: str = 'llmos_sim_source', **kwargs):
         super().__init__(node_name, **kwargs)
-        fixed = ParameterDescriptor(read_only=True, dynamic_typing=True)
+        def fixed(text):
+            return ParameterDescriptor(description=text + '; read at start', read_only=True,
+                                       dynamic_typing=True)
         defaults = SceneConfig()
-        self.declare_parameter('seed', 0, ParameterDescriptor(read_only=True))
+        self.declare_parameter('seed', 0, fixed('scene seed: same seed, same messages'))
         for f in dataclasses.fields(SceneConfig):
-            self.declare_parameter(f.name, getattr(defaults, f.name), fixed)
-        self.declare_parameter('duration_s', 0.0, fixed)
-        self.declare_parameter('max_lag_s', 0.5, fixed)
+            self.declare_parameter(f.name, getattr(defaults, f.name),
+                                   fixed(f'scene setting SceneConfig.{f.name} (config/'
+                                         'sim_source.yaml documents it)'))
+        self.declare_parameter('duration_s', 0.0,
+                               fixed('stop after this much scene time; 0: run until stopped'))
+        self.declare_parameter('max_lag_s', 0.5,
+                               fixed('a message due longer ago than this is dropped'))
         for name in ENABLE:
             self.declare_parameter(name, True, ParameterDescriptor(
                 description=f'publish {ENABLE[name]}; may change at runtime'))
@@ -84,7 +90,8 @@ class SimSourceNode(Node):
             CAMERA_TOPIC: create_sensor_publisher(self, Image, CAMERA_TOPIC),
             AUDIO_TOPIC: create_sensor_publisher(self, AudioChunk, AUDIO_TOPIC),
             TACTILE_TOPIC: create_sensor_publisher(self, TactileArray, TACTILE_TOPIC),
-            LABEL_TOPIC: self.create_publisher(String, LABEL_TOPIC, LABEL_QOS),
+            LABEL_TOPIC: self.create_publisher(String, LABEL_TOPIC, LABEL_QOS,
+                                               qos_overriding_options=overridable()),
         }
         self.counts: Counter = Counter()  # published per topic
         self.dropped: Counter = Counter()  # too late to publish, per topic
@@ -183,7 +190,8 @@ def main(args=None) -> int:
     """Run until Ctrl-C / SIGTERM (exit 0), or until duration_s is published; 1 on a bad value."""
     from rclpy.exceptions import ParameterException
 
-    from llmos_ros.nodes.runtime import EXIT_OK, EXIT_USER_ERROR
+    from llmos_ros.nodes.runtime import EXIT_OK, EXIT_USER_ERROR, use_dds_profile
+    use_dds_profile()
     rclpy.init(args=args)
     node = None
     code = EXIT_OK
