@@ -4,6 +4,7 @@ The faster moe / mmvae_plus objectives and prediction paths give the numbers of 
 References: test/reference_objectives.py (the objectives as first written) and re-encoding every
 leave-one-out input set through the model (the prediction path as first written).
 """
+import numpy as np
 import pytest
 import reference_objectives as ref
 from test_models import make_batch, make_cfg
@@ -69,3 +70,64 @@ def test_objective_with_a_modality_absent_from_the_whole_batch(fusion):
     torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-4)
     mic = model.decoders['mic']
     assert all(p.grad is None or not p.grad.any() for p in mic.parameters())
+
+
+# ---- predictions from the experts of the state they belong to -------------------------------
+
+def old_predictions(engine, result) -> dict:
+    """The prediction path as first written: every leave-one-out input set encoded again."""
+    rows, targets = [], []
+    for target in engine.names:
+        source = tuple(p for p in result.modalities if p != target)
+        if source:
+            rows.append(source)
+            targets.append(target)
+    inputs, masks = engine._batch(result.inputs, rows)
+    with torch.no_grad():
+        decoded = engine.model.decode(engine.model.encode(inputs, masks)[0])
+    return {t: decoded[t][0][i].numpy() for i, t in enumerate(targets)}
+
+
+def engine_for(fusion):
+    from llmos_ros.checkpoint import LoadedModel
+    from llmos_ros.inference import PerceptionEngine
+    torch.manual_seed(1)
+    cfg = make_cfg(fusion, three=True)
+    return PerceptionEngine(LoadedModel(MultimodalVAE(cfg), cfg, {}, 'test'))
+
+
+@pytest.mark.parametrize('fusion', ['poe', 'moe', 'mopoe', 'mmvae_plus'])
+@pytest.mark.parametrize('present', [('cam', 'tax', 'mic'), ('cam', 'mic'), ('tax',)])
+def test_predictions_fuse_the_stored_experts_like_reencoding(fusion, present):
+    from llmos_ros.inference import Inference
+    engine = engine_for(fusion)
+    gen = torch.Generator().manual_seed(4)
+    arrays = {n: torch.randn(engine.model.shapes[n], generator=gen).numpy() for n in present}
+    result = Inference(0, [n for n in engine.names if n in present], {}, None, None, arrays)
+    want = old_predictions(engine, result)
+    got = engine.predict(result)
+    assert result.experts is not None
+    # a sole contributor is not predicted (nothing else to predict it from)
+    assert sorted(got) == sorted(want) == sorted(
+        n for n in engine.names if len(present) > 1 or n not in present)
+    for name, (array, source) in got.items():
+        assert name not in source
+        np.testing.assert_allclose(array, want[name], rtol=1e-5, atol=1e-5)
+
+
+def test_live_infer_keeps_the_experts_that_predict_reuses(sim_model):
+    from llmos_ros.checkpoint import load_checkpoint
+    from llmos_ros.evaluation.replay import replay
+    from llmos_ros.inference import PerceptionEngine
+    bag, model = sim_model
+    engine = PerceptionEngine(load_checkpoint(model))
+    results = []
+    replay(bag, engine, max_samples=6, on_result=results.append)
+    assert len(results) == 6
+    for result in results:
+        assert result.experts is not None
+        want = old_predictions(engine, result)
+        got = engine.predict(result)
+        assert sorted(got) == sorted(want)
+        for name, (array, _) in got.items():
+            np.testing.assert_allclose(array, want[name], rtol=1e-5, atol=1e-5)
