@@ -131,3 +131,31 @@ def test_live_infer_keeps_the_experts_that_predict_reuses(sim_model):
         assert sorted(got) == sorted(want)
         for name, (array, _) in got.items():
             np.testing.assert_allclose(array, want[name], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('fusion', ['poe', 'moe', 'mopoe', 'mmvae_plus'])
+def test_offline_subset_posteriors_from_row_experts_equal_reencoding(fusion):
+    from llmos_ros.evaluation.cli import encode_rows, row_experts, subset_metrics
+    from llmos_ros.evaluation.metrics import subsets
+    engine = engine_for(fusion)
+    model = engine.model
+    n = 11
+    gen = torch.Generator().manual_seed(2)
+    arrays = {m: torch.randn((n,) + model.shapes[m], generator=gen).numpy() for m in model.names}
+    present = {m: (torch.rand(n, generator=gen) < 0.7).numpy() for m in model.names}
+    present['cam'][:] = True
+    experts = row_experts(model, arrays, 'cpu', batch_size=4)
+    for given in subsets(model.names):
+        rows = np.flatnonzero(np.all([present[m] for m in given], axis=0))
+        want = subset_metrics(model, arrays, present, rows, given, 'cpu', 4, iwae_k=2)
+        got = subset_metrics(model, arrays, present, rows, given, 'cpu', 4, iwae_k=2,
+                             experts=experts)
+        np.testing.assert_allclose(got['mu'], want['mu'], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got['neg_elbo'], want['neg_elbo'], rtol=1e-5)
+        np.testing.assert_allclose(got['iwae_ll'], want['iwae_ll'], rtol=1e-5)
+        for m in model.names:
+            np.testing.assert_allclose(got['recon_mse'][m], want['recon_mse'][m], rtol=1e-5)
+    rows = np.arange(n)
+    np.testing.assert_allclose(
+        encode_rows(model, arrays, rows, (), 'cpu', 4, present=present, experts=experts),
+        encode_rows(model, arrays, rows, (), 'cpu', 4, present=present), rtol=1e-5, atol=1e-6)

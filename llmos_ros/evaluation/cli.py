@@ -142,6 +142,41 @@ def _batch(model, arrays, idx, given, device):
     return inputs, present
 
 
+def row_experts(model, arrays, device, batch_size: int = 256) -> tuple:
+    """
+    Expert outputs (MultimodalVAE.experts) of every row of `arrays`, batched: [M, N, *].
+
+    Experts do not depend on which modalities are given, so every subset's posterior of a row
+    is a closed-form fusion of these (`fused_rows`): the encoders run once per row, not once
+    per subset. Rows where a modality is absent hold that expert's output for zeros, which the
+    subset masks leave out.
+    """
+    import torch
+    n = len(next(iter(arrays.values()))) if arrays else 0
+    parts = []
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            idx = np.arange(start, min(n, start + batch_size))
+            inputs, _ = _batch(model, arrays, idx, model.names, device)
+            parts.append(model.experts(*model.prepare(inputs, None)))
+    if not parts:
+        inputs, _ = _batch(model, arrays, np.zeros(0, int), model.names, device)
+        return model.experts(*model.prepare(inputs, None))
+    return tuple(None if p[0] is None else torch.cat(p, 1) for p in zip(*parts))
+
+
+def fused_rows(model, experts, idx, mask):
+    """Full-latent (mu, logvar) of rows idx from their experts; mask bool [M, len(idx)]."""
+    sel = tuple(None if e is None else e[:, idx] for e in experts)
+    return model.fuse_experts(sel, mask)[1:]
+
+
+def _given_mask(model, given, n, device):
+    import torch
+    return torch.tensor([name in given for name in model.names],
+                        device=device).reshape(-1, 1).expand(-1, n)
+
+
 def _log_lik(model, inputs, z, given):
     """Log p(x_S | z): Gaussian decoder log-densities summed over m in S; z [B, D] -> [B]."""
     from llmos_ros.models.objectives import gaussian_log_prob
@@ -155,9 +190,12 @@ def _log_lik(model, inputs, z, given):
 
 def subset_metrics(model, arrays, present, rows, given, device, batch_size: int = 256,
                    elbo_samples: int = 1, iwae_k: int | None = None, seed: int = 0,
-                   targets=None, chunk_hook=None) -> dict:
+                   targets=None, chunk_hook=None, experts=None) -> dict:
     """
     Batched metrics of one subset `given` on the sample rows `rows` (all of `given` present).
+
+    experts: `row_experts(model, arrays)`, to fuse the subset's posterior from them instead of
+    running the encoders again (same values).
 
     Returns {'mu': [n, D], 'recon_mse' / 'base_mse': {mod: per-sample arrays over the samples
     where mod is present}, 'neg_elbo': [n], 'iwae_ll': [n] or None}. Noise: one
@@ -182,7 +220,11 @@ def subset_metrics(model, arrays, present, rows, given, device, batch_size: int 
         for start in range(0, len(rows), batch_size):
             idx = rows[start:start + batch_size]
             inputs, mask = _batch(model, arrays, idx, given, device)
-            mu, logvar = model.encode(inputs, mask)
+            if experts is None:
+                mu, logvar = model.encode(inputs, mask)
+            else:
+                mu, logvar = fused_rows(model, experts, idx,
+                                        _given_mask(model, given, len(idx), device))
             mus.append(mu.cpu().numpy())
             decoded = {n: model.decode_modality(n, model.decoder_input(mu, n))[0]
                        for n in targets}
@@ -220,13 +262,23 @@ def subset_metrics(model, arrays, present, rows, given, device, batch_size: int 
 
 
 def encode_rows(model, arrays, rows, given, device, batch_size: int = 256,
-                present=None) -> np.ndarray:
-    """Latent means [n, D] of rows encoded from `given` (or each row's own `present` set)."""
+                present=None, experts=None) -> np.ndarray:
+    """
+    Latent means [n, D] of rows encoded from `given` (or each row's own `present` set).
+
+    experts: `row_experts(model, arrays)`, to fuse from them instead of encoding again.
+    """
     import torch
     out = []
     with torch.no_grad():
         for start in range(0, len(rows), batch_size):
             idx = rows[start:start + batch_size]
+            if experts is not None:
+                mask = (_given_mask(model, given, len(idx), device) if present is None else
+                        torch.from_numpy(np.stack([present[n][idx] for n in model.names])
+                                         ).to(device))
+                out.append(fused_rows(model, experts, idx, mask)[0].cpu().numpy())
+                continue
             inputs, mask = _batch(model, arrays, idx, given, device)
             if present is not None:
                 mask = {n: torch.from_numpy(present[n][idx]).to(device) for n in model.names}
@@ -374,6 +426,10 @@ def evaluate(args) -> dict:
     full_rows = np.flatnonzero(np.all([test.present[m] for m in mods], axis=0))
     entries, pairs, panels = [], [], {}
     started = time.perf_counter()
+    # encoders once per row; every subset's posterior is fused from these
+    test_experts = row_experts(model, test.arrays, device, args.batch_size)
+    train_experts = (row_experts(model, train.arrays, device, args.batch_size) if use_labels
+                     else None)
     all_subsets = subsets(mods)
     for si, given in enumerate(all_subsets):
         rows = np.flatnonzero(np.all([test.present[m] for m in given], axis=0))
@@ -392,14 +448,15 @@ def evaluate(args) -> dict:
         res = subset_metrics(model, test.arrays, test.present, rows, given, device,
                              args.batch_size, args.elbo_samples, args.iwae_k,
                              seed=args.seed + si, targets=mods,
-                             chunk_hook=hook if hits else None)
+                             chunk_hook=hook if hits else None, experts=test_experts)
         probe = None
         if use_labels:
             trows = np.flatnonzero(np.all([train.present[m] for m in given], axis=0)
                                    & (train.labels != ''))
             lab = labelled[rows]
             if trows.size and lab.any():
-                ztr = encode_rows(model, train.arrays, trows, given, device, args.batch_size)
+                ztr = encode_rows(model, train.arrays, trows, given, device, args.batch_size,
+                                  experts=train_experts)
                 probe = linear_probe(ztr, train.labels[trows], res['mu'][lab],
                                      test.labels[rows][lab], seed=args.seed)
         entry = {'subset': list(given), 'n_samples': int(rows.size), 'probe_accuracy': probe,
@@ -422,7 +479,7 @@ def evaluate(args) -> dict:
 
     # the live latent (engine.infer, one sample at a time) against the batched encoder
     own = encode_rows(model, test.arrays, np.arange(len(test)), (), device, args.batch_size,
-                      present=test.present)
+                      present=test.present, experts=test_experts)
     live_diff = float(np.abs(own - test.means).max()) if len(test) else 0.0
 
     if not panels:
