@@ -2,7 +2,7 @@
 The moe / mmvae_plus objectives as first written (one decoder pass over all M*K*B rows).
 
 Kept verbatim as the reference that the faster implementations in
-llmos_ros.models.objectives must match (test_objectives_speed.py) and as the "before" of
+llmos_ros.models.objectives must match (test/test_speed.py) and as the "before" of
 benchmarks/fusion_speed.py.
 """
 import torch

@@ -31,6 +31,10 @@ import numpy as np
 
 from llmos_ros.errors import LlmosError
 
+# probes and coherence classifiers are fit on at most this many training samples: their cost
+# stays bounded however long the training bag is
+MAX_FIT_SAMPLES = 4000
+
 ELBO_DEFINITION = (
     'Negative evidence lower bound per sample in nats, on the normalised inputs of the subset: '
     '-E_q[log p(x_S|z)] + KL(q || N(0, I)), averaged over the samples in which every modality '
@@ -49,13 +53,17 @@ EXTRA_DEFINITIONS = {
     'probe_accuracy': "Linear probe on the latent mean (full latent) of the subset's fused "
                       "posterior: each dimension standardised with the training latents' mean "
                       'and std, multinomial logistic regression (L2, C=1, lbfgs) fit on the '
-                      "training bag's samples in which every modality of the subset is present, "
-                      'encoded from the same subset; the fraction of labelled test samples (every '
+                      "training bag's labelled samples in which every modality of the subset is "
+                      'present (at most meta.max_fit_samples of them, evenly spaced in time; '
+                      'the count used is meta.fit_samples), encoded from the same subset; the '
+                      'fraction of labelled test samples (every '
                       'modality of the subset present) whose label it predicts. The label of a '
                       'sample is the most recent /episode/label stamped <= the sample stamp.',
     'coherence': 'Cross-modal coherence: for each modality, a label classifier '
                  "(CoherenceClassifier) trained on the training bag's real normalised inputs "
-                 'of that modality classifies the modality decoded from the latent mean of the '
+                 'of that modality (at most meta.max_fit_samples labelled samples, evenly '
+                 'spaced in time; the count used is meta.fit_samples) classifies the modality '
+                 'decoded from the latent mean of the '
                  'given subset; the fraction of labelled test samples (every modality of the '
                  'subset present) classified as their true label.',
     'latency_ms': 'Per-sample latency of the live path in milliseconds: PerceptionEngine.infer '
@@ -99,6 +107,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--max-samples', type=int, help='evaluate at most N test samples')
     p.add_argument('--max-train-samples', type=int, default=20000,
                    help='subsample the training bag to about this many samples (default 20000)')
+    p.add_argument('--max-fit-samples', type=int, default=MAX_FIT_SAMPLES,
+                   help='fit each probe and coherence classifier on at most this many labelled '
+                        f'training samples, evenly spaced in time (default {MAX_FIT_SAMPLES}; '
+                        'the counts used are in the report)')
     p.add_argument('--coherence-epochs', type=int, default=8,
                    help='training passes of each coherence classifier (default 8)')
     p.add_argument('--partial', action='store_true',
@@ -121,8 +133,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error('--iwae-k must be >= 1')
     if args.max_samples is not None and args.max_samples < 1:
         p.error('--max-samples must be >= 1')
-    if args.elbo_samples < 1 or args.batch_size < 1 or args.max_train_samples < 1:
-        p.error('--elbo-samples, --batch-size and --max-train-samples must be >= 1')
+    if min(args.elbo_samples, args.batch_size, args.max_train_samples,
+           args.max_fit_samples) < 1:
+        p.error('--elbo-samples, --batch-size, --max-train-samples and --max-fit-samples '
+                'must be >= 1')
     return args
 
 
@@ -177,12 +191,29 @@ def _given_mask(model, given, n, device):
                         device=device).reshape(-1, 1).expand(-1, n)
 
 
+def _decode(model, name, z):
+    """
+    (mean [N, *shape], log_scale) of decoder `name` for full latents z [N, latent].
+
+    Runs in passes of DECODE_ROWS rows: the same values as one pass, faster on CPU (the conv
+    activations stay cache-sized).
+    """
+    import torch
+
+    from llmos_ros.models.objectives import DECODE_ROWS
+    parts = [model.decode_modality(name, model.decoder_input(c, name))[0]
+             for c in z.split(DECODE_ROWS)]
+    mean = torch.cat(parts, 0) if parts else model.decode_modality(
+        name, model.decoder_input(z, name))[0]
+    return mean, model.decoders[name].log_scale()
+
+
 def _log_lik(model, inputs, z, given):
     """Log p(x_S | z): Gaussian decoder log-densities summed over m in S; z [B, D] -> [B]."""
     from llmos_ros.models.objectives import gaussian_log_prob
     total = 0.0
     for name in given:
-        mean, log_scale = model.decode_modality(name, model.decoder_input(z, name))
+        mean, log_scale = _decode(model, name, z)
         x = inputs[name]
         total = total + gaussian_log_prob(x, mean, log_scale, event_dims=x.dim() - 1)
     return total
@@ -226,8 +257,7 @@ def subset_metrics(model, arrays, present, rows, given, device, batch_size: int 
                 mu, logvar = fused_rows(model, experts, idx,
                                         _given_mask(model, given, len(idx), device))
             mus.append(mu.cpu().numpy())
-            decoded = {n: model.decode_modality(n, model.decoder_input(mu, n))[0]
-                       for n in targets}
+            decoded = {n: _decode(model, n, mu)[0] for n in targets}
             for m in targets:
                 keep = present[m][idx]
                 if keep.any():
@@ -307,13 +337,22 @@ def _train_stride(bag, engine, max_train: int) -> int:
     return max(1, math.ceil(n_ref / max_train)) if n_ref > max_train else 1
 
 
-def _fit_classifiers(args, train, mods):
+def fit_rows(rows: np.ndarray, cap: int) -> np.ndarray:
+    """At most `cap` of the (time-ordered) rows, evenly spaced; all of them when fewer."""
+    if rows.size <= cap:
+        return rows
+    return rows[np.linspace(0, rows.size - 1, cap).round().astype(int)]
+
+
+def _fit_classifiers(args, train, mods, fit_counts: dict):
     from llmos_ros.evaluation.metrics import CoherenceClassifier
     classifiers = {}
     for m in mods:
-        rows = np.flatnonzero(train.present[m] & (train.labels != ''))
+        rows = fit_rows(np.flatnonzero(train.present[m] & (train.labels != '')),
+                        args.max_fit_samples)
         if rows.size == 0:
             continue
+        fit_counts[f'coherence/{m}'] = int(rows.size)
         classifiers[m] = CoherenceClassifier(method='cnn', epochs=args.coherence_epochs,
                                              seed=args.seed).fit(train.arrays[m][rows],
                                                                  train.labels[rows])
@@ -416,7 +455,8 @@ def evaluate(args) -> dict:
     elif train is None and labelled.any():
         _note(args, 'the test bag has labels: give --train-bag for probe accuracy and coherence')
 
-    classifiers = _fit_classifiers(args, train, mods) if use_labels else {}
+    fit_counts: dict[str, int] = {}
+    classifiers = _fit_classifiers(args, train, mods, fit_counts) if use_labels else {}
     class_acc = {}
     for m, clf in classifiers.items():
         rows = np.flatnonzero(test.present[m] & labelled)
@@ -451,10 +491,11 @@ def evaluate(args) -> dict:
                              chunk_hook=hook if hits else None, experts=test_experts)
         probe = None
         if use_labels:
-            trows = np.flatnonzero(np.all([train.present[m] for m in given], axis=0)
-                                   & (train.labels != ''))
+            trows = fit_rows(np.flatnonzero(np.all([train.present[m] for m in given], axis=0)
+                                            & (train.labels != '')), args.max_fit_samples)
             lab = labelled[rows]
             if trows.size and lab.any():
+                fit_counts['probe/' + '+'.join(given)] = int(trows.size)
                 ztr = encode_rows(model, train.arrays, trows, given, device, args.batch_size,
                                   experts=train_experts)
                 probe = linear_probe(ztr, train.labels[trows], res['mu'][lab],
@@ -509,6 +550,7 @@ def evaluate(args) -> dict:
                  'unused_topics': test.unused_topics, 'first_input_errors': test.first_errors,
                  'live_vs_batched_max_abs_diff': live_diff, 'bag_error': test.bag_error,
                  'train_samples': len(train) if train is not None else None,
+                 'max_fit_samples': args.max_fit_samples, 'fit_samples': fit_counts,
                  'train_drops': train.drops if train is not None else None,
                  'recorded': str(recorded) if recorded else None,
                  'recorded_predictions': n_pred if recorded else None,

@@ -159,3 +159,13 @@ def test_offline_subset_posteriors_from_row_experts_equal_reencoding(fusion):
     np.testing.assert_allclose(
         encode_rows(model, arrays, rows, (), 'cpu', 4, present=present, experts=experts),
         encode_rows(model, arrays, rows, (), 'cpu', 4, present=present), rtol=1e-5, atol=1e-6)
+
+
+def test_fit_rows_bounds_the_fit_sample_count_evenly_in_time():
+    from llmos_ros.evaluation.cli import fit_rows
+    rows = np.arange(3, 1003) * 2
+    picked = fit_rows(rows, 10)
+    assert picked.size == 10 and picked[0] == rows[0] and picked[-1] == rows[-1]
+    assert np.all(np.diff(picked) > 0) and np.ptp(np.diff(picked)) <= 2
+    np.testing.assert_array_equal(fit_rows(rows[:7], 10), rows[:7])
+
