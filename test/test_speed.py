@@ -169,3 +169,15 @@ def test_fit_rows_bounds_the_fit_sample_count_evenly_in_time():
     assert np.all(np.diff(picked) > 0) and np.ptp(np.diff(picked)) <= 2
     np.testing.assert_array_equal(fit_rows(rows[:7], 10), rows[:7])
 
+
+
+def test_upsample2x_equals_nearest_upsampling_values_and_gradients():
+    from llmos_ros.models.networks import Upsample2x
+    x = torch.randn(5, 3, 4, 7, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    want = torch.nn.Upsample(scale_factor=2, mode='nearest')(x)
+    got = Upsample2x()(x)
+    assert got.shape == (5, 3, 8, 14) and torch.equal(got, want)
+    weight = torch.randn(want.shape, generator=torch.Generator().manual_seed(1))
+    g_want, = torch.autograd.grad((want * weight).sum(), x)
+    g_got, = torch.autograd.grad((got * weight).sum(), x)
+    torch.testing.assert_close(g_got, g_want)
