@@ -71,6 +71,10 @@ EXTRA_DEFINITIONS = {
                   'runs it for every sample; p50, p90, p99 (linear interpolation), max and mean.',
     'wall_s': 'Wall-clock seconds of the replay: reading and decoding the bag, pairing, '
               'preprocessing and the live model call per sample (recording excluded).',
+    'phase_seconds': 'meta.phase_seconds: wall-clock seconds of each stage of llmos-eval '
+                     '(read_train_bag, replay_test_bag, coherence_classifiers, subset_metrics, '
+                     'probes, live_check, examples; the stdout summary adds report: writing '
+                     'the files and plots). Imports and start-up are outside every stage.',
     'data_span_s': 'Last - first header stamp of the model-topic messages read, seconds.',
     'drops': 'Messages read but not used, by reason: unused_topic (no model modality, not a '
              'label); <modality>/<reason> for a synchroniser rejection (stamp_backwards, '
@@ -382,6 +386,15 @@ def evaluate(args) -> dict:
         check_topics(args.train_bag, cfg)
 
     # ---- training bag: real normalised inputs + labels (pairing/preprocessing of the engine)
+    phases: dict[str, float] = {}  # wall seconds per stage (meta.phase_seconds)
+    mark = time.perf_counter()
+
+    def phase(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        phases[name] = phases.get(name, 0.0) + now - mark
+        mark = now
+
     train = None
     if args.train_bag:
         engine_t = PerceptionEngine(loaded, args.device)
@@ -393,6 +406,7 @@ def evaluate(args) -> dict:
         if len(train) == 0:
             raise LlmosError(f'no usable sample in the training bag {args.train_bag} '
                              f'(drops: {train.drops})')
+    phase('read_train_bag')
 
     # ---- test bag through the live path
     engine = PerceptionEngine(loaded, args.device)
@@ -455,6 +469,7 @@ def evaluate(args) -> dict:
     elif train is None and labelled.any():
         _note(args, 'the test bag has labels: give --train-bag for probe accuracy and coherence')
 
+    phase('replay_test_bag')
     fit_counts: dict[str, int] = {}
     classifiers = _fit_classifiers(args, train, mods, fit_counts) if use_labels else {}
     class_acc = {}
@@ -463,6 +478,7 @@ def evaluate(args) -> dict:
         class_acc[m] = clf.accuracy(test.arrays[m][rows], test.labels[rows]) if rows.size \
             else None
 
+    phase('coherence_classifiers')
     full_rows = np.flatnonzero(np.all([test.present[m] for m in mods], axis=0))
     entries, pairs, panels = [], [], {}
     started = time.perf_counter()
@@ -489,6 +505,7 @@ def evaluate(args) -> dict:
                              args.batch_size, args.elbo_samples, args.iwae_k,
                              seed=args.seed + si, targets=mods,
                              chunk_hook=hook if hits else None, experts=test_experts)
+        phase('subset_metrics')
         probe = None
         if use_labels:
             trows = fit_rows(np.flatnonzero(np.all([train.present[m] for m in given], axis=0)
@@ -500,6 +517,7 @@ def evaluate(args) -> dict:
                                   experts=train_experts)
                 probe = linear_probe(ztr, train.labels[trows], res['mu'][lab],
                                      test.labels[rows][lab], seed=args.seed)
+        phase('probes')
         entry = {'subset': list(given), 'n_samples': int(rows.size), 'probe_accuracy': probe,
                  'neg_elbo': float(res['neg_elbo'].mean()) if rows.size else None,
                  'recon': {m: _error_entry(res['recon_mse'][m], res['base_mse'][m])
@@ -522,6 +540,7 @@ def evaluate(args) -> dict:
     own = encode_rows(model, test.arrays, np.arange(len(test)), (), device, args.batch_size,
                       present=test.present, experts=test_experts)
     live_diff = float(np.abs(own - test.means).max()) if len(test) else 0.0
+    phase('live_check')
 
     if not panels:
         panels = {'live latent (present modalities)': test.means}
@@ -557,8 +576,11 @@ def evaluate(args) -> dict:
                  'skill_baseline': 'training mean = 0 in normalised space'},
         'definitions': EXTRA_DEFINITIONS,
     }
+    phase('examples')
+    results['meta']['phase_seconds'] = dict(phases)
     paths = write_report(out, results, latents=panels,
                          labels=plot_labels if labelled.any() else None, examples=examples)
+    phase('report')  # in the stdout summary only (metrics.json was written before)
     summary = {'out': str(out), 'metrics': str(paths['json']),
                'report': str(paths['markdown']),
                'plots': sorted(str(p) for k, p in paths.items() if str(p).endswith('.png')),
@@ -571,7 +593,8 @@ def evaluate(args) -> dict:
                'probe_accuracy': {'+'.join(e['subset']): e['probe_accuracy'] for e in entries},
                'cross_skill': {f'{"+".join(e["subset"])}->{m}': v['skill']
                                for e in entries for m, v in e['cross'].items()},
-               'bag_error': test.bag_error}
+               'bag_error': test.bag_error,
+               'phase_seconds': {k: round(v, 3) for k, v in phases.items()}}
     if args.compare:
         cmp = compare_reports(args.compare[0], out, out)
         summary['compare'] = str(cmp['markdown'])
