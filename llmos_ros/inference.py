@@ -34,6 +34,9 @@ class Inference:
     # modality -> (model-space prediction, the modalities it was decoded from)
     predictions: dict[str, tuple[np.ndarray, tuple[str, ...]]] = field(default_factory=dict)
     seconds: float = 0.0  # preprocessing + model time
+    # the model's expert outputs for this sample (MultimodalVAE.experts, batch 1): predictions
+    # fuse them per source set instead of encoding again
+    experts: tuple | None = field(default=None, repr=False)
 
 
 class PerceptionEngine:
@@ -105,10 +108,12 @@ class PerceptionEngine:
             return None, errors
         present = [n for n in self.names if n in arrays]
         inputs, masks = self._batch(arrays, [tuple(present)])
-        mu, logvar = self.model.encode(inputs, masks)
+        xs, mask = self.model.prepare(inputs, masks)
+        experts = self.model.experts(xs, mask)
+        _, mu, logvar = self.model.fuse_experts(experts, mask)  # = model.encode(inputs, masks)
         result = Inference(sample.stamp_ns, present, {n: sample.stamps[n] for n in present},
                            mu[0].cpu().numpy(), torch.exp(0.5 * logvar[0]).cpu().numpy(),
-                           arrays)
+                           arrays, experts=experts)
         result.seconds = time.perf_counter() - start
         return result, errors
 
@@ -119,7 +124,8 @@ class PerceptionEngine:
 
         A modality that contributed is predicted from the rest (cross-modal, not a
         reconstruction); one that did not is predicted from all that did. A modality that was
-        the only contributor gets no prediction.
+        the only contributor gets no prediction. The encoders do not run again: each source
+        set's posterior is fused from the experts `infer` computed (`result.experts`).
         """
         rows, targets = [], []
         for target in self.names:
@@ -129,8 +135,13 @@ class PerceptionEngine:
                 targets.append(target)
         if not rows:
             return {}
-        inputs, masks = self._batch(result.inputs, rows)
-        mu, _ = self.model.encode(inputs, masks)
+        mask = torch.tensor([[n in r for r in rows] for n in self.names], device=self.device)
+        if result.experts is None:  # an Inference not made by infer(): encode its inputs
+            inputs, masks = self._batch(result.inputs, [tuple(result.modalities)])
+            result.experts = self.model.experts(*self.model.prepare(inputs, masks))
+        experts = tuple(None if e is None else e.expand(-1, len(rows), -1)
+                        for e in result.experts)
+        _, mu, _ = self.model.fuse_experts(experts, mask)
         decoded = self.model.decode(mu)
         result.predictions = {t: (decoded[t][0][i].cpu().numpy(), src)
                               for i, (t, src) in enumerate(zip(targets, rows))}

@@ -282,3 +282,11 @@ def test_evaluation_imports_no_ros():
             'for m in sys.modules))')
     assert subprocess.run([sys.executable, '-c', code],
                           cwd=Path(__file__).resolve().parents[1]).returncode == 0
+
+
+def test_fit_sample_counts_are_stated(env):
+    meta = env['report']['meta']
+    fits = meta['fit_samples']
+    assert {'coherence/camera', 'probe/camera', 'probe/camera+audio+tactile'} <= set(fits)
+    assert all(1 <= n <= meta['max_fit_samples'] for n in fits.values())
+    assert fits['coherence/camera'] <= meta['train_samples']

@@ -31,6 +31,10 @@ import numpy as np
 
 from llmos_ros.errors import LlmosError
 
+# probes and coherence classifiers are fit on at most this many training samples: their cost
+# stays bounded however long the training bag is
+MAX_FIT_SAMPLES = 4000
+
 ELBO_DEFINITION = (
     'Negative evidence lower bound per sample in nats, on the normalised inputs of the subset: '
     '-E_q[log p(x_S|z)] + KL(q || N(0, I)), averaged over the samples in which every modality '
@@ -49,13 +53,17 @@ EXTRA_DEFINITIONS = {
     'probe_accuracy': "Linear probe on the latent mean (full latent) of the subset's fused "
                       "posterior: each dimension standardised with the training latents' mean "
                       'and std, multinomial logistic regression (L2, C=1, lbfgs) fit on the '
-                      "training bag's samples in which every modality of the subset is present, "
-                      'encoded from the same subset; the fraction of labelled test samples (every '
+                      "training bag's labelled samples in which every modality of the subset is "
+                      'present (at most meta.max_fit_samples of them, evenly spaced in time; '
+                      'the count used is meta.fit_samples), encoded from the same subset; the '
+                      'fraction of labelled test samples (every '
                       'modality of the subset present) whose label it predicts. The label of a '
                       'sample is the most recent /episode/label stamped <= the sample stamp.',
     'coherence': 'Cross-modal coherence: for each modality, a label classifier '
                  "(CoherenceClassifier) trained on the training bag's real normalised inputs "
-                 'of that modality classifies the modality decoded from the latent mean of the '
+                 'of that modality (at most meta.max_fit_samples labelled samples, evenly '
+                 'spaced in time; the count used is meta.fit_samples) classifies the modality '
+                 'decoded from the latent mean of the '
                  'given subset; the fraction of labelled test samples (every modality of the '
                  'subset present) classified as their true label.',
     'latency_ms': 'Per-sample latency of the live path in milliseconds: PerceptionEngine.infer '
@@ -63,6 +71,10 @@ EXTRA_DEFINITIONS = {
                   'runs it for every sample; p50, p90, p99 (linear interpolation), max and mean.',
     'wall_s': 'Wall-clock seconds of the replay: reading and decoding the bag, pairing, '
               'preprocessing and the live model call per sample (recording excluded).',
+    'phase_seconds': 'meta.phase_seconds: wall-clock seconds of each stage of llmos-eval '
+                     '(read_train_bag, replay_test_bag, coherence_classifiers, subset_metrics, '
+                     'probes, live_check, examples; the stdout summary adds report: writing '
+                     'the files and plots). Imports and start-up are outside every stage.',
     'data_span_s': 'Last - first header stamp of the model-topic messages read, seconds.',
     'drops': 'Messages read but not used, by reason: unused_topic (no model modality, not a '
              'label); <modality>/<reason> for a synchroniser rejection (stamp_backwards, '
@@ -99,6 +111,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--max-samples', type=int, help='evaluate at most N test samples')
     p.add_argument('--max-train-samples', type=int, default=20000,
                    help='subsample the training bag to about this many samples (default 20000)')
+    p.add_argument('--max-fit-samples', type=int, default=MAX_FIT_SAMPLES,
+                   help='fit each probe and coherence classifier on at most this many labelled '
+                        f'training samples, evenly spaced in time (default {MAX_FIT_SAMPLES}; '
+                        'the counts used are in the report)')
     p.add_argument('--coherence-epochs', type=int, default=8,
                    help='training passes of each coherence classifier (default 8)')
     p.add_argument('--partial', action='store_true',
@@ -121,8 +137,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error('--iwae-k must be >= 1')
     if args.max_samples is not None and args.max_samples < 1:
         p.error('--max-samples must be >= 1')
-    if args.elbo_samples < 1 or args.batch_size < 1 or args.max_train_samples < 1:
-        p.error('--elbo-samples, --batch-size and --max-train-samples must be >= 1')
+    if min(args.elbo_samples, args.batch_size, args.max_train_samples,
+           args.max_fit_samples) < 1:
+        p.error('--elbo-samples, --batch-size, --max-train-samples and --max-fit-samples '
+                'must be >= 1')
     return args
 
 
@@ -142,12 +160,64 @@ def _batch(model, arrays, idx, given, device):
     return inputs, present
 
 
+def row_experts(model, arrays, device, batch_size: int = 256) -> tuple:
+    """
+    Expert outputs (MultimodalVAE.experts) of every row of `arrays`, batched: [M, N, *].
+
+    Experts do not depend on which modalities are given, so every subset's posterior of a row
+    is a closed-form fusion of these (`fused_rows`): the encoders run once per row, not once
+    per subset. Rows where a modality is absent hold that expert's output for zeros, which the
+    subset masks leave out.
+    """
+    import torch
+    n = len(next(iter(arrays.values()))) if arrays else 0
+    parts = []
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            idx = np.arange(start, min(n, start + batch_size))
+            inputs, _ = _batch(model, arrays, idx, model.names, device)
+            parts.append(model.experts(*model.prepare(inputs, None)))
+    if not parts:
+        inputs, _ = _batch(model, arrays, np.zeros(0, int), model.names, device)
+        return model.experts(*model.prepare(inputs, None))
+    return tuple(None if p[0] is None else torch.cat(p, 1) for p in zip(*parts))
+
+
+def fused_rows(model, experts, idx, mask):
+    """Full-latent (mu, logvar) of rows idx from their experts; mask bool [M, len(idx)]."""
+    sel = tuple(None if e is None else e[:, idx] for e in experts)
+    return model.fuse_experts(sel, mask)[1:]
+
+
+def _given_mask(model, given, n, device):
+    import torch
+    return torch.tensor([name in given for name in model.names],
+                        device=device).reshape(-1, 1).expand(-1, n)
+
+
+def _decode(model, name, z):
+    """
+    (mean [N, *shape], log_scale) of decoder `name` for full latents z [N, latent].
+
+    Runs in passes of DECODE_ROWS rows: the same values as one pass, faster on CPU (the conv
+    activations stay cache-sized).
+    """
+    import torch
+
+    from llmos_ros.models.objectives import DECODE_ROWS
+    parts = [model.decode_modality(name, model.decoder_input(c, name))[0]
+             for c in z.split(DECODE_ROWS)]
+    mean = torch.cat(parts, 0) if parts else model.decode_modality(
+        name, model.decoder_input(z, name))[0]
+    return mean, model.decoders[name].log_scale()
+
+
 def _log_lik(model, inputs, z, given):
     """Log p(x_S | z): Gaussian decoder log-densities summed over m in S; z [B, D] -> [B]."""
     from llmos_ros.models.objectives import gaussian_log_prob
     total = 0.0
     for name in given:
-        mean, log_scale = model.decode_modality(name, model.decoder_input(z, name))
+        mean, log_scale = _decode(model, name, z)
         x = inputs[name]
         total = total + gaussian_log_prob(x, mean, log_scale, event_dims=x.dim() - 1)
     return total
@@ -155,9 +225,12 @@ def _log_lik(model, inputs, z, given):
 
 def subset_metrics(model, arrays, present, rows, given, device, batch_size: int = 256,
                    elbo_samples: int = 1, iwae_k: int | None = None, seed: int = 0,
-                   targets=None, chunk_hook=None) -> dict:
+                   targets=None, chunk_hook=None, experts=None) -> dict:
     """
     Batched metrics of one subset `given` on the sample rows `rows` (all of `given` present).
+
+    experts: `row_experts(model, arrays)`, to fuse the subset's posterior from them instead of
+    running the encoders again (same values).
 
     Returns {'mu': [n, D], 'recon_mse' / 'base_mse': {mod: per-sample arrays over the samples
     where mod is present}, 'neg_elbo': [n], 'iwae_ll': [n] or None}. Noise: one
@@ -182,10 +255,13 @@ def subset_metrics(model, arrays, present, rows, given, device, batch_size: int 
         for start in range(0, len(rows), batch_size):
             idx = rows[start:start + batch_size]
             inputs, mask = _batch(model, arrays, idx, given, device)
-            mu, logvar = model.encode(inputs, mask)
+            if experts is None:
+                mu, logvar = model.encode(inputs, mask)
+            else:
+                mu, logvar = fused_rows(model, experts, idx,
+                                        _given_mask(model, given, len(idx), device))
             mus.append(mu.cpu().numpy())
-            decoded = {n: model.decode_modality(n, model.decoder_input(mu, n))[0]
-                       for n in targets}
+            decoded = {n: _decode(model, n, mu)[0] for n in targets}
             for m in targets:
                 keep = present[m][idx]
                 if keep.any():
@@ -220,13 +296,23 @@ def subset_metrics(model, arrays, present, rows, given, device, batch_size: int 
 
 
 def encode_rows(model, arrays, rows, given, device, batch_size: int = 256,
-                present=None) -> np.ndarray:
-    """Latent means [n, D] of rows encoded from `given` (or each row's own `present` set)."""
+                present=None, experts=None) -> np.ndarray:
+    """
+    Latent means [n, D] of rows encoded from `given` (or each row's own `present` set).
+
+    experts: `row_experts(model, arrays)`, to fuse from them instead of encoding again.
+    """
     import torch
     out = []
     with torch.no_grad():
         for start in range(0, len(rows), batch_size):
             idx = rows[start:start + batch_size]
+            if experts is not None:
+                mask = (_given_mask(model, given, len(idx), device) if present is None else
+                        torch.from_numpy(np.stack([present[n][idx] for n in model.names])
+                                         ).to(device))
+                out.append(fused_rows(model, experts, idx, mask)[0].cpu().numpy())
+                continue
             inputs, mask = _batch(model, arrays, idx, given, device)
             if present is not None:
                 mask = {n: torch.from_numpy(present[n][idx]).to(device) for n in model.names}
@@ -255,13 +341,22 @@ def _train_stride(bag, engine, max_train: int) -> int:
     return max(1, math.ceil(n_ref / max_train)) if n_ref > max_train else 1
 
 
-def _fit_classifiers(args, train, mods):
+def fit_rows(rows: np.ndarray, cap: int) -> np.ndarray:
+    """At most `cap` of the (time-ordered) rows, evenly spaced; all of them when fewer."""
+    if rows.size <= cap:
+        return rows
+    return rows[np.linspace(0, rows.size - 1, cap).round().astype(int)]
+
+
+def _fit_classifiers(args, train, mods, fit_counts: dict):
     from llmos_ros.evaluation.metrics import CoherenceClassifier
     classifiers = {}
     for m in mods:
-        rows = np.flatnonzero(train.present[m] & (train.labels != ''))
+        rows = fit_rows(np.flatnonzero(train.present[m] & (train.labels != '')),
+                        args.max_fit_samples)
         if rows.size == 0:
             continue
+        fit_counts[f'coherence/{m}'] = int(rows.size)
         classifiers[m] = CoherenceClassifier(method='cnn', epochs=args.coherence_epochs,
                                              seed=args.seed).fit(train.arrays[m][rows],
                                                                  train.labels[rows])
@@ -291,6 +386,15 @@ def evaluate(args) -> dict:
         check_topics(args.train_bag, cfg)
 
     # ---- training bag: real normalised inputs + labels (pairing/preprocessing of the engine)
+    phases: dict[str, float] = {}  # wall seconds per stage (meta.phase_seconds)
+    mark = time.perf_counter()
+
+    def phase(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        phases[name] = phases.get(name, 0.0) + now - mark
+        mark = now
+
     train = None
     if args.train_bag:
         engine_t = PerceptionEngine(loaded, args.device)
@@ -302,6 +406,7 @@ def evaluate(args) -> dict:
         if len(train) == 0:
             raise LlmosError(f'no usable sample in the training bag {args.train_bag} '
                              f'(drops: {train.drops})')
+    phase('read_train_bag')
 
     # ---- test bag through the live path
     engine = PerceptionEngine(loaded, args.device)
@@ -364,16 +469,23 @@ def evaluate(args) -> dict:
     elif train is None and labelled.any():
         _note(args, 'the test bag has labels: give --train-bag for probe accuracy and coherence')
 
-    classifiers = _fit_classifiers(args, train, mods) if use_labels else {}
+    phase('replay_test_bag')
+    fit_counts: dict[str, int] = {}
+    classifiers = _fit_classifiers(args, train, mods, fit_counts) if use_labels else {}
     class_acc = {}
     for m, clf in classifiers.items():
         rows = np.flatnonzero(test.present[m] & labelled)
         class_acc[m] = clf.accuracy(test.arrays[m][rows], test.labels[rows]) if rows.size \
             else None
 
+    phase('coherence_classifiers')
     full_rows = np.flatnonzero(np.all([test.present[m] for m in mods], axis=0))
     entries, pairs, panels = [], [], {}
     started = time.perf_counter()
+    # encoders once per row; every subset's posterior is fused from these
+    test_experts = row_experts(model, test.arrays, device, args.batch_size)
+    train_experts = (row_experts(model, train.arrays, device, args.batch_size) if use_labels
+                     else None)
     all_subsets = subsets(mods)
     for si, given in enumerate(all_subsets):
         rows = np.flatnonzero(np.all([test.present[m] for m in given], axis=0))
@@ -392,16 +504,20 @@ def evaluate(args) -> dict:
         res = subset_metrics(model, test.arrays, test.present, rows, given, device,
                              args.batch_size, args.elbo_samples, args.iwae_k,
                              seed=args.seed + si, targets=mods,
-                             chunk_hook=hook if hits else None)
+                             chunk_hook=hook if hits else None, experts=test_experts)
+        phase('subset_metrics')
         probe = None
         if use_labels:
-            trows = np.flatnonzero(np.all([train.present[m] for m in given], axis=0)
-                                   & (train.labels != ''))
+            trows = fit_rows(np.flatnonzero(np.all([train.present[m] for m in given], axis=0)
+                                            & (train.labels != '')), args.max_fit_samples)
             lab = labelled[rows]
             if trows.size and lab.any():
-                ztr = encode_rows(model, train.arrays, trows, given, device, args.batch_size)
+                fit_counts['probe/' + '+'.join(given)] = int(trows.size)
+                ztr = encode_rows(model, train.arrays, trows, given, device, args.batch_size,
+                                  experts=train_experts)
                 probe = linear_probe(ztr, train.labels[trows], res['mu'][lab],
                                      test.labels[rows][lab], seed=args.seed)
+        phase('probes')
         entry = {'subset': list(given), 'n_samples': int(rows.size), 'probe_accuracy': probe,
                  'neg_elbo': float(res['neg_elbo'].mean()) if rows.size else None,
                  'recon': {m: _error_entry(res['recon_mse'][m], res['base_mse'][m])
@@ -422,8 +538,9 @@ def evaluate(args) -> dict:
 
     # the live latent (engine.infer, one sample at a time) against the batched encoder
     own = encode_rows(model, test.arrays, np.arange(len(test)), (), device, args.batch_size,
-                      present=test.present)
+                      present=test.present, experts=test_experts)
     live_diff = float(np.abs(own - test.means).max()) if len(test) else 0.0
+    phase('live_check')
 
     if not panels:
         panels = {'live latent (present modalities)': test.means}
@@ -452,14 +569,18 @@ def evaluate(args) -> dict:
                  'unused_topics': test.unused_topics, 'first_input_errors': test.first_errors,
                  'live_vs_batched_max_abs_diff': live_diff, 'bag_error': test.bag_error,
                  'train_samples': len(train) if train is not None else None,
+                 'max_fit_samples': args.max_fit_samples, 'fit_samples': fit_counts,
                  'train_drops': train.drops if train is not None else None,
                  'recorded': str(recorded) if recorded else None,
                  'recorded_predictions': n_pred if recorded else None,
                  'skill_baseline': 'training mean = 0 in normalised space'},
         'definitions': EXTRA_DEFINITIONS,
     }
+    phase('examples')
+    results['meta']['phase_seconds'] = dict(phases)
     paths = write_report(out, results, latents=panels,
                          labels=plot_labels if labelled.any() else None, examples=examples)
+    phase('report')  # in the stdout summary only (metrics.json was written before)
     summary = {'out': str(out), 'metrics': str(paths['json']),
                'report': str(paths['markdown']),
                'plots': sorted(str(p) for k, p in paths.items() if str(p).endswith('.png')),
@@ -472,7 +593,8 @@ def evaluate(args) -> dict:
                'probe_accuracy': {'+'.join(e['subset']): e['probe_accuracy'] for e in entries},
                'cross_skill': {f'{"+".join(e["subset"])}->{m}': v['skill']
                                for e in entries for m, v in e['cross'].items()},
-               'bag_error': test.bag_error}
+               'bag_error': test.bag_error,
+               'phase_seconds': {k: round(v, 3) for k, v in phases.items()}}
     if args.compare:
         cmp = compare_reports(args.compare[0], out, out)
         summary['compare'] = str(cmp['markdown'])

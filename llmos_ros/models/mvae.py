@@ -132,7 +132,18 @@ class MultimodalVAE(nn.Module):
     def posterior_from(self, xs: list[torch.Tensor], mask: torch.Tensor
                        ) -> tuple[Mixture, torch.Tensor, torch.Tensor]:
         """Shared fused posterior (a Mixture) and the full-latent Gaussian (mu, logvar)."""
-        mus, logvars, pmus, plvs = self.experts(xs, mask)
+        return self.fuse_experts(self.experts(xs, mask), mask)
+
+    def fuse_experts(self, experts, mask: torch.Tensor
+                     ) -> tuple[Mixture, torch.Tensor, torch.Tensor]:
+        """
+        `posterior_from` for expert outputs already computed (`experts(xs, ...)`).
+
+        The experts do not depend on the mask, so the posterior of any subset of the inputs is
+        this fusion (closed form) of the same expert outputs with that subset's mask: encode
+        once, fuse per subset (predictions, subset metrics).
+        """
+        mus, logvars, pmus, plvs = experts
         mix = fuse(self.fusion, mus, logvars, mask)
         mu, logvar = mix.gaussian()
         if self.private_dim:

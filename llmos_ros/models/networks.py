@@ -42,6 +42,20 @@ def uses_conv(shape: tuple[int, ...]) -> bool:
     return len(shape) == 3 and min(shape[1], shape[2]) >= CONV_MIN_SIDE
 
 
+class Upsample2x(nn.Module):
+    """
+    Nearest-neighbour 2x upsampling, [N, C, H, W] -> [N, C, 2H, 2W].
+
+    The values of nn.Upsample(scale_factor=2, mode='nearest'), as a broadcast copy: several
+    times faster on CPU for large batches (PyTorch's kernel is the decoders' slowest step there);
+    traceable and exportable (expand + reshape). No parameters: checkpoints are unaffected.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        return x[:, :, :, None, :, None].expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
+
+
 class Encoder(nn.Module):
     """x [B, C, H, W] -> diagonal Gaussian parameters (mu, logvar), each [B, out_dim]."""
 
@@ -96,7 +110,7 @@ class Decoder(nn.Module):
             layers: list[nn.Module] = []
             prev = self.c0
             for ch in chans[:n]:
-                layers += [nn.Upsample(scale_factor=2, mode='nearest'),
+                layers += [Upsample2x(),
                            nn.Conv2d(prev, ch, 3, padding=1), nn.SiLU()]
                 prev = ch
             if (self.h0 * 2 ** n, self.w0 * 2 ** n) != (h, w):
