@@ -33,7 +33,7 @@ from llmos_ros.errors import LlmosError
 
 # probes and coherence classifiers are fit on at most this many training samples: their cost
 # stays bounded however long the training bag is
-MAX_FIT_SAMPLES = 4000
+MAX_FIT_SAMPLES = 20000  # probe and coherence classifier fits (the report states the count)
 
 ELBO_DEFINITION = (
     'Negative evidence lower bound per sample in nats, on the normalised inputs of the subset: '
