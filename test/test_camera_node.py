@@ -137,7 +137,8 @@ def test_file_raw_and_compressed(tmp_path, rclpy_context):
     indices = [frame_index(m.data[2]) for m in msgs]
     # Frames published before the listener matched are gone (volatile); the rest arrive in order.
     assert indices == list(range(indices[0], n)), indices
-    assert len(indices) >= n // 2, f'only {len(indices)} of {n} frames received'
+    # (none is lost after that: the order check above; enough remain to measure the rate)
+    assert len(indices) >= 15, f'only {len(indices)} of {n} frames received'
     first = msgs[0]
     assert (first.encoding, first.width, first.height, first.step) == ('rgb8', W, H, 3 * W)
     assert first.header.frame_id == 'cam_test'
