@@ -108,13 +108,18 @@ def test_file_raw_and_compressed(tmp_path, rclpy_context):
     n = 60
     video = write_video(tmp_path / 'v.avi', n)
     listener = Listener(rclpy_context, reliable_raw=True)
-    proc = start_camera(tmp_path, 'cam', f'source:={video}', 'fps:=30.0', 'frame_id:=cam_test',
+    # 15 fps: 4 s of video, so endpoint discovery (seconds on a loaded machine; frames before
+    # it are not published) leaves most frames to check.
+    proc = start_camera(tmp_path, 'cam', f'source:={video}', 'fps:=15.0', 'frame_id:=cam_test',
                         'qos_overrides./camera/image_raw.publisher.reliability:=reliable',
                         'qos_overrides./camera/image_raw.publisher.depth:=50')
     try:
         def last_seen():
             return listener.raw and frame_index(listener.raw[-1][1].data[2]) == n - 1
-        assert listener.spin_until(last_seen, 30.0), log_text(tmp_path, 'cam')
+        assert listener.spin_until(last_seen, 30.0), (
+            log_text(tmp_path, 'cam'), {k: v for k, v in listener.camera_values().items()
+                                        if k.startswith(('published', 'qos'))},
+            len(listener.compressed), len(listener.info))
         listener.spin_until(lambda: False, 0.5)  # nothing after the end of the file (no loop)
         assert frame_index(listener.raw[-1][1].data[2]) == n - 1
         assert proc.poll() is None, 'the node stays up after the end of the file'
@@ -132,7 +137,8 @@ def test_file_raw_and_compressed(tmp_path, rclpy_context):
     indices = [frame_index(m.data[2]) for m in msgs]
     # Frames published before the listener matched are gone (volatile); the rest arrive in order.
     assert indices == list(range(indices[0], n)), indices
-    assert len(indices) >= n // 2, f'only {len(indices)} of {n} frames received'
+    # (none is lost after that: the order check above; enough remain to measure the rate)
+    assert len(indices) >= 15, f'only {len(indices)} of {n} frames received'
     first = msgs[0]
     assert (first.encoding, first.width, first.height, first.step) == ('rgb8', W, H, 3 * W)
     assert first.header.frame_id == 'cam_test'
@@ -145,10 +151,10 @@ def test_file_raw_and_compressed(tmp_path, rclpy_context):
     stamp_rate = (len(stamps) - 1) / ((stamps[-1] - stamps[0]) / 1e9)
     arrivals = np.array([t for t, _ in listener.raw])
     arrival_rate = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
-    print(f'\ncamera: requested 30.0 fps, stamps {stamp_rate:.2f} fps, '
+    print(f'\ncamera: requested 15.0 fps, stamps {stamp_rate:.2f} fps, '
           f'arrivals {arrival_rate:.2f} fps over {len(stamps)} frames')
-    assert 20.0 < stamp_rate < 40.0
-    assert 20.0 < arrival_rate < 45.0
+    assert 10.0 < stamp_rate < 20.0
+    assert 10.0 < arrival_rate < 22.5
 
     # Compressed: image_transport's format string, the same stamps, decodable JPEG content.
     assert len(listener.compressed) >= len(msgs) * 0.8

@@ -35,7 +35,7 @@ class Watcher:
 
     def __init__(self, node):
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.qos import qos_profile_sensor_data
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
 
         from llmos_ros.msg import AudioChunk, LatentState, TactileArray
@@ -47,9 +47,10 @@ class Watcher:
         for name, kind, topic in (('camera', Image, 'camera/image_raw'),
                                   ('audio', AudioChunk, 'microphone/audio'),
                                   ('tactile', TactileArray, 'tactile/array')):
-            node.create_subscription(kind, topic,
+            node.create_subscription(kind, topic,  # deep: a slow test spin must not lose any
                                      lambda m, n=name: self.inputs[n].add(_ns(m.header.stamp)),
-                                     qos_profile_sensor_data)
+                                     QoSProfile(depth=500,
+                                                reliability=ReliabilityPolicy.BEST_EFFORT))
             node.create_subscription(kind, f'llmos/prediction/{name}',
                                      self.predictions[name].append, 10)
 

@@ -1,7 +1,8 @@
 """
 microphone_node: sounddevice (PortAudio) capture published as llmos_ros/msg/AudioChunk.
 
-Publishes (relative names, remappable; sensor-data QoS):
+Publishes (relative names, remappable; system-default (reliable) QoS per REP 2003, overridable
+with qos_overrides./microphone/audio.publisher.*):
   microphone/audio  llmos_ros/msg/AudioChunk: `chunk_frames` frames (chunk_s * sample_rate) of
                     `channels` interleaved float32 samples in [-1, 1]
   /diagnostics      diagnostic_msgs/DiagnosticArray: rate, overflows, clock drift
@@ -30,7 +31,7 @@ from rclpy.node import Node
 
 from llmos_ros.errors import ConfigError
 from llmos_ros.nodes import diagnostics as diag
-from llmos_ros.nodes.qos import create_sensor_publisher
+from llmos_ros.nodes.qos import QosEvents, create_sensor_publisher
 from llmos_ros.nodes.runtime import Param, declare_parameters, run_node
 
 AUDIO_TOPIC = 'microphone/audio'
@@ -132,7 +133,8 @@ class MicrophoneNode(Node):
 
         from llmos_ros.msg import AudioChunk
         self._msg_type = AudioChunk
-        self._pub = create_sensor_publisher(self, AudioChunk, AUDIO_TOPIC)
+        self.qos_events = QosEvents(self)
+        self._pub = create_sensor_publisher(self, AudioChunk, AUDIO_TOPIC, events=self.qos_events)
         self.tracker = diag.RateTracker()
         self.counts = {'overflows': 0, 'chunks': 0, 'short_chunks': 0, 'frames': 0}
         self.clock_drift_ms = float('nan')
@@ -257,7 +259,7 @@ class MicrophoneNode(Node):
         values = {'device': f"{self.device['index']} {self.device['name']}",
                   'sample_rate': self.sample_rate, 'channels': self.channels,
                   'chunk_frames': self.chunk_frames, 'expected_rate_hz': f'{expected:.2f}',
-                  **self.tracker.values(), **self.counts,
+                  **self.tracker.values(), **self.counts, **self.qos_events.values(),
                   'clock_drift_ms': f'{self.clock_drift_ms:.3f}'}
         if self.counts['overflows']:
             level, message = diag.WARN, f"{self.counts['overflows']} input overflows"

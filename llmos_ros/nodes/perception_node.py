@@ -281,7 +281,12 @@ class PerceptionNode(LifecycleNode):
             if result is None:
                 self._counts['no_usable_input'] += 1
                 continue
-            self._publish_latent(result)
+            try:
+                self._publish_latent(result)
+            except Exception:
+                if not self.context.ok():
+                    return  # SIGINT/SIGTERM shut the context down while this sample was in work
+                raise
             self._latency_ms.append((time.monotonic() - received) * 1e3)
             if self._pred_pubs or self._debug_wanted():
                 with self._lock:
@@ -315,6 +320,8 @@ class PerceptionNode(LifecycleNode):
                 if self._debug_wanted():
                     self._publish_debug(engine, result, frames)
             except Exception as exc:
+                if not self.context.ok():
+                    return  # shutting down (see _work)
                 self._drop('model', 'prediction_error', repr(exc))
             rest = self._prediction_period - (time.monotonic() - started)
             if rest > 0:  # at most prediction_rate_hz: predictions yield the CPU to latents

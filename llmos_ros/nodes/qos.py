@@ -126,12 +126,20 @@ def create_subscription(node, msg_type, topic: str, callback, qos: QoSProfile | 
     callbacks = None
     if events is not None:
         name = _resolved(node, topic)
+        lost = (lambda e: events.lost(name, e)) if _reports_lost_messages() else None
         callbacks = SubscriptionEventCallbacks(
             incompatible_qos=lambda e: events.incompatible(name, 'subscription', e),
-            message_lost=lambda e: events.lost(name, e))
+            message_lost=lost)
     return node.create_subscription(msg_type, topic, callback, qos or sensor_qos(),
                                     qos_overriding_options=overridable(),
                                     event_callbacks=callbacks, **kwargs)
+
+
+def _reports_lost_messages() -> bool:
+    """Whether the RMW reports message_lost events (rclpy raises for one that does not)."""
+    from rclpy.utilities import get_rmw_implementation_identifier
+    return get_rmw_implementation_identifier().startswith(
+        ('rmw_fastrtps', 'rmw_cyclonedds', 'rmw_connextdds'))
 
 
 def create_sensor_publisher(node, msg_type, topic: str, depth: int = DRIVER_DEPTH,

@@ -2,8 +2,8 @@
 sim_source_node: the simulated scene (llmos_ros.sim.scene) published live at real-time pace.
 
 Topics (relative, remappable): camera/image_raw (sensor_msgs/Image rgb8), microphone/audio
-(llmos_ros/AudioChunk), tactile/array (llmos_ros/TactileArray), all with sensor-data QoS
-(llmos_ros.nodes.qos, overridable), and episode/label (std_msgs/String 'object/material',
+(llmos_ros/AudioChunk), tactile/array (llmos_ros/TactileArray), reliable like a driver (REP
+2003; llmos_ros.nodes.qos, overridable), and episode/label (std_msgs/String 'object/material',
 reliable, transient local, so a late subscriber gets the current label).
 
 Header stamps are the scene's stamps mapped onto the node clock at start (clock now + scene
