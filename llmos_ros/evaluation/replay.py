@@ -13,7 +13,7 @@ account of every message read:
 - dropped, by reason (every message read is exactly one of the two):
   - 'unused_topic': a topic of no model modality (and not a label);
   - '<modality>/<reason>' of the synchroniser for the message itself ('stamp_backwards',
-    'stamp_repeated');
+    'stamp_repeated', 'stamp_jump', 'off_timeline');
   - '<modality>/<reason>' of preprocessing (`InputError.reason`: 'size', 'encoding', 'nan', ...)
     when every window holding the message failed;
   - '<modality>/type': a message type the modality cannot read;
@@ -58,7 +58,8 @@ from llmos_ros.errors import BagError
 LABEL_SUFFIX = '/episode/label'
 # drop reasons of Synchronizer.push that refer to the pushed frame itself
 # frame-level rejections by engine.push: pairing order, and validation (InputError reasons)
-FRAME_REJECTS = ('stamp_backwards', 'stamp_repeated', 'unknown_modality', 'encoding', 'size',
+FRAME_REJECTS = ('stamp_backwards', 'stamp_repeated', 'stamp_jump', 'off_timeline',
+                 'unknown_modality', 'encoding', 'size',
                  'nan', 'sample_rate', 'decode', 'type', 'empty')
 # message types a modality kind can read
 KIND_TYPES = {'image': (IMAGE, COMPRESSED_IMAGE), 'audio': (AUDIO_CHUNK,),
