@@ -66,7 +66,8 @@ EXTRA_DEFINITIONS = {
     'data_span_s': 'Last - first header stamp of the model-topic messages read, seconds.',
     'drops': 'Messages read but not used, by reason: unused_topic (no model modality, not a '
              'label); <modality>/<reason> for a synchroniser rejection (stamp_backwards, '
-             'stamp_repeated, stamp_jump, off_timeline), a preprocessing failure of every window holding the message '
+             'stamp_repeated, stamp_jump, off_timeline), a preprocessing failure of every '
+             'window holding the message '
              '(InputError reason, e.g. size, encoding, nan), an unreadable message type (type), '
              'a message in no sample window (unpaired: a newer frame was chosen or it was too '
              'old), or one read after --max-samples samples (after_max_samples).',

@@ -12,6 +12,7 @@ Outputs: llmos/latent (LatentState), llmos/prediction/<modality>, /diagnostics.
 from __future__ import annotations
 
 from collections import Counter, deque
+import math
 import threading
 import time
 
@@ -22,13 +23,40 @@ from rclpy.qos import qos_profile_sensor_data
 from llmos_ros.checkpoint import load_checkpoint
 from llmos_ros.core import frames as F
 from llmos_ros.core.frames import frame_from_msg
-from llmos_ros.errors import LlmosError
-from llmos_ros.inference import Inference, PerceptionEngine
+from llmos_ros.errors import ConfigError, LlmosError
+from llmos_ros.inference import Inference, PerceptionEngine, check_device
 from llmos_ros.nodes import convert
-from llmos_ros.nodes.diagnostics import OK, WARN, RateTracker, make_status
+from llmos_ros.nodes.diagnostics import ERROR, OK, WARN, RateTracker, make_status
 from llmos_ros.nodes.runtime import run_node
 
 LATENCY_WINDOW = 1000
+# upper bounds of the numeric parameters: beyond them a value is a typo, not a setting
+LIMITS = {'slop_s': 10.0, 'max_wait_s': 10.0, 'max_age_s': 3600.0,
+          'diagnostics_period_s': 3600.0, 'prediction_rate_hz': 1000.0,
+          'audio_prediction_iterations': 1000}
+TRANSPORTS = ('raw', 'compressed')
+
+
+def check_parameters(values: dict) -> None:
+    """
+    Raise ConfigError naming the first unusable parameter of `values` (name -> value).
+
+    device must exist here; camera_transport is raw or compressed; numbers are finite and
+    within LIMITS; diagnostics_period_s > 0, audio_prediction_iterations >= 1, the others >= 0
+    (slop_s, max_wait_s, max_age_s: < 0 keeps the checkpoint's value).
+    """
+    check_device(values['device'])
+    if values['camera_transport'] not in TRANSPORTS:
+        raise ConfigError(f'camera_transport {values["camera_transport"]!r} is not one of '
+                          f'{", ".join(TRANSPORTS)}')
+    lowest = {'diagnostics_period_s': 1e-3, 'audio_prediction_iterations': 1,
+              'prediction_rate_hz': 0.0}
+    for name, top in LIMITS.items():
+        value = values[name]
+        low = lowest.get(name, -math.inf)
+        if not math.isfinite(value) or not low <= value <= top:
+            raise ConfigError(f'{name} {value} is out of range: expected '
+                              f'{low if low > -math.inf else "< 0 (keep) or 0"} .. {top}')
 
 
 class PerceptionNode(LifecycleNode):
@@ -65,6 +93,10 @@ class PerceptionNode(LifecycleNode):
         self._counts: Counter = Counter()
         self._latency_ms: deque = deque(maxlen=LATENCY_WINDOW)
         self._last_error_log = 0.0
+        self._configured_once = False
+        self._config_error = 'not configured yet'  # why the node is unconfigured, for /diagnostics
+        self._diag_pub = self.create_publisher(_diagnostic_array(), '/diagnostics', 10)
+        self._diag_timer = self.create_timer(self._diag_period(), self._publish_diagnostics)
         if self.get_parameter('autostart').value:
             self._autostart_timer = self.create_timer(0.0, self._autostart)
 
@@ -78,11 +110,12 @@ class PerceptionNode(LifecycleNode):
         path = self.get_parameter('model_path').value
         device = self.get_parameter('device').value
         if not path:
-            self.get_logger().error('no model: set the model_path parameter (llmos-train --out);'
-                                    ' staying unconfigured')
-            return TransitionCallbackReturn.FAILURE
+            return self._configure_failed('no model: set the model_path parameter '
+                                          '(llmos-train --out)')
         try:
-            loaded = load_checkpoint(path, device=device)
+            check_parameters({name: self.get_parameter(name).value
+                              for name in ('device', 'camera_transport', *LIMITS)})
+            loaded = load_checkpoint(path, device='cpu')
             wanted = [m.strip() for m in self.get_parameter('modalities').value.split(',')
                       if m.strip()]
             overrides = {k: self.get_parameter(k).value
@@ -90,13 +123,39 @@ class PerceptionNode(LifecycleNode):
                          if self.get_parameter(k).value >= 0}
             self.engine = PerceptionEngine(loaded, device, wanted or None, overrides)
         except LlmosError as exc:
-            self.get_logger().error(f'cannot configure: {exc}; staying unconfigured')
-            return TransitionCallbackReturn.FAILURE
+            return self._configure_failed(f'cannot configure: {exc}')
+        except Exception as exc:  # noqa: BLE001 - e.g. torch failing on a device: never silent
+            return self._configure_failed(f'cannot configure: {type(exc).__name__}: {exc}')
+        self._config_error = ''
+        self._configured_once = True
+        self._prediction_period = self._rate_period()
+        self._audio_iterations = self.get_parameter('audio_prediction_iterations').value
         self._create_interfaces()
         self.get_logger().info(
             f'model {self.engine.model_id} ({self.engine.cfg.model.fusion}) on {device}; inputs: '
             + ', '.join(f'{n} <- {self._topic(n)[0]}' for n in self.engine.active))
         return TransitionCallbackReturn.SUCCESS
+
+    def _configure_failed(self, reason: str) -> TransitionCallbackReturn:
+        """Log why configure failed (one line), keep it for /diagnostics, stay unconfigured."""
+        self._config_error = reason
+        self.get_logger().error(f'{reason}; staying unconfigured')
+        return TransitionCallbackReturn.FAILURE
+
+    @property
+    def configured(self) -> bool:
+        """True once a configure has succeeded (the embedded runner checks this)."""
+        return self._configured_once
+
+    def _diag_period(self) -> float:
+        """diagnostics_period_s if usable, else 1 s (the bad value is reported by configure)."""
+        period = self.get_parameter('diagnostics_period_s').value
+        ok = math.isfinite(period) and 1e-3 <= period <= LIMITS['diagnostics_period_s']
+        return period if ok else 1.0
+
+    def _rate_period(self) -> float:
+        rate = self.get_parameter('prediction_rate_hz').value
+        return 1.0 / rate if rate > 0 else 0.0
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         self._running = True
@@ -132,8 +191,6 @@ class PerceptionNode(LifecycleNode):
         return topic, msg_type
 
     def _create_interfaces(self):
-        from diagnostic_msgs.msg import DiagnosticArray
-
         from llmos_ros.msg import LatentState
         self._latent_pub = self.create_lifecycle_publisher(LatentState, 'llmos/latent', 10)
         if self.get_parameter('publish_predictions').value:
@@ -141,7 +198,6 @@ class PerceptionNode(LifecycleNode):
                 kind = convert.prediction_type(self.engine.cfg.modalities[name])
                 self._pred_pubs[name] = self.create_lifecycle_publisher(
                     kind, f'llmos/prediction/{name}', 10)
-        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         for name in self.engine.active:
             topic, msg_type = self._topic(name)
             self._rates[name] = RateTracker()
@@ -149,21 +205,18 @@ class PerceptionNode(LifecycleNode):
                 convert.message_class(msg_type), topic,
                 lambda msg, n=name, t=msg_type: self._on_input(n, t, msg),
                 qos_profile_sensor_data))
-        period = self.get_parameter('diagnostics_period_s').value
-        self._diag_timer = self.create_timer(period, self._publish_diagnostics)
+        self.destroy_timer(self._diag_timer)
+        self._diag_timer = self.create_timer(self._diag_period(), self._publish_diagnostics)
 
     def _destroy_interfaces(self):
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
-        for pub in [self._latent_pub, self._diag_pub, *self._pred_pubs.values()]:
+        for pub in [self._latent_pub, *self._pred_pubs.values()]:
             if pub is not None:
                 self.destroy_publisher(pub)
-        self._latent_pub = self._diag_pub = None
+        self._latent_pub = None
         self._pred_pubs = {}
-        if self._diag_timer is not None:
-            self.destroy_timer(self._diag_timer)
-            self._diag_timer = None
 
     # --- data path -----------------------------------------------------------------------------
     def _on_input(self, name: str, msg_type: str, msg):
@@ -277,7 +330,10 @@ class PerceptionNode(LifecycleNode):
 
     def _publish_diagnostics(self):
         from diagnostic_msgs.msg import DiagnosticArray
-        if self.engine is None or self._diag_pub is None:
+        if self._diag_pub is None:
+            return
+        if self.engine is None:
+            self._publish_unconfigured()
             return
         now_ns = self.get_clock().now().nanoseconds
         array = DiagnosticArray()
@@ -303,6 +359,16 @@ class PerceptionNode(LifecycleNode):
                  'age_s': f'{age:.3f}'}, level))
         self._diag_pub.publish(array)
 
+    def _publish_unconfigured(self):
+        """One ERROR status saying the node is unconfigured, and why."""
+        array = _diagnostic_array()()
+        array.header.stamp = self.get_clock().now().to_msg()
+        reason = self._config_error or 'cleaned up'
+        array.status.append(make_status(f'{self.get_name()}: model', 'llmos',
+                                        {'state': 'unconfigured', 'error': reason}, ERROR,
+                                        f'unconfigured: {reason}'))
+        self._diag_pub.publish(array)
+
     def destroy_node(self):
         self._stop_worker()
         super().destroy_node()
@@ -315,6 +381,11 @@ class PerceptionNode(LifecycleNode):
         for worker in self._workers:
             worker.join(timeout=5.0)
         self._workers = []
+
+
+def _diagnostic_array():
+    from diagnostic_msgs.msg import DiagnosticArray
+    return DiagnosticArray
 
 
 def main(args=None):
