@@ -28,6 +28,26 @@ def test_bad_parameters_are_rejected_with_the_reason(values, match):
         check_parameters({**good, **values})
 
 
+class _Payload:
+    """Unpickling this would create a file: the payload of a tampered checkpoint."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, 'w'))
+
+
+def _tampered(model, folder):
+    """A copy of `model` carrying a pickled payload; its marker file must never appear."""
+    import torch
+    raw = torch.load(model, weights_only=True)
+    raw['extra'] = {'evil': _Payload(folder / 'payload_ran')}
+    path = folder / 'tampered.pt'
+    torch.save(raw, path)
+    return path
+
+
 def _unconfigured_status(arrays):
     for array in arrays:
         for status in array.status:
@@ -41,13 +61,15 @@ def _unconfigured_status(arrays):
     (['-p', 'device:=cuda:9'], "device 'cuda:9'"),
     (['-p', 'modalities:=camera,sonar'], "modalities ['sonar'] are not in the model"),
     (['-p', 'max_wait_s:=5.0'], 'sync.jump_s must be > 0 and > sync.max_wait_s'),
+    (['-p', 'model_path:={tampered}'], 'pickled objects, which are never loaded'),
 ])
 def test_configure_error_is_logged_once_and_reported_in_diagnostics(sim_model, rclpy_context,
-                                                                       params, reason):
+                                                                       tmp_path, params, reason):
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
     _, model = sim_model
+    params = [p.format(tampered=_tampered(model, tmp_path)) for p in params]
     node = Node('llmos_test_diag', context=rclpy_context)
     executor = SingleThreadedExecutor(context=rclpy_context)
     executor.add_node(node)
@@ -73,6 +95,7 @@ def test_configure_error_is_logged_once_and_reported_in_diagnostics(sim_model, r
     errors = [line for line in out.splitlines() if 'staying unconfigured' in line]
     assert len(errors) == 1 and reason in errors[0], out
     assert 'Traceback' not in out
+    assert not (tmp_path / 'payload_ran').exists()
 
 
 def test_runner_exits_non_zero_when_perception_never_configured(tmp_path):
