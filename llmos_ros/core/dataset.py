@@ -215,10 +215,14 @@ def build_samples(bag_paths, cfg: Config, stats: dict | None = None,
             name = topic_mod[topic]
             try:
                 frame = frame_from_msg(mtype, msg)
-                ready = pair(preps[name], sync, name, frame, drops)
             except ValueError:
                 drops[f'{name}/type'] += 1
                 continue
+            except InputError as exc:
+                drops[f'{name}/{exc.reason}'] += 1
+                continue
+            try:
+                ready = pair(preps[name], sync, name, frame, drops)
             except InputError:
                 continue  # counted by pair()
             for s in ready:

@@ -23,7 +23,7 @@ from rclpy.qos import qos_profile_sensor_data
 from llmos_ros.checkpoint import load_checkpoint
 from llmos_ros.core import frames as F
 from llmos_ros.core.frames import frame_from_msg
-from llmos_ros.errors import ConfigError, LlmosError
+from llmos_ros.errors import ConfigError, InputError, LlmosError
 from llmos_ros.inference import Inference, PerceptionEngine, check_device
 from llmos_ros.nodes import convert
 from llmos_ros.nodes.diagnostics import ERROR, OK, WARN, RateTracker, make_status
@@ -225,6 +225,9 @@ class PerceptionNode(LifecycleNode):
         self._rates[name].tick(received)
         try:
             frame = frame_from_msg(msg_type, msg)
+        except InputError as exc:  # oversized: refused before it is copied
+            self._drop(name, exc.reason, str(exc))
+            return
         except (ValueError, TypeError) as exc:
             self._drop(name, 'malformed', str(exc))
             return
