@@ -1,0 +1,41 @@
+"""
+Output paths checked before any work starts (ROS-free).
+
+`check_output_file(path, what)` and `check_output_dir(path, what)` raise `LlmosError` with one
+line naming the option and the cause when the path cannot be written: a file in the way of a
+folder (or a folder in the way of a file), no permission, a read-only or pseudo file system. They
+probe by creating (and removing) a temporary file, so they answer what a write would; a folder
+that does not exist yet is created, as the write would.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import tempfile
+
+from llmos_ros.errors import LlmosError
+
+
+def check_output_dir(path: str | os.PathLike, what: str) -> Path:
+    """Create folder `path` if needed and check a file can be written in it; returns it."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise LlmosError(f'{what} {path} is a file, not a folder')
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise LlmosError(f'{what} {path} cannot be written: {exc.strerror or exc}') from None
+    return path
+
+
+def check_output_file(path: str | os.PathLike, what: str) -> Path:
+    """Check file `path` can be written (its folder is created if needed); returns it."""
+    path = Path(path)
+    if path.is_dir():
+        raise LlmosError(f'{what} {path} is a folder, not a file')
+    check_output_dir(path.parent if str(path.parent) else Path('.'), f'{what} folder')
+    if path.exists() and not os.access(path, os.W_OK):
+        raise LlmosError(f'{what} {path} cannot be written: permission denied')
+    return path
