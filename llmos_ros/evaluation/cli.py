@@ -30,6 +30,7 @@ import time
 import numpy as np
 
 from llmos_ros.errors import LlmosError
+from llmos_ros.outputs import check_output_dir
 
 ELBO_DEFINITION = (
     'Negative evidence lower bound per sample in nats, on the normalised inputs of the subset: '
@@ -269,6 +270,34 @@ def _fit_classifiers(args, train, mods):
     return classifiers
 
 
+def check_outputs(args) -> Path:
+    """--out must be a writable folder and --record's bag new: before anything is read."""
+    out = check_output_dir(args.out, '--out')
+    if getattr(args, 'record', False) and (out / 'recorded').exists():
+        raise LlmosError(f'{out / "recorded"} exists already; remove it or choose another --out')
+    return out
+
+
+def _labels_agree(args, train_labels, test_labels) -> bool:
+    """
+    Whether probe and coherence make sense: the test labels share classes with the training's.
+
+    None shared: a note, no probe. Some test labels unseen in training: a note naming them (their
+    samples count as misclassified).
+    """
+    seen = set(train_labels[train_labels != '']) if len(train_labels) else set()
+    test = set(test_labels[test_labels != '']) if len(test_labels) else set()
+    unseen = sorted(test - seen)
+    if not test & seen:
+        _note(args, f"the test bag's labels {sorted(test)[:5]} share none with the training "
+                    f"bag's {sorted(seen)[:5]}: no probe or coherence")
+        return False
+    if unseen:
+        _note(args, f'labels of the test bag not in the training bag (counted as misclassified):'
+                    f' {unseen[:10]}')
+    return True
+
+
 def evaluate(args) -> dict:
     """Replay, metrics, report (and recording, comparison); returns the JSON summary."""
     import torch
@@ -281,7 +310,7 @@ def evaluate(args) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out)
+    out = check_outputs(args)
     loaded = load_checkpoint(args.model, device=args.device)
     cfg, model = loaded.cfg, loaded.model
     device = torch.device(args.device)
@@ -311,9 +340,6 @@ def evaluate(args) -> dict:
     if args.record:
         from llmos_ros.core.bags import BagWriter
         recorded = out / 'recorded'
-        if recorded.exists():
-            raise LlmosError(f'{recorded} exists already; remove it or choose another --out')
-        out.mkdir(parents=True, exist_ok=True)
         writer = BagWriter(recorded, storage='mcap')
         writer.open()
 
@@ -361,10 +387,14 @@ def evaluate(args) -> dict:
     labelled = test.labels != ''
     use_labels = train is not None and labelled.any() and (train.labels != '').any()
     if train is not None and not use_labels:
-        _note(args, 'no /episode/label in the test or training bag: no probe or coherence')
+        which = ' and '.join(name for name, table in (('test', test), ('training', train))
+                             if not (table.labels != '').any())
+        _note(args, f'no /episode/label in the {which} bag: no probe or coherence')
     elif train is None and labelled.any():
         _note(args, 'the test bag has labels: give --train-bag for probe accuracy and coherence')
 
+    if use_labels:
+        use_labels = _labels_agree(args, train.labels, test.labels)
     classifiers = _fit_classifiers(args, train, mods) if use_labels else {}
     class_acc = {}
     for m, clf in classifiers.items():
@@ -509,6 +539,7 @@ def _examples(model, test, mods, full_rows, device, n: int = 6) -> dict:
 
 def compare(args) -> dict:
     from llmos_ros.evaluation.report import compare_reports
+    check_output_dir(args.out, '--out')
     paths = compare_reports(args.compare[0], args.compare[1], args.out)
     return {'out': str(args.out), 'compare': str(paths['markdown']), 'plot': str(paths['plot'])}
 
