@@ -2,6 +2,7 @@
 import subprocess
 
 from helpers import python_cmd, python_env, spin_until
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.ros
@@ -105,3 +106,164 @@ def test_runner_exits_non_zero_when_perception_never_configured(tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert 'checkpoint not found' in proc.stderr + proc.stdout
     assert 'never configured; nothing was published' in proc.stderr
+
+
+class Feed:
+    """Camera 32x32 rgb8, taxels 8x8, audio chunks, stamped on a virtual clock of 20 ms steps."""
+
+    def __init__(self, node, executor, base_ns: int):
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import Image
+
+        from llmos_ros.msg import AudioChunk, LatentState, TactileArray
+        self.node, self.executor, self.base_ns, self.k = node, executor, base_ns, 0
+        self.rate, self.size, self.encoding = 16000, (32, 32), 'rgb8'
+        self.types = {'camera': Image, 'audio': AudioChunk, 'tactile': TactileArray}
+        self.topics = {'camera': 'camera/image_raw', 'audio': 'microphone/audio',
+                       'tactile': 'tactile/array'}
+        self.pubs = {n: node.create_publisher(self.types[n], self.topics[n],
+                                              qos_profile_sensor_data) for n in self.types}
+        self.latents, self.drops = [], {}
+        node.create_subscription(LatentState, 'llmos/latent', self._latent, 100)
+        from diagnostic_msgs.msg import DiagnosticArray
+        node.create_subscription(DiagnosticArray, '/diagnostics', self._diag, 10)
+
+    def _latent(self, msg):
+        self.latents.append((msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec,
+                             set(msg.modalities)))
+
+    def _diag(self, array):
+        for status in array.status:
+            if status.name.endswith(': model'):
+                self.drops = {v.key[6:]: int(v.value) for v in status.values
+                              if v.key.startswith('drops/')}
+
+    def stamp(self, ns: int):
+        from builtin_interfaces.msg import Time
+        return Time(sec=ns // 10**9, nanosec=ns % 10**9)
+
+    def now_ns(self) -> int:
+        return self.base_ns + self.k * 20_000_000
+
+    def image(self, ns: int, size=None, encoding=None):
+        h, w = size or self.size
+        encoding = encoding or self.encoding
+        ch = 3 if encoding == 'rgb8' else 1
+        msg = self.types['camera'](height=h, width=w, encoding=encoding, step=w * ch)
+        msg.header.stamp = self.stamp(ns)
+        msg.data = bytes([(self.k * 7) % 256]) * (h * w * ch)
+        return msg
+
+    def chunk(self, ns: int, rate: int, samples: int, channels: int = 1):
+        msg = self.types['audio'](sample_rate=rate, channels=channels)
+        msg.header.stamp = self.stamp(ns)
+        msg.samples = np.full(samples, 0.01, np.float32)
+        return msg
+
+    def taxels(self, ns: int):
+        msg = self.types['tactile'](rows=8, cols=8, channels=1)
+        msg.header.stamp = self.stamp(ns)
+        msg.values = np.full(64, 0.1, np.float32)
+        return msg
+
+    def step(self, camera=True):
+        self.k += 1
+        t = self.now_ns()
+        self.pubs['audio'].publish(self.chunk(t - 20_000_000, self.rate, self.rate // 50))
+        self.pubs['tactile'].publish(self.taxels(t))
+        if camera:
+            self.pubs['camera'].publish(self.image(t))
+        self.executor.spin_once(timeout_sec=0.02)
+
+    def run_until(self, predicate, timeout_s=20.0, camera=True) -> bool:
+        import time
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            self.step(camera)
+        return predicate()
+
+    def fused_after(self, ns: int, count: int = 3) -> bool:
+        """`count` latents stamped >= ns, the last one with every modality."""
+        later = [m for t, m in self.latents if t >= ns]
+        return len(later) >= count and later[-1] == {'camera', 'audio', 'tactile'}
+
+    def recovers(self, what: str) -> None:
+        start = self.now_ns() + 20_000_000
+        assert self.run_until(lambda: self.fused_after(start)), \
+            f'no fused latents after {what}: drops {self.drops}, last {self.latents[-3:]}'
+
+
+def test_sensor_faults_over_dds_each_recover_without_restart(sim_model, rclpy_context):
+    """One node, one fault after the other; each has its outcome; the node keeps working."""
+    import time
+
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    _, model = sim_model
+    node = Node('llmos_test_faults', context=rclpy_context)
+    executor = SingleThreadedExecutor(context=rclpy_context)
+    executor.add_node(node)
+    feed = Feed(node, executor, base_ns=time.time_ns())
+    proc = subprocess.Popen(python_cmd('llmos_ros.nodes.perception_node', '--ros-args', '-p',
+                                       f'model_path:={model}', '-p', 'diagnostics_period_s:=0.2',
+                                       '-p', 'publish_predictions:=false'),
+                            env=python_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        assert spin_until(node, lambda: all(p.get_subscription_count() > 0
+                                            for p in feed.pubs.values()), 40.0, executor)
+        feed.recovers('start')
+        # one camera frame stamped in 2038: that frame is dropped, nothing else
+        feed.pubs['camera'].publish(feed.image(2_145_000_000 * 10**9))
+        feed.recovers('a far-future camera stamp')
+        # taxels from the future and audio stamped zero: dropped as off the time line
+        feed.pubs['tactile'].publish(feed.taxels(2_145_000_000 * 10**9))
+        feed.pubs['audio'].publish(feed.chunk(0, 16000, 320))
+        feed.recovers('far-off taxel and audio stamps')
+        # every clock steps back 30 s (a looping bag), then forward by an hour
+        feed.base_ns -= 30 * 10**9
+        feed.recovers('stamps stepping back 30 s')
+        feed.base_ns += 3600 * 10**9
+        feed.recovers('stamps jumping an hour ahead')
+        # the camera freezes: the same stamp again and again, then comes back
+        frozen = feed.now_ns()
+        for _ in range(5):
+            feed.pubs['camera'].publish(feed.image(frozen))
+            feed.step(camera=False)
+        feed.recovers('a frozen camera')
+        # the microphone switches to 44.1 kHz; the camera to 64x48 mono8
+        feed.rate = 44100
+        feed.size, feed.encoding = (48, 64), 'mono8'
+        feed.recovers('a sample rate and a resolution/encoding switch')
+        # the camera publisher dies and a new one comes back
+        from rclpy.qos import qos_profile_sensor_data
+        node.destroy_publisher(feed.pubs['camera'])
+        for _ in range(10):
+            feed.step(camera=False)
+        feed.pubs['camera'] = node.create_publisher(feed.types['camera'], 'camera/image_raw',
+                                                    qos_profile_sensor_data)
+        assert spin_until(node, lambda: feed.pubs['camera'].get_subscription_count() > 0,
+                          20.0, executor)
+        feed.recovers('the camera publisher coming back')
+        # implausible messages: 1 MHz and 1 Hz audio, 100 channels, a 5000x5000 image header
+        t = feed.now_ns()
+        feed.pubs['audio'].publish(feed.chunk(t, 1_000_000, 320))
+        feed.pubs['audio'].publish(feed.chunk(t, 1, 320))
+        feed.pubs['audio'].publish(feed.chunk(t, 16000, 200, channels=100))
+        huge = feed.image(t, size=(1, 1))
+        huge.height = huge.width = 5000
+        feed.pubs['camera'].publish(huge)
+        feed.recovers('implausible audio chunks and a huge image header')
+        wanted = {'camera/stamp_jump', 'tactile/off_timeline', 'audio/off_timeline',
+                  'camera/stamp_repeated', 'audio/sample_rate', 'audio/too_large',
+                  'camera/too_large'}
+        assert feed.run_until(lambda: wanted <= set(feed.drops), 10.0), feed.drops
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=15)[0]
+        executor.shutdown()
+        node.destroy_node()
+    assert proc.returncode == 0 and 'Traceback' not in out, out
+    assert feed.drops['audio/sample_rate'] == 2 and feed.drops['camera/stamp_repeated'] == 5

@@ -265,7 +265,12 @@ class PerceptionNode(LifecycleNode):
             if result is None:
                 self._counts['no_usable_input'] += 1
                 continue
-            self._publish_latent(result)
+            try:
+                self._publish_latent(result)
+            except Exception:  # the context was shut down under the worker (SIGTERM): stop
+                if self.context.ok():
+                    raise
+                return
             self._latency_ms.append((time.monotonic() - received) * 1e3)
             if self._pred_pubs:
                 with self._lock:
