@@ -123,7 +123,7 @@ class Feed:
                        'tactile': 'tactile/array'}
         self.pubs = {n: node.create_publisher(self.types[n], self.topics[n],
                                               qos_profile_sensor_data) for n in self.types}
-        self.latents, self.drops = [], {}
+        self.latents, self.drops, self.inputs = [], {}, {}
         node.create_subscription(LatentState, 'llmos/latent', self._latent, 100)
         from diagnostic_msgs.msg import DiagnosticArray
         node.create_subscription(DiagnosticArray, '/diagnostics', self._diag, 10)
@@ -134,9 +134,11 @@ class Feed:
 
     def _diag(self, array):
         for status in array.status:
+            values = {v.key: v.value for v in status.values}
             if status.name.endswith(': model'):
-                self.drops = {v.key[6:]: int(v.value) for v in status.values
-                              if v.key.startswith('drops/')}
+                self.drops = {k[6:]: int(v) for k, v in values.items() if k.startswith('drops/')}
+            elif 'received' in values:
+                self.inputs[status.hardware_id] = values
 
     def stamp(self, ns: int):
         from builtin_interfaces.msg import Time
@@ -267,3 +269,8 @@ def test_sensor_faults_over_dds_each_recover_without_restart(sim_model, rclpy_co
         node.destroy_node()
     assert proc.returncode == 0 and 'Traceback' not in out, out
     assert feed.drops['audio/sample_rate'] == 2 and feed.drops['camera/stamp_repeated'] == 5
+    for name, values in feed.inputs.items():  # every message accounted for
+        refused = sum(int(v) for k, v in values.items() if k.startswith('refused/'))
+        assert int(values['received']) == int(values['accepted']) + refused, (name, values)
+        assert refused == int(values['refused'])
+    assert int(feed.inputs['camera']['refused/stamp_repeated']) == 5

@@ -96,6 +96,7 @@ class Synchronizer:
         self.drops: Counter[str] = Counter()  # frames or samples dropped, by reason
         self.absent: Counter[str] = Counter()  # samples emitted without a modality, by modality
         self.emitted = 0
+        self.accepted: Counter[str] = Counter()  # frames taken into pairing, by modality
         self.reset()
 
     def reset(self) -> None:
@@ -128,6 +129,7 @@ class Synchronizer:
         if last is not None and stamp <= last:
             return self._drop('stamp_backwards' if stamp < last else 'stamp_repeated')
         self._last_stamp[name] = stamp
+        self.accepted[name] += 1
         self._newest_end[name] = frame_end_ns(frame)
         if self._newest_seen is None or stamp > self._newest_seen:
             self._newest_seen = stamp

@@ -91,6 +91,7 @@ class PerceptionNode(LifecycleNode):
         self._rates: dict[str, RateTracker] = {}
         self._last_stamp: dict[str, int] = {}
         self._counts: Counter = Counter()
+        self._rejected: Counter = Counter()  # '<input>/<reason>': messages refused on arrival
         self._latency_ms: deque = deque(maxlen=LATENCY_WINDOW)
         self._last_error_log = 0.0
         self._configured_once = False
@@ -226,9 +227,11 @@ class PerceptionNode(LifecycleNode):
         try:
             frame = frame_from_msg(msg_type, msg)
         except InputError as exc:  # oversized: refused before it is copied
+            self._rejected[f'{name}/{exc.reason}'] += 1
             self._drop(name, exc.reason, str(exc))
             return
         except (ValueError, TypeError) as exc:
+            self._rejected[f'{name}/malformed'] += 1
             self._drop(name, 'malformed', str(exc))
             return
         self._last_stamp[name] = frame.stamp_ns
@@ -236,9 +239,13 @@ class PerceptionNode(LifecycleNode):
             if self.engine is None:
                 return
             self.engine.last_error = ''
-            before = sum(self.engine.drops.values())
+            before = Counter(self.engine.drops)
+            accepted = self.engine.synchronizer.accepted[name]
             ready = self.engine.push(name, frame)
-            if sum(self.engine.drops.values()) > before:
+            if self.engine.synchronizer.accepted[name] == accepted:  # the frame was refused
+                new = [k for k in self.engine.drops - before if k.startswith(f'{name}/')]
+                self._rejected[new[0] if new else f'{name}/unknown'] += 1
+            if self.engine.drops != before:
                 self._log_drop(lambda: f'input dropped: {self.engine.last_error or name}; '
                                f'drops so far: {self._drop_summary()}')
             if ready:
@@ -356,6 +363,8 @@ class PerceptionNode(LifecycleNode):
                   'latency_p99_ms': f'{np.percentile(latency, 99):.2f}'}
         with self._lock:
             values.update({f'drops/{k}': v for k, v in sorted(self.engine.drops.items())})
+            values['samples_formed'] = self.engine.synchronizer.emitted
+        values['no_usable_input'] = self._counts['no_usable_input']
         array.status.append(make_status(f'{self.get_name()}: model', 'llmos', values, OK))
         for name, tracker in self._rates.items():
             stamp = self._last_stamp.get(name)
@@ -364,8 +373,22 @@ class PerceptionNode(LifecycleNode):
             array.status.append(make_status(
                 f'{self.get_name()}: input {name}', name,
                 {'topic': self._topic(name)[0], 'rate_hz': f'{tracker.rate():.2f}',
-                 'age_s': f'{age:.3f}'}, level))
+                 'age_s': f'{age:.3f}', **self._accounting(name, tracker.count)}, level))
         self._diag_pub.publish(array)
+
+    def _accounting(self, name: str, received: int) -> dict:
+        """
+        Every message received is accepted into pairing or refused with a reason.
+
+        received = accepted + refused (refused/<reason> break it down). Accepted frames may
+        later be dropped too (queue_full; their samples superseded): see the model status.
+        """
+        with self._lock:
+            accepted = self.engine.synchronizer.accepted[name]
+            refused = {k.partition('/')[2]: v for k, v in self._rejected.items()
+                       if k.startswith(f'{name}/')}
+        return {'received': received, 'accepted': accepted, 'refused': sum(refused.values()),
+                **{f'refused/{k}': v for k, v in sorted(refused.items())}}
 
     def _publish_unconfigured(self):
         """One ERROR status saying the node is unconfigured, and why."""
