@@ -4,8 +4,9 @@ Output paths checked before any work starts (ROS-free).
 `check_output_file(path, what)` and `check_output_dir(path, what)` raise `LlmosError` with one
 line naming the option and the cause when the path cannot be written: a file in the way of a
 folder (or a folder in the way of a file), no permission, a read-only or pseudo file system. They
-probe by creating (and removing) a temporary file, so they answer what a write would; a folder
-that does not exist yet is created, as the write would.
+probe by creating (and removing) a temporary file in the folder, or in its nearest existing
+parent when the folder does not exist yet (nothing is left behind), so they answer what a write
+would.
 """
 from __future__ import annotations
 
@@ -17,13 +18,16 @@ from llmos_ros.errors import LlmosError
 
 
 def check_output_dir(path: str | os.PathLike, what: str) -> Path:
-    """Create folder `path` if needed and check a file can be written in it; returns it."""
+    """Check folder `path` can be created (if missing) and written in; returns it."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise LlmosError(f'{what} {path} is a file, not a folder')
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = '' if existing == path else f' (its parent {existing} is a file)'
+        raise LlmosError(f'{what} {path} is a file, not a folder{where}')
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as exc:
         raise LlmosError(f'{what} {path} cannot be written: {exc.strerror or exc}') from None
