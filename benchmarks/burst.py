@@ -10,8 +10,8 @@ the wall clock) for --before-s seconds, then floods one stream (camera at 1 kHz 
 normal rates for --after-s seconds. Latency is input stamp -> receipt of the LatentState. It
 reports latency p50 before (the peer), during and after the burst, the seconds after the burst
 until a 0.5 s window's p50 is back within max(2 x before, before + 5 ms), the perception node's
-RSS before, at its peak and after, and its drops by reason during the burst (from
-/diagnostics). The last line is a JSON object.
+RSS before, at its peak and after, its drops by reason during the burst (from /diagnostics) and
+messages sent here against those its callbacks received. The last line is a JSON object.
 """
 import argparse
 from collections import Counter
@@ -141,7 +141,10 @@ def main(argv=None) -> int:
         for _ in range(int(round(args.after_s / 0.5))):
             play(node, pub, 0.5, RATES, 'after', log)
             rss.append(rss_mb(perception.pid))
+        for _ in range(20):  # the node's last /diagnostics
+            rclpy.spin_once(node, timeout_sec=0.05)
         drops1 = watch.drops()
+        received = {n: int(v['received']) for n, v in watch.inputs.items()}
         rss_after = rss_mb(perception.pid)
         alive = perception.poll() is None
     finally:
@@ -173,6 +176,9 @@ def main(argv=None) -> int:
         'rss_mb': {'before': round(rss_before, 1), 'peak': round(max(rss), 1),
                    'after': round(rss_after, 1)},
         'drops_during_and_after': drops, 'node_alive': alive, 'cpus': os.cpu_count(),
+        # sent here vs received by the node's callbacks: the difference never reached the node
+        # (the DDS reader keeps the newest 5 per input, sensor-data QoS, and drops older ones)
+        'sent': dict(pub.sent), 'received': received,
     }
     print(f"{args.what} burst at {result['burst_rate_hz_sent']} Hz for {args.burst_s} s: p50 "
           f"{p50['before']} ms before, {p50['burst']} ms during, {p50['after']} ms after; back "
