@@ -2,8 +2,9 @@
 perception_node: sensor topics in, fused latent state and cross-modal predictions out.
 
 A lifecycle node: configure loads the checkpoint and subscribes, activate starts publishing.
-With `autostart` (default) it configures and activates itself; a failed configure (missing or
-mismatched checkpoint) leaves it up and unconfigured with the error logged.
+With `autostart` (default) it configures and activates itself; a failed configure (a bad
+parameter, an unknown device, a missing, mismatched or tampered checkpoint) leaves it up and
+unconfigured, the reason logged once and published in /diagnostics (ERROR, 'unconfigured: ...').
 
 Inputs (relative, remappable, sensor-data QoS), those of the model's modalities:
   camera/image_raw (or .../compressed), microphone/audio, tactile/array or tactile/image.
