@@ -58,10 +58,23 @@ def _unconfigured_status(arrays):
     return None, None
 
 
+@pytest.mark.parametrize('overrides, match', [
+    ({'modalities': ['camera', 'sonar']}, r"modalities \['sonar'\] are not in the model"),
+    ({'sync_overrides': {'max_wait_s': 5.0}}, 'sync.jump_s must be > 0 and > sync.max_wait_s'),
+    ({'device': 'cuda:9'}, "device 'cuda:9'"),
+])
+def test_engine_refuses_what_the_model_cannot_run(sim_model, overrides, match):
+    from llmos_ros.checkpoint import load_checkpoint
+    from llmos_ros.errors import ConfigError
+    from llmos_ros.inference import PerceptionEngine
+    loaded = load_checkpoint(sim_model[1])
+    with pytest.raises(ConfigError, match=match):
+        PerceptionEngine(loaded, **{'device': 'cpu', **overrides})
+
+
+# over DDS: one parameter error and one checkpoint error (each a node process, ~10 s)
 @pytest.mark.parametrize('params, reason', [
     (['-p', 'device:=cuda:9'], "device 'cuda:9'"),
-    (['-p', 'modalities:=camera,sonar'], "modalities ['sonar'] are not in the model"),
-    (['-p', 'max_wait_s:=5.0'], 'sync.jump_s must be > 0 and > sync.max_wait_s'),
     (['-p', 'model_path:={tampered}'], 'pickled objects, which are never loaded'),
 ])
 def test_configure_error_is_logged_once_and_reported_in_diagnostics(sim_model, rclpy_context,
