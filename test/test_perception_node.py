@@ -35,7 +35,7 @@ class Watcher:
 
     def __init__(self, node):
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.qos import qos_profile_sensor_data
+        from rclpy.qos import QoSProfile, qos_profile_sensor_data
         from sensor_msgs.msg import Image
 
         from llmos_ros.msg import AudioChunk, LatentState, TactileArray
@@ -44,12 +44,14 @@ class Watcher:
         self.predictions = {'camera': [], 'audio': [], 'tactile': []}
         node.create_subscription(LatentState, 'llmos/latent', self.latents.append, 100)
         node.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics.append, 10)
+        # best effort like the node, but deep: a busy test process must not miss inputs
+        deep = QoSProfile(depth=1000, reliability=qos_profile_sensor_data.reliability)
         for name, kind, topic in (('camera', Image, 'camera/image_raw'),
                                   ('audio', AudioChunk, 'microphone/audio'),
                                   ('tactile', TactileArray, 'tactile/array')):
             node.create_subscription(kind, topic,
                                      lambda m, n=name: self.inputs[n].add(_ns(m.header.stamp)),
-                                     qos_profile_sensor_data)
+                                     deep)
             node.create_subscription(kind, f'llmos/prediction/{name}',
                                      self.predictions[name].append, 10)
 
