@@ -12,7 +12,10 @@ A checkpoint is a `torch.save`d plain dict (loadable with `torch.load(weights_on
     inputs          per modality: name, kind, topic, msg_type, shape (what the model consumes)
     extra           anything else, e.g. optimizer state and step for resuming
 
-Files are written atomically (temporary file in the same folder, then rename).
+Files are written atomically (temporary file in the same folder, then rename), with the mode a
+new file gets under the process umask (0644 under the usual 022), so other accounts can load them.
+Loading never unpickles arbitrary objects (`weights_only=True`): a tampered file with a pickled
+payload is a CheckpointError, its code is never run.
 """
 from __future__ import annotations
 
@@ -89,6 +92,7 @@ def save_checkpoint(path: str | Path, model: MultimodalVAE, cfg: Config, stats: 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600
         with os.fdopen(fd, 'wb') as f:
             torch.save(payload, f)
             f.flush()
@@ -99,6 +103,13 @@ def save_checkpoint(path: str | Path, model: MultimodalVAE, cfg: Config, stats: 
             os.unlink(tmp)
         raise
     return mid
+
+
+def _umask() -> int:
+    """The process umask (read by setting it and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _compare(saved: Config, given: Config, path: Path) -> None:
@@ -162,10 +173,13 @@ def load_checkpoint(path: str | Path, cfg: Config | None = None,
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure here means unreadable
         raise CheckpointError(f'{path} is not a readable llmos_ros checkpoint (corrupt or '
-                              f'another format): {type(exc).__name__}: {exc}'.strip()) from None
+                              f'another format): {_load_error(exc)}') from None
     if not isinstance(ckpt, dict) or ckpt.get('format') != FORMAT:
         raise CheckpointError(f'{path} is not a llmos_ros checkpoint (no {FORMAT!r} header)')
     version = ckpt.get('format_version')
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise CheckpointError(f'{path} has checkpoint format_version {version}, newer than this '
+                              f'code reads ({FORMAT_VERSION}): update llmos_ros to load it')
     if version != FORMAT_VERSION:
         raise CheckpointError(f'{path} has checkpoint format_version {version!r}; this code '
                               f'reads version {FORMAT_VERSION}')
@@ -192,6 +206,17 @@ def load_checkpoint(path: str | Path, cfg: Config | None = None,
     return LoadedModel(model=model, cfg=cfg if cfg is not None else saved,
                        stats=ckpt.get('stats') or {}, model_id=ckpt['model_id'],
                        extra=ckpt.get('extra') or {})
+
+
+def _load_error(exc: Exception) -> str:
+    """One line for a torch.load failure (torch's own messages span many lines)."""
+    text = str(exc)
+    for line in text.splitlines():
+        if 'Unsupported global' in line:  # a pickled object: refused, never run
+            return ('it holds pickled objects, which are never loaded: '
+                    + line.split('WeightsUnpickler error:')[-1].strip().split('. ')[0])
+    first = text.strip().splitlines()[0] if text.strip() else ''
+    return f'{type(exc).__name__}: {first}'.strip()
 
 
 def _check_weights(model: MultimodalVAE, state: dict, path: Path) -> None:

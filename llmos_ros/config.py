@@ -98,6 +98,7 @@ class SyncConfig:
     slop_s: float = 0.02  # frames up to this much after the sample time still count as "at" it
     max_wait_s: float = 0.1  # a sample waits at most this long (in stamp time) for late inputs
     queue_size: int = 64
+    jump_s: float = 2.0  # stamps further than this from the time line are a jump (see core/sync)
 
 
 @dataclass

@@ -39,15 +39,33 @@ class Inference:
     experts: tuple | None = field(default=None, repr=False)
 
 
+def check_device(name: str) -> torch.device:
+    """The torch device `name` ('cpu', 'cuda', 'cuda:N') if usable here; else ConfigError."""
+    try:
+        device = torch.device(str(name))
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ConfigError(f'device {name!r} is not a device (cpu, cuda, cuda:N): {exc}') from None
+    if device.type == 'cpu':
+        return device
+    if device.type != 'cuda':
+        raise ConfigError(f'device {name!r}: only cpu and cuda[:N] are supported')
+    if not torch.cuda.is_available():
+        raise ConfigError(f'device {name!r}: CUDA is not available on this machine (use cpu)')
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise ConfigError(f'device {name!r}: this machine has {count} CUDA device(s)')
+    return device
+
+
 class PerceptionEngine:
     """Frames in, `Inference` out. Not thread-safe: call from one thread (the node's worker)."""
 
     def __init__(self, loaded: LoadedModel, device: str = 'cpu',
                  modalities: list[str] | None = None, sync_overrides: dict | None = None):
         self.cfg: Config = loaded.cfg
-        self.model = loaded.model.to(device).eval()
+        self.device = check_device(device)
+        self.model = loaded.model.to(self.device).eval()
         self.model_id = loaded.model_id
-        self.device = torch.device(device)
         names = list(self.cfg.modalities)
         if modalities:
             unknown = sorted(set(modalities) - set(names))

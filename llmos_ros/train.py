@@ -40,6 +40,7 @@ from llmos_ros.core.dataset import (
 )
 from llmos_ros.errors import ConfigError, LlmosError
 from llmos_ros.models.mvae import MultimodalVAE
+from llmos_ros.outputs import check_output_dir, check_output_file
 
 
 @dataclass
@@ -98,11 +99,14 @@ def load_data(bags, cfg: Config, stats: dict | None, progress: bool):
     if len(raw) == 0:
         raise LlmosError(f'no samples could be formed from {bags} (drops: {raw.drops})'
                          + (f'; topics not in the bags: {", ".join(missing)}' if missing else ''))
+    check_enough_samples(len(raw), raw.drops, bags)
     train, val = split_by_time(raw, cfg.train.val_fraction)
     if len(train) == 0:
         raise LlmosError('no training samples left after the validation split')
     stats = stats or fit_stats(train)
-    return normalize(train, stats), normalize(val, stats) if len(val) else None, stats
+    train, val = normalize(train, stats), normalize(val, stats) if len(val) else None
+    train.drops = dict(raw.drops)
+    return train, val, stats
 
 
 def batch_tensors(table: SampleTable, rows: np.ndarray, device) -> tuple[dict, dict]:
@@ -251,8 +255,34 @@ def setup_distributed(device: str) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get('LOCAL_RANK', '0')))
 
 
+MIN_SAMPLES = 16  # fewer paired samples than this is degenerate data, not a training set
+
+
+def check_outputs(args) -> None:
+    """--out, --log-dir and --export must be writable: checked before anything is read."""
+    out = check_output_file(args.out, '--out')
+    check_output_dir(args.log_dir or out.with_name(out.stem + '_logs'), '--log-dir')
+    if args.export:
+        check_output_file(args.export, '--export')
+
+
+def drop_summary(drops: dict) -> str:
+    """'modality/reason: count, ...' largest first, or 'none'."""
+    items = sorted(drops.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ', '.join(f'{k}: {v}' for k, v in items) or 'none'
+
+
+def check_enough_samples(n: int, drops: dict, bags) -> None:
+    """Refuse degenerate data (e.g. every camera stamp zero: one sample) with the drops."""
+    if n < MIN_SAMPLES:
+        raise LlmosError(f'only {n} sample(s) could be formed from {[str(b) for b in bags]} '
+                         f'(at least {MIN_SAMPLES} needed); inputs dropped: '
+                         f'{drop_summary(drops)}')
+
+
 def train(args) -> dict:
     cfg, overrides = make_config(args)
+    check_outputs(args)
     out = Path(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -320,6 +350,8 @@ def train(args) -> dict:
                                           for n, m in cfg.modalities.items())
               + f'; fusion {cfg.model.fusion}; {dist_info.world} process(es) on {device}; '
               + stopper.describe(), flush=True)
+        print(f'[llmos-train] inputs dropped, by reason: {drop_summary(train_t.drops)}',
+              flush=True)
     from tqdm import tqdm
     bar = tqdm(total=cfg.train.steps or None, initial=step, disable=not progress, unit='step',
                desc='train', mininterval=0.5)
@@ -367,7 +399,7 @@ def train(args) -> dict:
                'best_val_loss': stopper.best_loss, 'best_step': stopper.best_step,
                'stopped': reason, 'stop_reason': STOP_REASONS[reason].format(
                    **stopper.explain()),
-               'world_size': dist_info.world}
+               'world_size': dist_info.world, 'drops': dict(train_t.drops)}
     if dist_info.main:
         print(f'[llmos-train] stopped after {step} steps ({elapsed / 60:.1f} min): '
               f'{summary["stop_reason"]}', flush=True)

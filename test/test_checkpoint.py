@@ -200,3 +200,43 @@ def test_a_config_asking_for_the_new_behaviour_of_an_old_checkpoint_names_the_ke
     new_tax = make_cfg('mopoe', private_latents=False)  # taxel window 0.32 s by default
     with pytest.raises(CheckpointError, match=r'modalities.tax.shape is \(1, 2, 3\)'):
         load_checkpoint(path, new_tax)
+
+
+def test_written_readable_by_other_accounts(tmp_path, saved):
+    import os
+    import stat
+    old = os.umask(0o022)
+    try:
+        path, model, cfg, _ = saved
+        save_checkpoint(path, model, cfg, {})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+class _Payload:
+    """Unpickling this runs code: what a tampered checkpoint would carry."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, 'w'))
+
+
+def test_pickled_payload_is_never_executed(tmp_path, saved):
+    raw = torch.load(saved[0], weights_only=True)
+    marker = tmp_path / 'payload_ran'
+    raw['extra'] = {'evil': _Payload(marker)}
+    tampered = tmp_path / 'tampered.pt'
+    torch.save(raw, tampered)
+    with pytest.raises(CheckpointError, match='never loaded: Unsupported global'):
+        load_checkpoint(tampered)
+    assert not marker.exists()
+
+
+def test_newer_format_version_says_to_update(saved):
+    path = saved[0]
+    _rewrite(path, lambda r: r.update(format_version=FORMAT_VERSION + 5))
+    with pytest.raises(CheckpointError, match='newer than this code reads.*update llmos_ros'):
+        load_checkpoint(path)

@@ -290,3 +290,47 @@ def test_fit_sample_counts_are_stated(env):
     assert {'coherence/camera', 'probe/camera', 'probe/camera+audio+tactile'} <= set(fits)
     assert all(1 <= n <= meta['max_fit_samples'] for n in fits.values())
     assert fits['coherence/camera'] <= meta['train_samples']
+
+
+def _copy_bag(src, dst, label=lambda text: text):
+    """A copy of bag `src` with each /episode/label text mapped by `label` (None: left out)."""
+    with BagWriter(dst) as w:
+        for topic, mtype, stamp, msg in read_bag(src):
+            if topic.endswith('/episode/label'):
+                text = label(str(msg.data))
+                if text is not None:
+                    w.write_label(topic, stamp, text)
+            else:
+                w.write(topic, mtype, stamp, msg)
+    return dst
+
+
+@pytest.mark.parametrize('label, note', [
+    (lambda text: None, 'no /episode/label in the test bag: no probe or coherence'),
+    (lambda text: 'other/' + text, "share none with the training bag's"),
+])
+def test_missing_or_foreign_labels_give_a_note_not_a_wrong_figure(env, tmp_path, label, note):
+    d = env['dir']
+    bag = _copy_bag(d / 'test', tmp_path / 'relabelled', label)
+    code, out, err = run(['--bag', str(bag), '--model', str(d / 'm.pt'), '--out',
+                          str(tmp_path / 'r'), '--train-bag', str(d / 'train'), '--threads', '1',
+                          '--max-samples', '10', '--coherence-epochs', '1'])
+    assert code == 0, err
+    assert note in err
+    report = load_report(tmp_path / 'r')
+    assert all(entry['probe_accuracy'] is None for entry in report['subsets'])
+    assert report['coherence'] is None
+
+
+@pytest.mark.parametrize('where, match', [
+    ('file', r'--out .* is a file, not a folder'),
+    ('proc', r'--out /proc/llmos_eval cannot be written'),
+])
+def test_unwritable_out_fails_before_reading(env, tmp_path, where, match):
+    (tmp_path / 'file').write_text('x')
+    out = '/proc/llmos_eval' if where == 'proc' else str(tmp_path / 'file')
+    code, stdout, err = run(['--bag', str(tmp_path / 'no_such_bag'), '--model',
+                             str(tmp_path / 'no.pt'), '--out', out])
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and re.search(match, lines[0]), err

@@ -205,7 +205,7 @@ def test_bad_inputs_are_counted_and_the_node_keeps_publishing(sim_model, ros_nod
         zero_rate.samples = np.zeros(320, np.float32)
         audio.publish(zero_rate)
         bad.append('drops/audio/sample_rate')
-        camera.publish(_image(stamp(2)))  # stamp going backwards
+        camera.publish(_image(stamp(k - 10)))  # stamp going backwards (< jump_s)
         bad.append('drops/camera/stamp_backwards')
         k += 5
         before = len(watcher.latents)

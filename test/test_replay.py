@@ -234,3 +234,30 @@ def test_topics_not_in_the_bag_give_exit_2(bag, capsys):
     assert replay_main([str(bag), '--topics', '/not/there', '--quiet']) == 2
     err = capsys.readouterr().err
     assert 'not in the bag' in err and 'nothing to replay' in err
+
+
+def test_empty_bag_is_one_line_exit_2(tmp_path, capsys):
+    path = tmp_path / 'empty'
+    with BagWriter(path):
+        pass
+    code = replay_main([str(path), '--quiet'])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.strip() == f'llmos-replay: error: nothing to replay: {path} holds no messages'
+
+
+@pytest.mark.ros
+def test_hour_long_gap_is_skipped_with_skip_gaps(tmp_path):
+    path = tmp_path / 'gap'
+    hour = 3600 * 1_000_000_000
+    with BagWriter(path) as writer:
+        for i in range(4):
+            writer.write_label('/chatter', 1_000_000_000 + i * 10_000_000, f'before {i}')
+            writer.write_label('/chatter', 1_000_000_000 + hour + i * 10_000_000, f'after {i}')
+    started = time.monotonic()
+    code, summary, err = finish(start_replay(path, '--quiet', '--skip-gaps', '0.2'), 60.0)
+    assert code == 0, err
+    assert time.monotonic() - started < 60.0  # it did not sleep for an hour
+    assert summary['published'] == {'/chatter': 8}
+    assert 3599.5 < summary['gaps_skipped_s'] < 3600.0
+    assert summary['bag_seconds'] < 1.0

@@ -1,9 +1,13 @@
 """Synchronizer: the Pairing rules of docs/ARCHITECTURE.md."""
+import dataclasses
+
 import numpy as np
+import pytest
 
 from llmos_ros.config import Config, ModalityConfig, SyncConfig
 from llmos_ros.core.frames import AudioFrame, ImageFrame, TactileFrame
 from llmos_ros.core.sync import Synchronizer
+from llmos_ros.errors import ConfigError
 
 MS = 1_000_000
 
@@ -153,3 +157,53 @@ def test_audio_reference():
     # a sample at the end of each chunk
     assert [s.stamp_ns // MS for s in samples] == list(range(100, 1100, 100))
     assert [f.stamp_ns // MS for f in samples[5].windows['audio']] == [100, 200, 300, 400, 500]
+
+
+# --- jumps: far-future stamps, steps back, loops (module doc of core/sync.py, jump_s = 2 s) ----
+def test_one_far_future_reference_stamp_costs_that_frame_only():
+    items = stream(2000)
+    at = next(i for i, (n, f) in enumerate(items) if n == 'camera' and f.stamp_ns == 500 * MS)
+    items.insert(at + 1, ('camera', img(2_000_000_000)))  # the year 2033
+    samples, sync = run(items)
+    assert sync.drops == {'stamp_jump': 1}
+    assert [s.stamp_ns // MS for s in samples] == list(range(0, 2000, 100))
+    assert all(set(s.windows) == {'camera', 'audio', 'tactile'} for s in samples[1:])
+
+
+def test_far_future_or_zero_stamp_of_another_stream_is_dropped_and_spoils_nothing():
+    items = stream(2000)
+    at = next(i for i, (n, f) in enumerate(items) if f.stamp_ns == 810 * MS)
+    items.insert(at + 1, ('tactile', tax(2_000_000_000)))
+    items.insert(at + 2, ('audio', chunk(-5000)))
+    ref, _ = run(stream(2000))
+    samples, sync = run(items)
+    assert sync.drops == {'off_timeline': 2}
+    assert key(samples) == key(ref)
+
+
+def test_looping_bag_re_anchors_after_one_frame():
+    items = stream(1000) + stream(1000)  # the same 1 s played twice: stamps step back by 1 s
+    sync = Synchronizer(cfg(jump_s=0.5))
+    samples, sync = run(items, sync=sync)
+    stamps = [s.stamp_ns // MS for s in samples]
+    # second pass: its first camera frame (t = 0) is the jump, t = 100 re-anchors the time line
+    assert stamps == list(range(0, 1000, 100)) + list(range(100, 1000, 100))
+    assert sync.drops['stamp_jump'] == 1
+    assert all('audio' in s.windows and 'tactile' in s.windows for s in samples[12:])
+
+
+def test_clock_step_forward_by_hours_re_anchors():
+    hour = 3_600_000
+    later = [(n, dataclasses.replace(f, stamp_ns=f.stamp_ns + hour * MS))
+             for n, f in stream(1000)]
+    samples, sync = run(stream(1000) + later)
+    stamps = [s.stamp_ns // MS for s in samples]
+    assert stamps[:10] == list(range(0, 1000, 100))
+    assert stamps[10:] == [hour + t for t in range(100, 1000, 100)]
+    assert sync.drops['stamp_jump'] == 1
+    assert all(set(s.windows) == {'camera', 'audio', 'tactile'} for s in samples[12:])
+
+
+def test_jump_must_exceed_max_wait():
+    with pytest.raises(ConfigError, match=r'sync.jump_s must be > 0 and > sync.max_wait_s'):
+        Synchronizer(cfg(jump_s=0.05))

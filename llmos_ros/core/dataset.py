@@ -34,6 +34,13 @@ from llmos_ros.core.sync import Synchronizer, reference_modality
 from llmos_ros.errors import BagError, InputError
 
 LABEL_TOPIC = '/episode/label'
+# the input contract (../shared/spec): topic name (namespaced or not) -> its message type
+CONTRACT_TYPES = {'/camera/image_raw': IMAGE, '/camera/image_raw/compressed': COMPRESSED_IMAGE,
+                  '/microphone/audio': AUDIO_CHUNK, '/tactile/array': TACTILE_ARRAY,
+                  '/tactile/image': IMAGE, LABEL_TOPIC: STRING}
+# message types a modality kind can read
+KIND_TYPES = {'image': (IMAGE, COMPRESSED_IMAGE), 'audio': (AUDIO_CHUNK,),
+              'taxels': (TACTILE_ARRAY,)}
 MAX_SIDE = 64  # inferred image modalities are downscaled to at most this many pixels a side
 _MONO = ('mono8', 'mono16', '8uc1', '16uc1')
 
@@ -74,6 +81,7 @@ def infer_modalities(bag_paths) -> dict[str, ModalityConfig]:
     """
     found: dict[str, tuple[Path, str, str]] = {}  # role -> (bag, topic, type)
     for path in _paths(bag_paths):
+        check_contract_types(path, bag_topics(path))
         for topic, mtype in sorted(bag_topics(path).items()):
             t = topic.rstrip('/')
             if mtype == TACTILE_ARRAY:
@@ -155,6 +163,17 @@ class SampleTable:
             drops=dict(self.drops))
 
 
+def check_contract_types(path, topics: dict[str, str]) -> None:
+    """BagError when a topic named as in the input contract holds another message type."""
+    for topic, mtype in sorted(topics.items()):
+        name = norm_topic(topic)
+        for suffix, wanted in CONTRACT_TYPES.items():
+            if (name == suffix or name.endswith(suffix)) and mtype != wanted:
+                raise BagError(f'bag {path}: topic {topic} holds {mtype}, but the input '
+                               f'contract says {wanted}; it is not used in place of another '
+                               f'input. Rename the topic or fix the recording.')
+
+
 def _read_topics(cfg: Config, path) -> tuple[dict[str, str], str | None]:
     topics = bag_topics(path)
     by_norm = {norm_topic(t): t for t in topics}
@@ -162,6 +181,11 @@ def _read_topics(cfg: Config, path) -> tuple[dict[str, str], str | None]:
     for name, mod in cfg.modalities.items():
         t = norm_topic(mod.topic)
         if t in by_norm:
+            have = topics[by_norm[t]]
+            if have not in KIND_TYPES.get(mod.kind, ()):
+                raise BagError(f'bag {path}: topic {by_norm[t]} holds {have}, but modality '
+                               f'{name!r} ({mod.kind}) needs '
+                               f'{" or ".join(KIND_TYPES.get(mod.kind, ()))}')
             topic_mod[by_norm[t]] = name
     label = next((t for t in topics if norm_topic(t).endswith(LABEL_TOPIC)
                   and topics[t] == STRING), None)
@@ -215,10 +239,14 @@ def build_samples(bag_paths, cfg: Config, stats: dict | None = None,
             name = topic_mod[topic]
             try:
                 frame = frame_from_msg(mtype, msg)
-                ready = pair(preps[name], sync, name, frame, drops)
             except ValueError:
                 drops[f'{name}/type'] += 1
                 continue
+            except InputError as exc:
+                drops[f'{name}/{exc.reason}'] += 1
+                continue
+            try:
+                ready = pair(preps[name], sync, name, frame, drops)
             except InputError:
                 continue  # counted by pair()
             for s in ready:

@@ -10,6 +10,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from llmos_ros.errors import InputError
+
+# Size limits, checked on the message header before any copy or decode (InputError 'too_large'):
+MAX_IMAGE_PIXELS = 4096 * 4096  # raw or compressed (declared size); 4K UHD fits
+MAX_IMAGE_BYTES = 64 * 1024 * 1024  # raw image data (4096 x 4096 rgba8 = 64 MiB)
+MAX_COMPRESSED_BYTES = 16 * 1024 * 1024
+MAX_AUDIO_VALUES = 4 * 1024 * 1024  # samples x channels of one chunk (and see preprocess)
+MAX_TAXEL_VALUES = 1024 * 1024
+
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED_IMAGE = 'sensor_msgs/msg/CompressedImage'
 AUDIO_CHUNK = 'llmos_ros/msg/AudioChunk'
@@ -80,8 +89,33 @@ def frame_end_ns(frame: Frame) -> int:
     return frame.end_ns if isinstance(frame, AudioFrame) else frame.stamp_ns
 
 
+def check_size(msg_type: str, msg) -> None:
+    """InputError('too_large') when a message is beyond the MAX_* limits (no copy made)."""
+    def refuse(what: str, value: int, limit: int) -> None:
+        raise InputError('too_large', f'{what} {value} is above the limit {limit}')
+
+    if msg_type == IMAGE:
+        pixels = int(msg.height) * int(msg.width)
+        if pixels > MAX_IMAGE_PIXELS:
+            refuse(f'image {msg.width}x{msg.height}: pixels', pixels, MAX_IMAGE_PIXELS)
+        if len(msg.data) > MAX_IMAGE_BYTES:
+            refuse('image data bytes', len(msg.data), MAX_IMAGE_BYTES)
+    elif msg_type == COMPRESSED_IMAGE and len(msg.data) > MAX_COMPRESSED_BYTES:
+        refuse('compressed image bytes', len(msg.data), MAX_COMPRESSED_BYTES)
+    elif msg_type == AUDIO_CHUNK and len(msg.samples) > MAX_AUDIO_VALUES:
+        refuse('audio chunk values', len(msg.samples), MAX_AUDIO_VALUES)
+    elif msg_type == TACTILE_ARRAY and len(msg.values) > MAX_TAXEL_VALUES:
+        refuse('taxel values', len(msg.values), MAX_TAXEL_VALUES)
+
+
 def frame_from_msg(msg_type: str, msg) -> Frame:
-    """Convert an rclpy or rosbags message of a contract input type into a frame record."""
+    """
+    Convert an rclpy or rosbags message of a contract input type into a frame record.
+
+    Raises InputError('too_large') before copying an oversized message (`check_size`), and
+    ValueError for a type that is not a contract input.
+    """
+    check_size(msg_type, msg)
     stamp = stamp_to_ns(msg.header.stamp)
     frame_id = str(msg.header.frame_id)
     if msg_type == IMAGE:

@@ -15,7 +15,8 @@ Frames -> float32 model arrays: the one preprocessing path of training, offline 
   order. With `window_s: 0`, the newest frame: (rows, cols, channels) -> (channels, rows, cols).
 
 Then, when stats are given, z-scored per channel. Bad input raises `InputError` with a stable
-reason: 'encoding', 'size', 'nan', 'sample_rate', 'decode', 'type', 'empty'.
+reason: 'encoding', 'size', 'nan', 'sample_rate', 'decode', 'type', 'empty', 'too_large'
+(limits: core/frames.py MAX_*, and the audio limits below).
 """
 from __future__ import annotations
 
@@ -27,10 +28,26 @@ import cv2
 import numpy as np
 
 from llmos_ros.config import ModalityConfig, audio_frames, taxel_steps
-from llmos_ros.core.frames import AudioFrame, CompressedFrame, Frame, ImageFrame, TactileFrame
+from llmos_ros.core.frames import (
+    MAX_IMAGE_PIXELS,
+    AudioFrame,
+    CompressedFrame,
+    Frame,
+    ImageFrame,
+    TactileFrame,
+)
 from llmos_ros.errors import InputError
 
-MAX_SAMPLE_RATE = 1_000_000  # above this an AudioChunk's sample_rate is treated as corrupt
+# AudioChunk sample rates outside [MIN, MAX] are refused ('sample_rate'), chunks longer than
+# MAX_CHUNK_S or with more than MAX_CHANNELS channels too ('too_large'): this bounds the
+# resampler's work per chunk. A rate whose exact ratio to the model's needs more than MAX_PHASES
+# filter phases is resampled at the nearest ratio with at most MAX_PHASES (rate error < 0.01 %),
+# which bounds each filter table to MAX_PHASES x 2 * ceil(16 * MAX_SAMPLE_RATE / model rate).
+MIN_SAMPLE_RATE = 1_000
+MAX_SAMPLE_RATE = 384_000
+MAX_CHUNK_S = 2.0
+MAX_CHANNELS = 64
+MAX_PHASES = 1024
 LOG_FLOOR = 1e-6  # added to mel power before the log
 STD_FLOOR = 1e-6  # a channel with a smaller std is not scaled (std stored as 1)
 
@@ -95,7 +112,33 @@ def _compressed_kind(frame: CompressedFrame) -> str:
                          f'(jpeg or png expected)')
     if frame.data.size == 0:
         raise InputError('decode', 'compressed image has no data')
+    size = compressed_size(frame.data)
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise InputError('too_large', f'compressed image declares {size[0]}x{size[1]} pixels, '
+                         f'above the limit {MAX_IMAGE_PIXELS}; not decoded')
     return comp
+
+
+def compressed_size(data: np.ndarray) -> tuple[int, int] | None:
+    """(width, height) from a PNG or JPEG header without decoding; None if not found."""
+    head = bytes(data[:32])
+    if head.startswith(b'\x89PNG\r\n\x1a\n') and len(head) >= 24:
+        return int.from_bytes(head[16:20], 'big'), int.from_bytes(head[20:24], 'big')
+    if not head.startswith(b'\xff\xd8'):
+        return None
+    buf, i = memoryview(np.ascontiguousarray(data[:1 << 20])), 2  # SOF is near the start
+    while i + 9 < len(buf):
+        if buf[i] != 0xFF:
+            return None
+        marker = buf[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        length = (buf[i + 2] << 8) | buf[i + 3]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+            return (buf[i + 7] << 8) | buf[i + 8], (buf[i + 5] << 8) | buf[i + 6]
+        i += 2 + length
+    return None
 
 
 def _to_rgb(arr: np.ndarray, order: str) -> np.ndarray:
@@ -153,7 +196,7 @@ def resample(x: np.ndarray, src_rate: int, dst_rate: int, half_taps: int = 16) -
     x = np.asarray(x, dtype=np.float32)
     if src_rate == dst_rate or x.size == 0:
         return x.copy()
-    ratio = Fraction(int(dst_rate), int(src_rate))
+    ratio = resample_ratio(src_rate, dst_rate)
     n_out = int(round(x.size * ratio.numerator / ratio.denominator))
     cutoff = min(1.0, dst_rate / src_rate)  # of the input Nyquist
     half = int(np.ceil(half_taps / cutoff))
@@ -172,7 +215,15 @@ def resample(x: np.ndarray, src_rate: int, dst_rate: int, half_taps: int = 16) -
     return out
 
 
-@lru_cache(maxsize=32)
+def resample_ratio(src_rate: int, dst_rate: int) -> Fraction:
+    """dst/src as used: exact, or the nearest ratio with at most MAX_PHASES filter phases."""
+    ratio = Fraction(int(dst_rate), int(src_rate))
+    if ratio.numerator > MAX_PHASES:
+        ratio = 1 / (1 / ratio).limit_denominator(MAX_PHASES)
+    return ratio
+
+
+@lru_cache(maxsize=8)
 def _sinc_table(up: int, down: int, half: int, cutoff: float):
     """Filter weights for each of the `up` phases: output n = up*q + p at input (n*down)/up."""
     p = np.arange(up)
@@ -276,8 +327,14 @@ def _check_audio(fr: AudioFrame) -> None:
     if not isinstance(fr, AudioFrame):
         raise InputError('type', f'expected an audio chunk, got {type(fr).__name__}')
     rate, ch = int(fr.sample_rate), int(fr.channels)
-    if rate <= 0 or rate > MAX_SAMPLE_RATE:
-        raise InputError('sample_rate', f'audio sample_rate {rate} is not usable')
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise InputError('sample_rate', f'audio sample_rate {rate} is not usable (supported: '
+                         f'{MIN_SAMPLE_RATE} .. {MAX_SAMPLE_RATE} Hz)')
+    if ch > MAX_CHANNELS:
+        raise InputError('too_large', f'audio chunk has {ch} channels (at most {MAX_CHANNELS})')
+    if ch > 0 and fr.samples.size > MAX_CHUNK_S * rate * ch:
+        raise InputError('too_large', f'audio chunk of {fr.samples.size // ch} frames at {rate} '
+                         f'Hz is longer than {MAX_CHUNK_S} s')
     if ch <= 0 or fr.samples.size % ch:
         raise InputError('size', f'audio chunk of {fr.samples.size} samples does not hold '
                          f'whole frames of {ch} channels')

@@ -16,6 +16,18 @@ newest stamp seen on any input exceeds t + max_wait_s; `pop_ready(flush=True)` e
 Decisions are taken in `push`, never in `pop_ready`, so the output depends only on the frames and
 the order they arrive in, not on when the caller polls. Frames of one modality must arrive in
 stamp order; an older stamp is dropped ('stamp_backwards'), an equal one too ('stamp_repeated').
+
+Time line and jumps (J = sync.jump_s): the reference modality defines the time line.
+- A reference frame stamped more than J after the newest stamp seen, or more than J before the
+  reference's previous one (a far-future stamp, a clock step, a looping bag, stamps back to zero)
+  is dropped ('stamp_jump'). If the next reference frame continues from it (stamped after it and
+  nearer to it than to the old time line), the time line re-anchors there: pending samples are
+  emitted, every buffered frame is forgotten and the frame is accepted. So one bad stamp costs
+  that frame only, and a real jump costs one frame.
+- Once the reference has a frame, a frame of another modality stamped more than J away from the
+  reference's newest stamp cannot be paired and is dropped ('off_timeline'); a stream that comes
+  back within J of the reference after stepping back re-anchors (its buffer is forgotten).
+The offline dataset, evaluation and the live node share this code, so they recover identically.
 Memory is bounded: at most queue_size pending or ready samples and image frames per modality
 (beyond that the oldest is dropped, 'queue_full'); windowed streams (audio, taxel windows) keep
 only window_s + max_wait_s + margin, at most 64 x queue_size frames.
@@ -78,6 +90,10 @@ class Synchronizer:
         self.slop_ns = int(round(s.slop_s * NS))
         self.max_wait_ns = int(round(s.max_wait_s * NS))
         self.queue_size = max(1, int(s.queue_size))
+        self.jump_ns = int(round(s.jump_s * NS))
+        if s.jump_s <= 0 or s.jump_s <= s.max_wait_s:
+            raise ConfigError(f'sync.jump_s must be > 0 and > sync.max_wait_s '
+                              f'({s.max_wait_s} s), got {s.jump_s}')
         # how late (beyond max_wait) a reference frame may arrive and still find its history
         margin = s.max_wait_s if margin_s is None else margin_s
         self.margin_ns = int(round(max(0.0, margin) * NS))
@@ -87,6 +103,7 @@ class Synchronizer:
         self.drops: Counter[str] = Counter()  # frames or samples dropped, by reason
         self.absent: Counter[str] = Counter()  # samples emitted without a modality, by modality
         self.emitted = 0
+        self.accepted: Counter[str] = Counter()  # frames taken into pairing, by modality
         self.reset()
 
     def reset(self) -> None:
@@ -96,6 +113,7 @@ class Synchronizer:
         self._newest_end: dict[str, int] = {}
         self._newest_seen: int | None = None
         self._last_ref_t: int | None = None
+        self._jump_ns: int | None = None  # stamp of the last reference frame dropped as a jump
         self._pending: deque[tuple[int, Frame]] = deque()
         self._ready: deque[SampleSet] = deque()
 
@@ -110,10 +128,15 @@ class Synchronizer:
         if name not in self.mods:
             return self._drop('unknown_modality')
         stamp = int(frame.stamp_ns)
+        check = self._check_reference if name == self.reference else self._check_other
+        reason = check(name, stamp)
+        if reason:
+            return self._drop(reason)
         last = self._last_stamp.get(name)
         if last is not None and stamp <= last:
             return self._drop('stamp_backwards' if stamp < last else 'stamp_repeated')
         self._last_stamp[name] = stamp
+        self.accepted[name] += 1
         self._newest_end[name] = frame_end_ns(frame)
         if self._newest_seen is None or stamp > self._newest_seen:
             self._newest_seen = stamp
@@ -144,6 +167,53 @@ class Synchronizer:
         return len(self._pending)
 
     # -----------------------------------------------------------------------------------------
+    def _check_reference(self, name: str, stamp: int) -> str | None:
+        """Jump rule of the reference (module doc): 'stamp_jump', or None (re-anchored if due)."""
+        last = self._last_stamp.get(name)
+        if last is None:
+            self._forget_off_timeline(stamp)
+            return None
+        newest = max(last, self._newest_seen if self._newest_seen is not None else last)
+        if last - self.jump_ns <= stamp <= newest + self.jump_ns:
+            self._jump_ns = None
+            return None
+        cand = self._jump_ns
+        if cand is not None and stamp > cand and abs(stamp - cand) < abs(stamp - last):
+            self._reanchor()
+            return None
+        self._jump_ns = stamp
+        return 'stamp_jump'
+
+    def _check_other(self, name: str, stamp: int) -> str | None:
+        """A non-reference frame far from the reference's time line: 'off_timeline'."""
+        ref_last = self._last_stamp.get(self.reference)
+        if ref_last is None:
+            return None
+        if abs(stamp - ref_last) > self.jump_ns:
+            return 'off_timeline'
+        last = self._last_stamp.get(name)
+        if last is not None and stamp < last - self.jump_ns:  # stepped back onto the time line
+            del self._last_stamp[name]
+            self._newest_end.pop(name, None)
+            self._hist[name].clear()
+        return None
+
+    def _forget_off_timeline(self, ref_stamp: int) -> None:
+        """First reference frame: forget streams buffered more than J away from it."""
+        for other in list(self._last_stamp):
+            if abs(self._last_stamp[other] - ref_stamp) > self.jump_ns:
+                del self._last_stamp[other]
+                self._newest_end.pop(other, None)
+                self._hist[other].clear()
+        self._newest_seen = max(self._last_stamp.values(), default=None)
+
+    def _reanchor(self) -> None:
+        """The reference jumped for good: emit pending samples, forget every buffered frame."""
+        self._advance(True)
+        ready = self._ready
+        self.reset()
+        self._ready = ready
+
     def _drop(self, reason: str) -> str:
         self.drops[reason] += 1
         return reason

@@ -30,6 +30,7 @@ import time
 import numpy as np
 
 from llmos_ros.errors import LlmosError
+from llmos_ros.outputs import check_output_dir
 
 # probes and coherence classifiers are fit on at most this many training samples: their cost
 # stays bounded however long the training bag is
@@ -78,7 +79,8 @@ EXTRA_DEFINITIONS = {
     'data_span_s': 'Last - first header stamp of the model-topic messages read, seconds.',
     'drops': 'Messages read but not used, by reason: unused_topic (no model modality, not a '
              'label); <modality>/<reason> for a synchroniser rejection (stamp_backwards, '
-             'stamp_repeated), a preprocessing failure of every window holding the message '
+             'stamp_repeated, stamp_jump, off_timeline), a preprocessing failure of every '
+             'window holding the message '
              '(InputError reason, e.g. size, encoding, nan), an unreadable message type (type), '
              'a message in no sample window (unpaired: a newer frame was chosen or it was too '
              'old), or one read after --max-samples samples (after_max_samples).',
@@ -363,6 +365,34 @@ def _fit_classifiers(args, train, mods, fit_counts: dict):
     return classifiers
 
 
+def check_outputs(args) -> Path:
+    """--out must be a writable folder and --record's bag new: before anything is read."""
+    out = check_output_dir(args.out, '--out')
+    if getattr(args, 'record', False) and (out / 'recorded').exists():
+        raise LlmosError(f'{out / "recorded"} exists already; remove it or choose another --out')
+    return out
+
+
+def _labels_agree(args, train_labels, test_labels) -> bool:
+    """
+    Whether probe and coherence make sense: the test labels share classes with the training's.
+
+    None shared: a note, no probe. Some test labels unseen in training: a note naming them (their
+    samples count as misclassified).
+    """
+    seen = set(train_labels[train_labels != '']) if len(train_labels) else set()
+    test = set(test_labels[test_labels != '']) if len(test_labels) else set()
+    unseen = sorted(test - seen)
+    if not test & seen:
+        _note(args, f"the test bag's labels {sorted(test)[:5]} share none with the training "
+                    f"bag's {sorted(seen)[:5]}: no probe or coherence")
+        return False
+    if unseen:
+        _note(args, f'labels of the test bag not in the training bag (counted as misclassified):'
+                    f' {unseen[:10]}')
+    return True
+
+
 def evaluate(args) -> dict:
     """Replay, metrics, report (and recording, comparison); returns the JSON summary."""
     import torch
@@ -375,7 +405,7 @@ def evaluate(args) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out)
+    out = check_outputs(args)
     loaded = load_checkpoint(args.model, device=args.device)
     cfg, model = loaded.cfg, loaded.model
     device = torch.device(args.device)
@@ -415,9 +445,6 @@ def evaluate(args) -> dict:
     if args.record:
         from llmos_ros.core.bags import BagWriter
         recorded = out / 'recorded'
-        if recorded.exists():
-            raise LlmosError(f'{recorded} exists already; remove it or choose another --out')
-        out.mkdir(parents=True, exist_ok=True)
         writer = BagWriter(recorded, storage='mcap')
         writer.open()
 
@@ -465,11 +492,15 @@ def evaluate(args) -> dict:
     labelled = test.labels != ''
     use_labels = train is not None and labelled.any() and (train.labels != '').any()
     if train is not None and not use_labels:
-        _note(args, 'no /episode/label in the test or training bag: no probe or coherence')
+        which = ' and '.join(name for name, table in (('test', test), ('training', train))
+                             if not (table.labels != '').any())
+        _note(args, f'no /episode/label in the {which} bag: no probe or coherence')
     elif train is None and labelled.any():
         _note(args, 'the test bag has labels: give --train-bag for probe accuracy and coherence')
 
     phase('replay_test_bag')
+    if use_labels:
+        use_labels = _labels_agree(args, train.labels, test.labels)
     fit_counts: dict[str, int] = {}
     classifiers = _fit_classifiers(args, train, mods, fit_counts) if use_labels else {}
     class_acc = {}
@@ -630,6 +661,7 @@ def _examples(model, test, mods, full_rows, device, n: int = 6) -> dict:
 
 def compare(args) -> dict:
     from llmos_ros.evaluation.report import compare_reports
+    check_output_dir(args.out, '--out')
     paths = compare_reports(args.compare[0], args.compare[1], args.out)
     return {'out': str(args.out), 'compare': str(paths['markdown']), 'plot': str(paths['plot'])}
 

@@ -13,7 +13,7 @@ account of every message read:
 - dropped, by reason (every message read is exactly one of the two):
   - 'unused_topic': a topic of no model modality (and not a label);
   - '<modality>/<reason>' of the synchroniser for the message itself ('stamp_backwards',
-    'stamp_repeated');
+    'stamp_repeated', 'stamp_jump', 'off_timeline');
   - '<modality>/<reason>' of preprocessing (`InputError.reason`: 'size', 'encoding', 'nan', ...)
     when every window holding the message failed;
   - '<modality>/type': a message type the modality cannot read;
@@ -53,13 +53,14 @@ from llmos_ros.core.frames import (
     TACTILE_ARRAY,
     frame_from_msg,
 )
-from llmos_ros.errors import BagError
+from llmos_ros.errors import BagError, InputError
 
 LABEL_SUFFIX = '/episode/label'
 # drop reasons of Synchronizer.push that refer to the pushed frame itself
 # frame-level rejections by engine.push: pairing order, and validation (InputError reasons)
-FRAME_REJECTS = ('stamp_backwards', 'stamp_repeated', 'unknown_modality', 'encoding', 'size',
-                 'nan', 'sample_rate', 'decode', 'type', 'empty')
+FRAME_REJECTS = ('stamp_backwards', 'stamp_repeated', 'stamp_jump', 'off_timeline',
+                 'unknown_modality', 'encoding', 'size',
+                 'nan', 'sample_rate', 'decode', 'type', 'empty', 'too_large')
 # message types a modality kind can read
 KIND_TYPES = {'image': (IMAGE, COMPRESSED_IMAGE), 'audio': (AUDIO_CHUNK,),
               'taxels': (TACTILE_ARRAY,)}
@@ -289,6 +290,10 @@ def replay(bag, engine, *, infer: bool = True, max_samples: int | None = None,
                 frame = frame_from_msg(mtype, msg)
             except (ValueError, AttributeError):
                 drops[f'{name}/type'] += 1
+                continue
+            except InputError as exc:
+                drops[f'{name}/{exc.reason}'] += 1
+                first_errors.setdefault(name, f'{name}: {exc}')
                 continue
             t_first = stamp if t_first is None else min(t_first, stamp)
             t_last = stamp if t_last is None else max(t_last, stamp)

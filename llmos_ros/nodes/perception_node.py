@@ -2,8 +2,9 @@
 perception_node: sensor topics in, fused latent state and cross-modal predictions out.
 
 A lifecycle node: configure loads the checkpoint and subscribes, activate starts publishing.
-With `autostart` (default) it configures and activates itself; a failed configure (missing or
-mismatched checkpoint) leaves it up and unconfigured with the error logged.
+With `autostart` (default) it configures and activates itself; a failed configure (a bad
+parameter, an unknown device, a missing, mismatched or tampered checkpoint) leaves it up and
+unconfigured, the reason logged once and published in /diagnostics (ERROR, 'unconfigured: ...').
 
 Inputs (relative, remappable, sensor-data QoS per REP 2003), those of the model's modalities:
   camera/image_raw (or .../compressed), microphone/audio, tactile/array or tactile/image.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 import dataclasses
+import math
 import threading
 import time
 
@@ -32,10 +34,10 @@ from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from llmos_ros.checkpoint import load_checkpoint
 from llmos_ros.core import frames as F
 from llmos_ros.core.frames import frame_from_msg
-from llmos_ros.errors import LlmosError
-from llmos_ros.inference import Inference, PerceptionEngine
+from llmos_ros.errors import ConfigError, InputError, LlmosError
+from llmos_ros.inference import Inference, PerceptionEngine, check_device
 from llmos_ros.nodes import convert
-from llmos_ros.nodes.diagnostics import OK, WARN, RateTracker, make_status
+from llmos_ros.nodes.diagnostics import ERROR, OK, WARN, RateTracker, make_status
 from llmos_ros.nodes.qos import (
     QosEvents,
     create_publisher,
@@ -74,6 +76,33 @@ PARAMETERS = {
 }
 # Applied at once when set at runtime; every other parameter is read at configure.
 LIVE = ('frame_id', 'audio_prediction_iterations', 'prediction_rate_hz', 'debug_image_rate_hz')
+# upper bounds of the numeric parameters: beyond them a value is a typo, not a setting
+LIMITS = {'slop_s': 10.0, 'max_wait_s': 10.0, 'max_age_s': 3600.0,
+          'diagnostics_period_s': 3600.0, 'prediction_rate_hz': 1000.0,
+          'audio_prediction_iterations': 1000}
+TRANSPORTS = ('raw', 'compressed')
+
+
+def check_parameters(values: dict) -> None:
+    """
+    Raise ConfigError naming the first unusable parameter of `values` (name -> value).
+
+    device must exist here; camera_transport is raw or compressed; numbers are finite and
+    within LIMITS; diagnostics_period_s > 0, audio_prediction_iterations >= 1, the others >= 0
+    (slop_s, max_wait_s, max_age_s: < 0 keeps the checkpoint's value).
+    """
+    check_device(values['device'])
+    if values['camera_transport'] not in TRANSPORTS:
+        raise ConfigError(f'camera_transport {values["camera_transport"]!r} is not one of '
+                          f'{", ".join(TRANSPORTS)}')
+    lowest = {'diagnostics_period_s': 1e-3, 'audio_prediction_iterations': 1,
+              'prediction_rate_hz': 0.0}
+    for name, top in LIMITS.items():
+        value = values[name]
+        low = lowest.get(name, -math.inf)
+        if not math.isfinite(value) or not low <= value <= top:
+            raise ConfigError(f'{name} {value} is out of range: expected '
+                              f'{low if low > -math.inf else "< 0 (keep) or 0"} .. {top}')
 
 
 class PerceptionNode(LifecycleNode):
@@ -99,9 +128,15 @@ class PerceptionNode(LifecycleNode):
         self._rates: dict[str, RateTracker] = {}
         self._last_stamp: dict[str, int] = {}
         self._counts: Counter = Counter()
+        self._rejected: Counter = Counter()  # '<input>/<reason>': messages refused on arrival
         self._latency_ms: deque = deque(maxlen=LATENCY_WINDOW)
         self._last_error_log = 0.0
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._configured_once = False
+        self._config_error = 'not configured yet'  # why the node is unconfigured, for /diagnostics
+        self._diag_pub = create_publisher(self, _diagnostic_array(), '/diagnostics',
+                                          reliable_qos(), self._qos_events)
+        self._diag_timer = self.create_timer(self._diag_period(), self._publish_diagnostics)
         if self.get_parameter('autostart').value:
             self._autostart_timer = self.create_timer(0.0, self._autostart)
 
@@ -141,11 +176,12 @@ class PerceptionNode(LifecycleNode):
         path = self.get_parameter('model_path').value
         device = self.get_parameter('device').value
         if not path:
-            self.get_logger().error('no model: set the model_path parameter (llmos-train --out);'
-                                    ' staying unconfigured')
-            return TransitionCallbackReturn.FAILURE
+            return self._configure_failed('no model: set the model_path parameter '
+                                          '(llmos-train --out)')
         try:
-            loaded = load_checkpoint(path, device=device)
+            check_parameters({name: self.get_parameter(name).value
+                              for name in ('device', 'camera_transport', *LIMITS)})
+            loaded = load_checkpoint(path, device='cpu')
             wanted = [m.strip() for m in self.get_parameter('modalities').value.split(',')
                       if m.strip()]
             overrides = {k: self.get_parameter(k).value
@@ -153,13 +189,39 @@ class PerceptionNode(LifecycleNode):
                          if self.get_parameter(k).value >= 0}
             self.engine = PerceptionEngine(loaded, device, wanted or None, overrides)
         except LlmosError as exc:
-            self.get_logger().error(f'cannot configure: {exc}; staying unconfigured')
-            return TransitionCallbackReturn.FAILURE
+            return self._configure_failed(f'cannot configure: {exc}')
+        except Exception as exc:  # noqa: BLE001 - e.g. torch failing on a device: never silent
+            return self._configure_failed(f'cannot configure: {type(exc).__name__}: {exc}')
+        self._config_error = ''
+        self._configured_once = True
+        self._prediction_period = self._rate_period()
+        self._audio_iterations = self.get_parameter('audio_prediction_iterations').value
         self._create_interfaces()
         self.get_logger().info(
             f'model {self.engine.model_id} ({self.engine.cfg.model.fusion}) on {device}; inputs: '
             + ', '.join(f'{n} <- {self._topic(n)[0]}' for n in self.engine.active))
         return TransitionCallbackReturn.SUCCESS
+
+    def _configure_failed(self, reason: str) -> TransitionCallbackReturn:
+        """Log why configure failed (one line), keep it for /diagnostics, stay unconfigured."""
+        self._config_error = reason
+        self.get_logger().error(f'{reason}; staying unconfigured')
+        return TransitionCallbackReturn.FAILURE
+
+    @property
+    def configured(self) -> bool:
+        """True once a configure has succeeded (the embedded runner checks this)."""
+        return self._configured_once
+
+    def _diag_period(self) -> float:
+        """diagnostics_period_s if usable, else 1 s (the bad value is reported by configure)."""
+        period = self.get_parameter('diagnostics_period_s').value
+        ok = math.isfinite(period) and 1e-3 <= period <= LIMITS['diagnostics_period_s']
+        return period if ok else 1.0
+
+    def _rate_period(self) -> float:
+        rate = self.get_parameter('prediction_rate_hz').value
+        return 1.0 / rate if rate > 0 else 0.0
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         self._running = True
@@ -195,7 +257,6 @@ class PerceptionNode(LifecycleNode):
         return topic, msg_type
 
     def _create_interfaces(self):
-        from diagnostic_msgs.msg import DiagnosticArray
         from sensor_msgs.msg import Image
 
         from llmos_ros.msg import LatentState
@@ -210,30 +271,24 @@ class PerceptionNode(LifecycleNode):
                     lifecycle=True)
         self._debug_pub = create_publisher(self, Image, 'llmos/debug_image', reliable_qos(5),
                                            events, lifecycle=True)
-        self._diag_pub = create_publisher(self, DiagnosticArray, '/diagnostics', reliable_qos(),
-                                          events)
         for name in self.engine.active:
             topic, msg_type = self._topic(name)
             self._rates[name] = RateTracker()
             self._subs.append(create_sensor_subscription(
                 self, convert.message_class(msg_type), topic,
                 lambda msg, n=name, t=msg_type: self._on_input(n, t, msg), events=events))
-        period = self.get_parameter('diagnostics_period_s').value
-        self._diag_timer = self.create_timer(period, self._publish_diagnostics)
+        self.destroy_timer(self._diag_timer)
+        self._diag_timer = self.create_timer(self._diag_period(), self._publish_diagnostics)
 
     def _destroy_interfaces(self):
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
-        for pub in [self._latent_pub, self._diag_pub, self._debug_pub,
-                    *self._pred_pubs.values()]:
+        for pub in [self._latent_pub, self._debug_pub, *self._pred_pubs.values()]:
             if pub is not None:
                 self.destroy_publisher(pub)
-        self._latent_pub = self._diag_pub = self._debug_pub = None
+        self._latent_pub = self._debug_pub = None  # /diagnostics lives on: it reports the state
         self._pred_pubs = {}
-        if self._diag_timer is not None:
-            self.destroy_timer(self._diag_timer)
-            self._diag_timer = None
 
     # --- data path -----------------------------------------------------------------------------
     def _on_input(self, name: str, msg_type: str, msg):
@@ -242,7 +297,12 @@ class PerceptionNode(LifecycleNode):
         self._rates[name].tick(received)
         try:
             frame = frame_from_msg(msg_type, msg)
+        except InputError as exc:  # oversized: refused before it is copied
+            self._rejected[f'{name}/{exc.reason}'] += 1
+            self._drop(name, exc.reason, str(exc))
+            return
         except (ValueError, TypeError) as exc:
+            self._rejected[f'{name}/malformed'] += 1
             self._drop(name, 'malformed', str(exc))
             return
         self._last_stamp[name] = frame.stamp_ns
@@ -252,9 +312,13 @@ class PerceptionNode(LifecycleNode):
             if self.engine is None:
                 return
             self.engine.last_error = ''
-            before = sum(self.engine.drops.values())
+            before = Counter(self.engine.drops)
+            accepted = self.engine.synchronizer.accepted[name]
             ready = self.engine.push(name, frame)
-            if sum(self.engine.drops.values()) > before:
+            if self.engine.synchronizer.accepted[name] == accepted:  # the frame was refused
+                new = [k for k in self.engine.drops - before if k.startswith(f'{name}/')]
+                self._rejected[new[0] if new else f'{name}/unknown'] += 1
+            if self.engine.drops != before:
                 self._log_drop(lambda: f'input dropped: {self.engine.last_error or name}; '
                                f'drops so far: {self._drop_summary()}')
             if ready:
@@ -283,10 +347,10 @@ class PerceptionNode(LifecycleNode):
                 continue
             try:
                 self._publish_latent(result)
-            except Exception:
-                if not self.context.ok():
-                    return  # SIGINT/SIGTERM shut the context down while this sample was in work
-                raise
+            except Exception:  # the context was shut down under the worker (SIGTERM): stop
+                if self.context.ok():
+                    raise
+                return
             self._latency_ms.append((time.monotonic() - received) * 1e3)
             if self._pred_pubs or self._debug_wanted():
                 with self._lock:
@@ -393,7 +457,10 @@ class PerceptionNode(LifecycleNode):
 
     def _publish_diagnostics(self):
         from diagnostic_msgs.msg import DiagnosticArray
-        if self.engine is None or self._diag_pub is None:
+        if self._diag_pub is None:
+            return
+        if self.engine is None:
+            self._publish_unconfigured()
             return
         now_ns = self.get_clock().now().nanoseconds
         array = DiagnosticArray()
@@ -408,6 +475,8 @@ class PerceptionNode(LifecycleNode):
                   'latency_p99_ms': f'{np.percentile(latency, 99):.2f}'}
         with self._lock:
             values.update({f'drops/{k}': v for k, v in sorted(self.engine.drops.items())})
+            values['samples_formed'] = self.engine.synchronizer.emitted
+        values['no_usable_input'] = self._counts['no_usable_input']
         values.update(self._qos_events.values())
         incompatible = [k for k in values if k.endswith('/incompatible_qos')]
         array.status.append(make_status(
@@ -420,7 +489,31 @@ class PerceptionNode(LifecycleNode):
             array.status.append(make_status(
                 f'{self.get_name()}: input {name}', name,
                 {'topic': self._topic(name)[0], 'rate_hz': f'{tracker.rate():.2f}',
-                 'age_s': f'{age:.3f}'}, level))
+                 'age_s': f'{age:.3f}', **self._accounting(name, tracker.count)}, level))
+        self._diag_pub.publish(array)
+
+    def _accounting(self, name: str, received: int) -> dict:
+        """
+        Every message received is accepted into pairing or refused with a reason.
+
+        received = accepted + refused (refused/<reason> break it down). Accepted frames may
+        later be dropped too (queue_full; their samples superseded): see the model status.
+        """
+        with self._lock:
+            accepted = self.engine.synchronizer.accepted[name]
+            refused = {k.partition('/')[2]: v for k, v in self._rejected.items()
+                       if k.startswith(f'{name}/')}
+        return {'received': received, 'accepted': accepted, 'refused': sum(refused.values()),
+                **{f'refused/{k}': v for k, v in sorted(refused.items())}}
+
+    def _publish_unconfigured(self):
+        """One ERROR status saying the node is unconfigured, and why."""
+        array = _diagnostic_array()()
+        array.header.stamp = self.get_clock().now().to_msg()
+        reason = self._config_error or 'cleaned up'
+        array.status.append(make_status(f'{self.get_name()}: model', 'llmos',
+                                        {'state': 'unconfigured', 'error': reason}, ERROR,
+                                        f'unconfigured: {reason}'))
         self._diag_pub.publish(array)
 
     def destroy_node(self):
@@ -435,6 +528,11 @@ class PerceptionNode(LifecycleNode):
         for worker in self._workers:
             worker.join(timeout=5.0)
         self._workers = []
+
+
+def _diagnostic_array():
+    from diagnostic_msgs.msg import DiagnosticArray
+    return DiagnosticArray
 
 
 def main(args=None):

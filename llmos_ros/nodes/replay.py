@@ -2,7 +2,7 @@
 llmos-replay: publish a rosbag2 bag's messages live, at recorded timing, without rosbag2.
 
     llmos-replay BAG [--rate 1.0] [--loop] [--clock] [--topics T ...] [--remap OLD:=NEW ...]
-                     [--start-offset S] [--delay S] [--wait-for-subscribers N]
+                     [--start-offset S] [--delay S] [--wait-for-subscribers N] [--skip-gaps S]
                      [--qos reliable|sensor] [--quiet] [--ros-args ...]
 
 For machines without `ros2 bag play` (rosbag2); with rosbag2 installed the equivalent is
@@ -14,6 +14,10 @@ For machines without `ros2 bag play` (rosbag2); with rosbag2 installed the equiv
 - Timing: messages go out in log-time order (the time the recorder received them), each at
   `start + (log time - bag start) / rate` on the monotonic clock; `--start-offset S` skips the
   first S seconds of the bag; `--loop` plays it again from there until Ctrl-C.
+- Gaps: by default a gap in the bag is waited through (a line is printed for gaps over 10 s);
+  `--skip-gaps S` shortens every gap longer than S seconds (bag time) to S. Header stamps are
+  never changed, so the nodes see the stamps jump, as with the recording.
+- Empty bags, or selected topics without messages: one line, exit 2.
 - `--clock`: rosgraph_msgs/Clock on /clock at `--clock-hz` (default 100) following bag time, for
   nodes run with `use_sim_time:=true` (bag time jumps back when a loop restarts).
 - Topics: the bag's names with the leading slash removed, so they resolve in the node's
@@ -77,6 +81,8 @@ def parse_args(argv) -> argparse.Namespace:
                    help='wait S seconds after the publishers are up, before playing')
     p.add_argument('--wait-for-subscribers', type=int, default=0, metavar='N',
                    help='before playing, wait until every replayed topic has N subscriptions')
+    p.add_argument('--skip-gaps', type=float, default=0.0, metavar='S',
+                   help='shorten gaps in the bag longer than S seconds to S (0: off)')
     p.add_argument('--qos', choices=('reliable', 'sensor'), default='reliable',
                    help='reliable keep-last-100 (default) or best-effort sensor-data QoS')
     p.add_argument('--quiet', action='store_true', help='no progress lines')
@@ -85,7 +91,7 @@ def parse_args(argv) -> argparse.Namespace:
         p.error(f'--rate must be > 0, got {args.rate:g}')
     if not args.clock_hz > 0:
         p.error(f'--clock-hz must be > 0, got {args.clock_hz:g}')
-    for name in ('start_offset', 'delay', 'wait_for_subscribers'):
+    for name in ('start_offset', 'delay', 'wait_for_subscribers', 'skip_gaps'):
         if getattr(args, name) < 0:
             p.error(f'--{name.replace("_", "-")} must be >= 0')
     return args
@@ -198,6 +204,9 @@ class Player:
         for old in sorted(set(remaps) - set(bag_topics)):
             log(f'warning: --remap {old}: not a topic of the bag', err=True)
         counts = source.info['counts']
+        if wanted and not any(counts.get(t, 0) for t in wanted):
+            raise UsageError(f'nothing to replay: {source.path} holds no messages on the '
+                             f'selected topics')
         self.skipped: dict[str, dict] = {}
         self.publishers: dict[str, object] = {}
         self.names: dict[str, str] = {}
@@ -239,6 +248,7 @@ class Player:
         self.max_lag_s = 0.0
         self.bag_played_s = 0.0
         self.wall_s = 0.0
+        self.gaps_skipped_s = 0.0
 
     # ---------------------------------------------------------------------------------------------
     def wait_for_subscribers(self, n: int) -> None:
@@ -281,13 +291,15 @@ class Player:
         next_progress = t0 + 1.0
         last_ns = start_ns
         last_wall = t0
+        skipped_ns = 0  # bag time cut out of long gaps (--skip-gaps)
 
         def bag_now(now):
-            return start_ns + int((now - t0) * rate * 1e9)
+            return start_ns + skipped_ns + int((now - t0) * rate * 1e9)
 
         try:
             for topic, log_ns, raw in messages:
-                due = t0 + (log_ns - start_ns) * 1e-9 / rate
+                skipped_ns += self._gap_cut(last_ns, log_ns)
+                due = t0 + (log_ns - start_ns - skipped_ns) * 1e-9 / rate
                 while True:
                     now = time.monotonic()
                     if self.clock_pub is not None and now >= next_tick:
@@ -314,8 +326,21 @@ class Player:
                 self._publish_clock(last_ns)
             self.passes += 1
         finally:  # also when interrupted: the summary counts what was played
-            self.bag_played_s += (last_ns - start_ns) * 1e-9
+            self.bag_played_s += (last_ns - start_ns - skipped_ns) * 1e-9
+            self.gaps_skipped_s += skipped_ns * 1e-9
             self.wall_s += last_wall - t0
+
+    def _gap_cut(self, last_ns: int, log_ns: int) -> int:
+        """Nanoseconds of the gap before `log_ns` to skip (--skip-gaps); logs long gaps."""
+        gap_s = (log_ns - last_ns) * 1e-9
+        limit = self.args.skip_gaps
+        if limit > 0 and gap_s > limit:
+            self.log(f'[{PROG}] skipping {gap_s - limit:.1f} s of a {gap_s:.1f} s gap in the bag')
+            return int(round((gap_s - limit) * 1e9))
+        if gap_s > 10.0:
+            self.log(f'[{PROG}] the bag has a {gap_s:.1f} s gap here: waiting through it '
+                     f'(--skip-gaps S shortens gaps to S)', err=True)
+        return 0
 
     def bag_span_s(self) -> float:
         return (self.source.info['end_ns'] - self.source.info['start_ns']) * 1e-9
@@ -347,6 +372,7 @@ class Player:
                 'achieved_rate': (round(self.bag_played_s / self.wall_s, 4)
                                   if self.wall_s > 0 else None),
                 'max_lag_ms': round(self.max_lag_s * 1e3, 3),
+                'gaps_skipped_s': round(self.gaps_skipped_s, 6),
                 'clock_messages': self.clock_count}
 
 
@@ -386,6 +412,8 @@ def main(argv=None) -> int:
     try:
         parse_remaps(args.remap)
         source = BagSource(args.bag)
+        if not source.info['message_count']:
+            raise UsageError(f'nothing to replay: {args.bag} holds no messages')
     except LlmosError as exc:
         print(f'{PROG}: error: {exc}', file=sys.stderr)
         return EXIT_USER_ERROR

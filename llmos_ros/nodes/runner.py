@@ -103,8 +103,14 @@ def main(argv=None):
     except KeyboardInterrupt:
         pass
     finally:
+        unconfigured = [n.get_name() for n in runner.nodes
+                        if getattr(n, 'configured', True) is False]
         runner.stop()
         rclpy.try_shutdown()
+    if unconfigured:  # the reason was logged when configure failed
+        print(f'error: {", ".join(unconfigured)} never configured; nothing was published',
+              file=sys.stderr)
+        return 1
     return 0
 
 
