@@ -33,8 +33,10 @@ newest frame used) keeps contributing with its variance multiplied by 1 / w(a), 
     w(a) = 1 / (1 + max(0, a - stale_grace_s) / stale_tau_s)       (w = 1 when stale_tau_s = 0)
 
 is its effective weight: the share of its fresh precision it still carries (1 while fresher than
-the grace, 1/2 at grace + tau, falling smoothly towards 0). A modality older than its `max_age_s`
-is absent from the sample (the synchronizer's hard limit) and has weight 0.
+the grace, 1/2 at grace + tau, falling smoothly towards 0). An expert older than `max_age_s` (the
+hard limit) is not used: weight 0. The synchronizer's own per-modality `max_age_s` still decides
+which inputs a sample (and so the per-frame latent) holds; `llmos_ros.temporal` keeps each
+modality's last expert so the belief can use it, inflated, up to this limit.
 """
 from __future__ import annotations
 
@@ -56,6 +58,7 @@ class BeliefConfig:
     reset_gap_s: float = 2.0  # a longer stamp gap restarts the belief
     stale_grace_s: float = 0.1  # an expert this old still has its full weight
     stale_tau_s: float = 0.5  # ... and half of it stale_tau_s later; 0: no inflation
+    max_age_s: float = 1.0  # hard limit: an older expert is not used (weight 0)
 
     def __post_init__(self):
         for f in fields(self):

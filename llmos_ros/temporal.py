@@ -1,0 +1,143 @@
+"""
+Belief, staleness-aware fusion and surprise for a stream of `Inference`s. ROS-free.
+
+`TemporalTracker.step(result)` runs after `PerceptionEngine.infer` on the same sample (the live
+node's worker after publishing the latent; `llmos-eval` on every evaluated sample):
+
+1. The experts of the modalities in the sample are computed from `result.inputs` and kept as
+   each modality's last expert, with the stamp of the input it came from.
+2. Surprise of each present modality against the fusion of the other present ones
+   (`llmos_ros.surprise`), with its calibrated tail probability.
+3. Staleness-aware fusion: every kept expert no older than `BeliefConfig.max_age_s` (the hard
+   limit; older ones are forgotten) takes part with its variance divided by its effective weight
+   w(age) (`llmos_ros.belief.staleness_weight`); a modality silent in this sample thus keeps
+   contributing, less and less, until the hard limit. Its private latent (when the model has
+   them) is inflated alike; without a kept expert it is the prior N(0, I).
+4. The belief filter folds that fused posterior in (`llmos_ros.belief`).
+
+The per-frame latent (`Inference.mean/std`) is unchanged by all this.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import math
+
+import numpy as np
+import torch
+
+from llmos_ros.belief import NS, BeliefConfig, BeliefFilter, BeliefState, staleness_weight
+from llmos_ros.models.fusion import fuse
+from llmos_ros.surprise import SurpriseCalibration, loo_scores
+
+
+@dataclass
+class TemporalState:
+    """Belief and surprise at one sample; dicts keyed by modality, in model order."""
+
+    stamp_ns: int
+    belief: BeliefState
+    ages_s: dict[str, float]  # age of each modality's expert used (kept ones included)
+    weights: dict[str, float]  # its effective weight, 0 for a modality not used
+    surprise: dict[str, tuple[float, float]] = field(default_factory=dict)  # (score, tail p)
+
+
+@dataclass
+class _Expert:
+    stamp_ns: int
+    mu: torch.Tensor  # shared [D]
+    logvar: torch.Tensor
+    pmu: torch.Tensor | None  # private [P] or None
+    plogvar: torch.Tensor | None
+
+
+class TemporalTracker:
+    """Per-stream state: the kept experts and the belief filter (module doc)."""
+
+    def __init__(self, engine, cfg: BeliefConfig | None = None,
+                 calibration: SurpriseCalibration | None = None):
+        self.model = engine.model
+        self.model_id = engine.model_id
+        self.names = list(engine.names)
+        self.device = engine.device
+        self.cfg = cfg or BeliefConfig()
+        self.calibration = calibration
+        self.filter = BeliefFilter(self.cfg)
+        self.kept: dict[str, _Expert] = {}
+
+    @torch.no_grad()
+    def _experts(self, result) -> None:
+        """Compute the experts of the modalities in `result` and keep them."""
+        inputs = {n: torch.from_numpy(np.asarray(a, np.float32))[None].to(self.device)
+                  for n, a in result.inputs.items()}
+        xs, mask = self.model.prepare(inputs, None)
+        mus, lvs, pmus, plvs = self.model.experts(xs, mask)
+        for i, name in enumerate(self.names):
+            if name in result.inputs:
+                self.kept[name] = _Expert(
+                    int(result.stamps_ns.get(name, result.stamp_ns)), mus[i, 0], lvs[i, 0],
+                    None if pmus is None else pmus[i, 0],
+                    None if plvs is None else plvs[i, 0])
+
+    def _stack(self, names: list[str], inflate: dict[str, float]):
+        """Experts [M, 1, D] in model order, log-variances plus `inflate`, and the mask [M, 1]."""
+        d = self.model.shared_dim
+        zeros = torch.zeros(d, device=self.device)
+        mus, lvs, mask = [], [], []
+        for name in self.names:
+            e = self.kept.get(name) if name in names else None
+            mus.append(e.mu if e else zeros)
+            lvs.append(e.logvar + inflate.get(name, 0.0) if e else zeros)
+            mask.append(e is not None)
+        return (torch.stack(mus)[:, None], torch.stack(lvs)[:, None],
+                torch.tensor(mask, device=self.device)[:, None])
+
+    def _surprise(self, present: list[str]) -> dict[str, tuple[float, float]]:
+        mus, lvs, mask = self._stack(present, {})
+        scores = loo_scores(self.model.fusion, mus, lvs, mask)[:, 0].numpy()
+        out = {}
+        for i, name in enumerate(self.names):
+            if name in present and math.isfinite(scores[i]):
+                cal = self.calibration
+                out[name] = (float(scores[i]),
+                             cal.tail(name, float(scores[i])) if cal else float('nan'))
+        return out
+
+    def _fused(self, inflate: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        """Staleness-aware fused posterior of the full latent: (mean, var) as float64."""
+        mus, lvs, mask = self._stack(list(inflate), inflate)
+        mu, logvar = fuse(self.model.fusion, mus, lvs, mask).gaussian()
+        mu, logvar = mu[0], logvar[0]
+        if self.model.private_dim:
+            p = self.model.private_dim
+            parts_mu, parts_lv = [mu], [logvar]
+            for name in self.names:
+                e = self.kept.get(name) if name in inflate else None
+                if e is None or e.pmu is None:
+                    parts_mu.append(torch.zeros(p, device=self.device))
+                    parts_lv.append(torch.zeros(p, device=self.device))
+                else:
+                    parts_mu.append(e.pmu)
+                    parts_lv.append(e.plogvar + inflate[name])
+            mu, logvar = torch.cat(parts_mu), torch.cat(parts_lv)
+        return mu.double().cpu().numpy(), torch.exp(logvar).double().cpu().numpy()
+
+    def step(self, result) -> TemporalState:
+        """Fold one `Inference` into the belief; its surprise, ages and weights."""
+        if self.filter.reset_reason(result.stamp_ns, self.model.latent_size, self.model_id):
+            self.kept.clear()  # first sample, model change, stamp back or long gap: start over
+        self._experts(result)
+        surprise = self._surprise([n for n in self.names if n in result.inputs])
+        ages, weights, inflate = {}, {}, {}
+        for name in self.names:
+            e = self.kept.get(name)
+            age = max(0, result.stamp_ns - e.stamp_ns) / NS if e else math.inf
+            if age > self.cfg.max_age_s:
+                self.kept.pop(name, None)
+                weights[name] = 0.0
+                ages[name] = age if e else float('nan')
+                continue
+            w = staleness_weight(age, self.cfg)
+            ages[name], weights[name], inflate[name] = age, w, -math.log(w)
+        mean, var = self._fused(inflate)
+        belief = self.filter.update(result.stamp_ns, mean, var, self.model_id)
+        return TemporalState(result.stamp_ns, belief, ages, weights, surprise)
