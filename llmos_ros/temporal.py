@@ -38,6 +38,7 @@ class TemporalState:
     belief: BeliefState
     ages_s: dict[str, float]  # age of each modality's expert used (kept ones included)
     weights: dict[str, float]  # its effective weight, 0 for a modality not used
+    stamps_ns: dict[str, int]  # stamp of the input of each modality used (weight > 0)
     surprise: dict[str, tuple[float, float]] = field(default_factory=dict)  # (score, tail p)
 
 
@@ -127,7 +128,7 @@ class TemporalTracker:
             self.kept.clear()  # first sample, model change, stamp back or long gap: start over
         self._experts(result)
         surprise = self._surprise([n for n in self.names if n in result.inputs])
-        ages, weights, inflate = {}, {}, {}
+        ages, weights, inflate, stamps = {}, {}, {}, {}
         for name in self.names:
             e = self.kept.get(name)
             age = max(0, result.stamp_ns - e.stamp_ns) / NS if e else math.inf
@@ -138,6 +139,23 @@ class TemporalTracker:
                 continue
             w = staleness_weight(age, self.cfg)
             ages[name], weights[name], inflate[name] = age, w, -math.log(w)
+            stamps[name] = e.stamp_ns
         mean, var = self._fused(inflate)
         belief = self.filter.update(result.stamp_ns, mean, var, self.model_id)
-        return TemporalState(result.stamp_ns, belief, ages, weights, surprise)
+        return TemporalState(result.stamp_ns, belief, ages, weights, stamps, surprise)
+
+    def belief_fields(self, state: TemporalState, latent: dict) -> dict:
+        """LatentState fields of the belief (llmos/belief), from the sample's `latent_fields`."""
+        used = [n for n in self.names if state.weights.get(n, 0.0) > 0]
+        return {**latent, 'mean': state.belief.mean.astype(np.float32),
+                'std': state.belief.std.astype(np.float32), 'modalities': used,
+                'modality_stamps_ns': [state.stamps_ns[n] for n in used],
+                'modality_ages': [state.ages_s[n] for n in used],
+                'modality_weights': [state.weights[n] for n in used]}
+
+    def surprise_fields(self, state: TemporalState, frame_id: str = 'llmos') -> dict:
+        """Fields of msg/Surprise.msg for `state`, modalities in model order."""
+        names = [n for n in self.names if n in state.surprise]
+        return {'stamp_ns': state.stamp_ns, 'frame_id': frame_id, 'model_id': self.model_id,
+                'modalities': names, 'scores': [state.surprise[n][0] for n in names],
+                'tail_probabilities': [state.surprise[n][1] for n in names]}

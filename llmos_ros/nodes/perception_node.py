@@ -7,7 +7,9 @@ mismatched checkpoint) leaves it up and unconfigured with the error logged.
 
 Inputs (relative, remappable, sensor-data QoS), those of the model's modalities:
   camera/image_raw (or .../compressed), microphone/audio, tactile/array or tactile/image.
-Outputs: llmos/latent (LatentState), llmos/prediction/<modality>, /diagnostics.
+Outputs: llmos/latent (LatentState), llmos/prediction/<modality>, /diagnostics, and with
+`publish_belief` (default) llmos/belief (LatentState: the belief over time, staleness-aware) and
+llmos/surprise (Surprise) for every latent (llmos_ros/temporal.py).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import numpy as np
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
 
+from llmos_ros.belief import BeliefConfig
 from llmos_ros.checkpoint import load_checkpoint
 from llmos_ros.core import frames as F
 from llmos_ros.core.frames import frame_from_msg
@@ -27,8 +30,17 @@ from llmos_ros.inference import Inference, PerceptionEngine
 from llmos_ros.nodes import convert
 from llmos_ros.nodes.diagnostics import OK, WARN, RateTracker, make_status
 from llmos_ros.nodes.runtime import run_node
+from llmos_ros.surprise import load_calibration
+from llmos_ros.temporal import TemporalTracker
 
 LATENCY_WINDOW = 1000
+# belief.<name> parameters: fields of llmos_ros.belief.BeliefConfig (defaults from there)
+BELIEF_PARAMETERS = {
+    'process_noise': 'random-walk variance per second of every latent dimension',
+    'reset_gap_s': 'a longer gap between samples restarts the belief',
+    'stale_grace_s': 'an expert this old still has its full weight',
+    'stale_tau_s': 'an expert grace + tau old has half its weight (0: no down-weighting)',
+    'max_age_s': 'hard limit: an older expert is not used by the belief'}
 
 
 class PerceptionNode(LifecycleNode):
@@ -47,6 +59,7 @@ class PerceptionNode(LifecycleNode):
         self.declare_parameter('diagnostics_period_s', 1.0)
         self.declare_parameter('audio_prediction_iterations', 4)
         self.declare_parameter('prediction_rate_hz', 10.0)
+        self._declare_belief_parameters()
         rate = self.get_parameter('prediction_rate_hz').value
         self._prediction_period = 1.0 / rate if rate > 0 else 0.0
         self._audio_iterations = self.get_parameter('audio_prediction_iterations').value
@@ -60,6 +73,8 @@ class PerceptionNode(LifecycleNode):
         self._running = False
         self._subs, self._pred_pubs = [], {}
         self._latent_pub = self._diag_pub = self._diag_timer = None
+        self._tracker: TemporalTracker | None = None
+        self._belief_pub = self._surprise_pub = None
         self._rates: dict[str, RateTracker] = {}
         self._last_stamp: dict[str, int] = {}
         self._counts: Counter = Counter()
@@ -89,6 +104,7 @@ class PerceptionNode(LifecycleNode):
                          for k in ('slop_s', 'max_wait_s', 'max_age_s')
                          if self.get_parameter(k).value >= 0}
             self.engine = PerceptionEngine(loaded, device, wanted or None, overrides)
+            self._configure_belief(path, loaded)
         except LlmosError as exc:
             self.get_logger().error(f'cannot configure: {exc}; staying unconfigured')
             return TransitionCallbackReturn.FAILURE
@@ -142,6 +158,7 @@ class PerceptionNode(LifecycleNode):
                 self._pred_pubs[name] = self.create_lifecycle_publisher(
                     kind, f'llmos/prediction/{name}', 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._create_belief_interfaces()
         for name in self.engine.active:
             topic, msg_type = self._topic(name)
             self._rates[name] = RateTracker()
@@ -156,10 +173,11 @@ class PerceptionNode(LifecycleNode):
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
-        for pub in [self._latent_pub, self._diag_pub, *self._pred_pubs.values()]:
+        for pub in [self._latent_pub, self._diag_pub, self._belief_pub, self._surprise_pub,
+                    *self._pred_pubs.values()]:
             if pub is not None:
                 self.destroy_publisher(pub)
-        self._latent_pub = self._diag_pub = None
+        self._latent_pub = self._diag_pub = self._belief_pub = self._surprise_pub = None
         self._pred_pubs = {}
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
@@ -211,6 +229,7 @@ class PerceptionNode(LifecycleNode):
                 continue
             self._publish_latent(result)
             self._latency_ms.append((time.monotonic() - received) * 1e3)
+            self._publish_belief(result)
             if self._pred_pubs:
                 with self._lock:
                     if self._pending_prediction is not None:
@@ -251,6 +270,49 @@ class PerceptionNode(LifecycleNode):
         self._latent_pub.publish(convert.latent_state(
             self.engine.latent_fields(result, self.get_parameter('frame_id').value)))
         self._counts['published'] += 1
+
+    # --- belief and surprise (llmos_ros/temporal.py) --------------------------------------------
+    def _declare_belief_parameters(self):
+        from rcl_interfaces.msg import ParameterDescriptor
+        self.declare_parameter('publish_belief', True, ParameterDescriptor(
+            description='publish llmos/belief (LatentState) and llmos/surprise (Surprise)'))
+        for name, text in BELIEF_PARAMETERS.items():
+            self.declare_parameter(f'belief.{name}', getattr(BeliefConfig(), name),
+                                   ParameterDescriptor(description=text))
+
+    def _configure_belief(self, path: str, loaded):
+        """The tracker of the belief and surprise; a missing calibration is logged once."""
+        self._tracker = None
+        if not self.get_parameter('publish_belief').value:
+            return
+        cfg = BeliefConfig.from_dict({n: self.get_parameter(f'belief.{n}').value
+                                      for n in BELIEF_PARAMETERS})
+        calibration, why = load_calibration(path, loaded)
+        if calibration is None:
+            self.get_logger().warning(f'surprise tail probabilities are NaN: {why}')
+        self._tracker = TemporalTracker(self.engine, cfg, calibration)
+
+    def _create_belief_interfaces(self):
+        if self._tracker is None:
+            return
+        from llmos_ros.msg import LatentState, Surprise
+        self._belief_pub = self.create_lifecycle_publisher(LatentState, 'llmos/belief', 10)
+        self._surprise_pub = self.create_lifecycle_publisher(Surprise, 'llmos/surprise', 10)
+
+    def _publish_belief(self, result: Inference):
+        """Worker thread, after the latent: fold `result` into the belief, publish both."""
+        if self._tracker is None or self._belief_pub is None:
+            return
+        try:
+            state = self._tracker.step(result)
+        except LlmosError as exc:  # a posterior the filter cannot take: counted, logged
+            self._drop('belief', 'belief_error', str(exc))
+            return
+        frame_id = self.get_parameter('frame_id').value
+        latent = self.engine.latent_fields(result, frame_id)
+        self._belief_pub.publish(convert.latent_state(self._tracker.belief_fields(state, latent)))
+        self._surprise_pub.publish(convert.surprise(self._tracker.surprise_fields(state,
+                                                                                   frame_id)))
 
     def _publish_predictions(self, result: Inference):
         frames = self.engine.prediction_frames(result, self.get_parameter('frame_id').value,
