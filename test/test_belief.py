@@ -83,3 +83,15 @@ def test_staleness_rule():
     weights = [staleness_weight(a, cfg) for a in ages]
     assert all(b < a for a, b in zip(weights, weights[1:]))
     assert staleness_weight(100.0, BeliefConfig(stale_tau_s=0.0)) == 1.0
+
+
+def test_belief_metrics():
+    from llmos_ros.evaluation.belief_metrics import auroc, false_alarm_rate, finite, jitter
+    assert auroc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
+    assert auroc(np.array([1.0]), np.array([1.0, 2.0])) == pytest.approx(0.25)  # tie counts half
+    assert auroc(np.array([np.nan]), np.array([1.0])) is None
+    assert false_alarm_rate(np.array([0.005, 0.5, np.nan, 0.02])) == pytest.approx(1 / 3)
+    means = np.array([[0.0], [1.0], [3.0], [3.5]])
+    labels = np.array(['a', 'a', 'b', 'b'])  # the step across the episode change is left out
+    assert jitter(means, labels) == pytest.approx(0.75)
+    assert finite({'x': float('nan'), 'y': {'z': 1.0}}) == {'x': None, 'y': {'z': 1.0}}
