@@ -305,8 +305,8 @@ class PerceptionNode(LifecycleNode):
             return
         try:
             state = self._tracker.step(result)
-        except LlmosError as exc:  # a posterior the filter cannot take: counted, logged
-            self._drop('belief', 'belief_error', str(exc))
+        except Exception as exc:  # a model or filter failure must not kill the node
+            self._drop('belief', 'belief_error', repr(exc))
             return
         frame_id = self.get_parameter('frame_id').value
         latent = self.engine.latent_fields(result, frame_id)
