@@ -2,15 +2,15 @@
 Belief and surprise on simulated bags with injected events (issue 13's figures).
 
     python benchmarks/belief_surprise.py [--out DIR] [--train-s 60] [--steps 300] [--test-s 40]
-        [--threads 1] [--model M --train-bag B]
+        [--threads 1] [--process-noise Q [Q ...]] [--model M --train-bag B]
 
 Trains a model on a simulated training bag (or takes --model and its --train-bag), calibrates its
 surprise on that bag, writes test bags of another seed -- clean, each modality swapped with another
 scene's stream in 2 s windows every 10 s, tactile silent for 3 s windows -- replays them through
 the live path (`PerceptionEngine` + `TemporalTracker`) and prints:
 
-* probe: linear-probe accuracy of the per-frame latent and of the belief (probe fitted on the
-  training bag's per-frame latents), on the clean bag;
+* probe: linear-probe accuracy of the per-frame latent and of the belief on the clean bag, each
+  probe fitted on the same representation of the training bag;
 * jitter ratio: per-frame over belief step-to-step jitter within episodes, clean bag (>= 2 wanted);
 * silence: share of steps in which the belief std over tactile's private latent does not fall
   while tactile is silent, the std at the window's end over its start, and the coverage of the
@@ -19,7 +19,8 @@ the live path (`PerceptionEngine` + `TemporalTracker`) and prints:
   modality's pairing window has filled) against samples outside (>= 0.9 wanted);
 * false alarms: the share of clean-bag samples with tail probability < 0.01, per modality.
 
-The last line is one JSON object with every figure.
+One row per --process-noise value (the other belief parameters at their defaults). The last line
+is one JSON object with every figure.
 """
 import argparse
 import contextlib
@@ -55,6 +56,8 @@ def parse_args(argv=None):
     p.add_argument('--steps', type=int, default=300, help='training steps')
     p.add_argument('--test-s', type=float, default=40.0, help='seconds of each test bag')
     p.add_argument('--threads', type=int, default=1)
+    p.add_argument('--process-noise', type=float, nargs='+', default=[0.05],
+                   help='belief.process_noise values to compare (one row each)')
     p.add_argument('--model', help='existing checkpoint (skips training; needs --train-bag)')
     p.add_argument('--train-bag', help='the training bag of --model')
     return p.parse_args(argv)
@@ -65,13 +68,22 @@ def windows(test_s: float, length: float) -> list[tuple[float, float]]:
     return [(t, t + length) for t in np.arange(5.0, test_s - length, 10.0)]
 
 
-def run(bag, loaded, cfg: BeliefConfig, calibration):
-    """Replay `bag` through the live path: (Track, labels, seconds of data)."""
-    engine = PerceptionEngine(loaded)
+def replayed(bag, loaded):
+    """Replay `bag` through the live path: (engine, its `Inference`s, labels)."""
+    engine, results = PerceptionEngine(loaded), []
+    rep = replay(bag, engine, progress=False, on_result=results.append)
+    return engine, results, rep.labels
+
+
+def track(engine, results, cfg: BeliefConfig, calibration) -> Track:
+    """The belief and surprise of replayed results under `cfg`."""
     tracker = TemporalTracker(engine, cfg, calibration)
-    states = []
-    rep = replay(bag, engine, progress=False, on_result=lambda r: states.append(tracker.step(r)))
-    return Track.from_states(tracker.names, rep.means, states), rep.labels
+    states = [tracker.step(r) for r in results]
+    return Track.from_states(tracker.names, [r.mean for r in results], states)
+
+
+def _f(value, digits: int = 3) -> str:
+    return '-' if value is None else f'{value:.{digits}f}'
 
 
 def seconds(track: Track) -> np.ndarray:
@@ -137,49 +149,50 @@ def main(argv=None) -> int:
     cal = calibrate(loaded.model, loaded.model_id, train.arrays, train.present)
     cal.save(sidecar_path(model_path))
     names = list(loaded.model.names)
-    cfg = BeliefConfig()
-
     swaps, silent = windows(args.test_s, 2.0), windows(args.test_s, 3.0)
     bags = {'clean': [], 'silence': [Event('silence', 'tactile', a, b - a) for a, b in silent]}
     bags.update({f'swap_{m}': [Event('swap', m, a, b - a) for a, b in swaps] for m in names})
-    tracks = {}
+    runs = {}
     for name, events in bags.items():
         path = work / f'test_{name}'
         if not path.exists():
             write_bag(path, args.test_s, seed=11, events=events, progress=False)
-        tracks[name] = run(path, loaded, cfg, cal)
-    train_track, train_labels = run(train_bag, loaded, cfg, None)
-
-    clean, labels = tracks['clean']
+        runs[name] = replayed(path, loaded)
+    runs['train'] = replayed(train_bag, loaded)
+    labels, train_labels = runs['clean'][2], runs['train'][2]
     lab, tlab = labels != '', train_labels != ''
-    probe = {kind: linear_probe(train_track.latent[tlab], train_labels[tlab],
-                                getattr(clean, kind)[lab], labels[lab])
-             for kind in ('latent', 'belief')}
-    jit_latent, jit_belief = jitter(clean.latent, labels), jitter(clean.belief, labels)
     lags = {m: max(0.0, loaded.cfg.modalities[m].window_s) for m in names}
-    swap_figs = {m: swap_auroc(tracks[f'swap_{m}'][0], i, swaps, lags[m])
-                 for i, m in enumerate(names)}
-    fa = {m: false_alarm_rate(clean.tails[:, i]) for i, m in enumerate(names)}
-    sil = silence_figures(tracks['silence'][0], clean, silent,
-                          loaded.model.private_slice('tactile'))
-
+    private = loaded.model.private_slice('tactile')
     print(f'model {loaded.model_id} ({loaded.cfg.model.fusion}), train {train_bag}, '
-          f'test bags of {args.test_s:g} s (seed 11), belief {cfg}')
-    print(f'probe accuracy     per-frame {probe["latent"]:.3f}   belief {probe["belief"]:.3f}')
-    print(f'jitter (clean)     per-frame {jit_latent:.4f}   belief {jit_belief:.4f}   '
-          f'ratio {jit_latent / jit_belief:.2f}x')
-    print(f'tactile silent     std non-decreasing {sil["std_non_decreasing"]}, end/start '
-          f'{sil["std_end_over_start"]}, 90 % coverage {sil["coverage_90"]}')
-    print('modality   swap AUROC   false alarms at p < 0.01 (clean)')
-    for m in names:
-        a = swap_figs[m]
-        print(f'{m:<10} {"-" if a is None else f"{a:.3f}":>10}   '
-              f'{"-" if fa[m] is None else f"{fa[m]:.4f}"}')
+          f'test bags of {args.test_s:g} s (seed 11); probes fitted on the training bag')
+    print('process_noise  probe latent/belief  jitter ratio  silent: std rising, end/start, '
+          'cov90 | ' + '  '.join(f'AUROC {m}' for m in names) + ' | '
+          + '  '.join(f'FA {m}' for m in names))
+    rows = []
+    for q in args.process_noise:
+        cfg = BeliefConfig(process_noise=q)
+        tr = {name: track(*runs[name][:2], cfg, cal) for name in runs}
+        clean, train_tr = tr['clean'], tr['train']
+        probe = {kind: linear_probe(getattr(train_tr, kind)[tlab], train_labels[tlab],
+                                    getattr(clean, kind)[lab], labels[lab])
+                 for kind in ('latent', 'belief')}
+        ratio = jitter(clean.latent, labels) / jitter(clean.belief, labels)
+        swap_figs = {m: swap_auroc(tr[f'swap_{m}'], i, swaps, lags[m])
+                     for i, m in enumerate(names)}
+        fa = {m: false_alarm_rate(clean.tails[:, i]) for i, m in enumerate(names)}
+        sil = silence_figures(tr['silence'], clean, silent, private)
+        rows.append({'process_noise': q, 'probe_latent': probe['latent'],
+                     'probe_belief': probe['belief'], 'jitter_ratio': ratio, 'silence': sil,
+                     'swap_auroc': swap_figs, 'false_alarm_rate_1pct': fa})
+        print(f'{q:13g}  {probe["latent"]:.3f} / {probe["belief"]:.3f}        {ratio:6.2f}x'
+              f'       {_f(sil["std_non_decreasing"])}, {_f(sil["std_end_over_start"])}, '
+              f'{_f(sil["coverage_90"])} | ' + '  '.join(f'{_f(swap_figs[m]):>10}' for m in names)
+              + ' | ' + '  '.join(f'{_f(fa[m], 4):>7}' for m in names))
     result = {'model_id': loaded.model_id, 'fusion': loaded.cfg.model.fusion,
-              'probe_latent': probe['latent'], 'probe_belief': probe['belief'],
-              'jitter_ratio': jit_latent / jit_belief, 'silence': sil,
-              'swap_auroc': swap_figs, 'false_alarm_rate_1pct': fa,
-              'test_s': args.test_s, 'steps': args.steps, 'seconds': time.perf_counter() - started}
+              'belief': {k: v for k, v in BeliefConfig().__dict__.items()
+                         if k != 'process_noise'},
+              'rows': rows, 'test_s': args.test_s, 'steps': args.steps,
+              'seconds': time.perf_counter() - started}
     print(json.dumps(finite(result)))
     return 0
 

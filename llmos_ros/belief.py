@@ -6,37 +6,37 @@ process noise q_i (latent variance per second): the mean stays, var_i += q_i * (
 The propagated variance is capped at the prior's variance, 1: the model's latent has the marginal
 N(0, I), so a belief never claims to know less than knowing nothing.
 
-Update (product of experts). The per-frame fused posterior p(z | x_t) (`PerceptionEngine.infer`)
-already holds the prior expert N(0, I) once: for 'poe' it is N(0, I) * prod_m q_m(z | x_m). The
-belief puts the propagated belief b_bar in the prior expert's place instead of next to it:
+Update (product of experts). The model's PoE fuses the modality experts q_m(z | x_m) with a prior
+expert N(0, I). The belief puts the propagated belief b_bar in the prior expert's place, so the
+prior is not counted twice (it is in b_bar already, since the first sample):
 
-    b_t(z)  ~  p(z | x_t) / N(z; 0, I) * b_bar(z)
+    b_t(z)  ~  b_bar(z) * prod_m q_m(z | x_m)
 
-In precisions L = 1 / var and precision-weighted means h = mean / var (the prior has L = 1, h = 0):
+In precisions L = 1 / var and precision-weighted means h = mean / var, per dimension:
 
-    L_t = (L_post - 1) + L_bar        h_t = h_post + h_bar
+    L_t = L_bar + sum_m L_m        h_t = h_bar + sum_m h_m
 
-The term L_post - 1 (with h_post) is the evidence of the present experts, a Gaussian likelihood
-N(h_post / (L_post - 1), 1 / (L_post - 1)), so one step is exactly a Kalman update of b_bar with
-that measurement. Where the posterior is not narrower than the prior in a dimension (a mixture
-fusion's spread, the prior N(0, 1) a missing modality's private latent falls back to) there is no
-evidence: the likelihood precision is taken as 0 and that dimension only propagates.
+With one expert this is exactly a Kalman update of b_bar with the measurement N(mu_m, var_m).
+Each expert covers the dimensions it has an opinion on: every modality the shared ones, modality
+m alone its private latent; an expert has precision 0 elsewhere, so a dimension no present
+expert informs only propagates. For 'poe' models the first belief equals the per-frame latent;
+for the mixture fusions ('moe', 'mopoe', 'mmvae_plus') the belief uses the product of the
+experts (MoPoE's all-present component), not the mixture.
 
-Resets (the belief becomes the per-frame posterior, i.e. b_bar is the prior N(0, I)): the first
+Resets (b_bar becomes the prior N(0, I), so the belief is the prior times the experts): the first
 sample; a stamp gap longer than `reset_gap_s`; a stamp not newer than the belief's (a bag loop or a
 clock jump back; an equal stamp too, nothing can have happened in 0 s); a change of model id or
 latent size. `BeliefState.reset` names the reason ('' when the step was a filter update).
 
-Staleness. A modality's expert computed from a frame of age a (sample time minus the end of the
-newest frame used) keeps contributing with its variance multiplied by 1 / w(a), where
+Staleness. An expert computed from an input of age a (sample time minus the input's stamp) is
+folded in with its variance divided by its effective weight
 
     w(a) = 1 / (1 + max(0, a - stale_grace_s) / stale_tau_s)       (w = 1 when stale_tau_s = 0)
 
-is its effective weight: the share of its fresh precision it still carries (1 while fresher than
-the grace, 1/2 at grace + tau, falling smoothly towards 0). An expert older than `max_age_s` (the
-hard limit) is not used: weight 0. The synchronizer's own per-modality `max_age_s` still decides
-which inputs a sample (and so the per-frame latent) holds; `llmos_ros.temporal` keeps each
-modality's last expert so the belief can use it, inflated, up to this limit.
+the share of its fresh precision it still carries (1 while fresher than the grace, 1/2 at grace
++ tau, falling smoothly towards 0). Beyond `max_age_s` (the hard limit) an input is not used and
+its modality is forgotten (weight 0). See `llmos_ros.temporal` for how inputs reach the filter:
+each once, so a silent modality fades out through the process noise instead of vanishing.
 """
 from __future__ import annotations
 
@@ -128,25 +128,30 @@ class BeliefFilter:
             return 'gap'
         return ''
 
-    def update(self, stamp_ns: int, mean, var, model_id: str = '') -> BeliefState:
-        """Fold the per-frame posterior N(mean, var) at `stamp_ns` into the belief; return it."""
-        mean = np.asarray(mean, np.float64).ravel()
-        var = np.asarray(var, np.float64).ravel()
-        if mean.shape != var.shape:
-            raise InputError('size', f'belief update: mean has {mean.size} entries, '
-                             f'var {var.size}')
-        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(var)) and np.all(var > 0)):
-            raise InputError('nan', 'belief update: the posterior has a non-finite mean or a '
-                             'variance <= 0')
-        reason = self.reset_reason(stamp_ns, mean.size, model_id)
+    def update(self, stamp_ns: int, means, precisions, model_id: str = '') -> BeliefState:
+        """
+        Fold experts into the belief at `stamp_ns`; return it.
+
+        means, precisions: [K, L] (or [L] for one expert): K experts over the L latent
+        dimensions, precision 1 / var, 0 where an expert has no opinion.
+        """
+        means = np.atleast_2d(np.asarray(means, np.float64))
+        precs = np.atleast_2d(np.asarray(precisions, np.float64))
+        if means.shape != precs.shape:
+            raise InputError('size', f'belief update: means are {list(means.shape)}, '
+                             f'precisions {list(precs.shape)}')
+        if not (np.all(np.isfinite(means)) and np.all(np.isfinite(precs))
+                and np.all(precs >= 0)):
+            raise InputError('nan', 'belief update: an expert has a non-finite mean or a '
+                             'precision that is < 0 or not finite')
+        size = means.shape[1]
+        reason = self.reset_reason(stamp_ns, size, model_id)
         if reason:
-            self.state = BeliefState(int(stamp_ns), mean.copy(), var.copy(), reason)
+            bar_mean, bar_var = np.zeros(size), np.ones(size)  # the prior expert
             self.model_id = model_id
-            return self.state
-        bar_mean, bar_var = self.propagated(stamp_ns)
-        lik_prec = np.maximum(1.0 / var - 1.0, 0.0)  # the posterior divided by the prior
-        lik_h = np.where(lik_prec > 0, mean / var, 0.0)
-        prec = lik_prec + 1.0 / bar_var
-        h = lik_h + bar_mean / bar_var
-        self.state = BeliefState(int(stamp_ns), h / prec, 1.0 / prec)
+        else:
+            bar_mean, bar_var = self.propagated(stamp_ns)
+        prec = 1.0 / bar_var + precs.sum(0)
+        h = bar_mean / bar_var + (precs * means).sum(0)
+        self.state = BeliefState(int(stamp_ns), h / prec, 1.0 / prec, reason)
         return self.state

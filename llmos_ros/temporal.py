@@ -8,12 +8,16 @@ node's worker after publishing the latent; `llmos-eval` on every evaluated sampl
    each modality's last expert, with the stamp of the input it came from.
 2. Surprise of each present modality against the fusion of the other present ones
    (`llmos_ros.surprise`), with its calibrated tail probability.
-3. Staleness-aware fusion: every kept expert no older than `BeliefConfig.max_age_s` (the hard
-   limit; older ones are forgotten) takes part with its variance divided by its effective weight
-   w(age) (`llmos_ros.belief.staleness_weight`); a modality silent in this sample thus keeps
-   contributing, less and less, until the hard limit. Its private latent (when the model has
-   them) is inflated alike; without a kept expert it is the prior N(0, I).
-4. The belief filter folds that fused posterior in (`llmos_ros.belief`).
+3. Staleness-aware fusion into the belief: each input is folded in once, when it first appears,
+   with its variance divided by its effective weight w(age) (`llmos_ros.belief.staleness_weight`,
+   age = sample time - input stamp: a late input counts less). Folding a kept expert in again at
+   every sample would count the same observation many times over, so a silent modality instead
+   fades out of the belief through the process noise: its information is not cut off at the
+   synchronizer's `max_age_s`, and the belief's std over what only it informed grows.
+   `TemporalState.weights` reports w(age) of each modality's newest input (what it would still
+   be worth now) until `BeliefConfig.max_age_s`, the hard limit, after which it is forgotten
+   (weight 0, absent from the message).
+4. The belief filter: the propagated belief in the prior expert's place (`llmos_ros.belief`).
 
 The per-frame latent (`Inference.mean/std`) is unchanged by all this.
 """
@@ -26,7 +30,6 @@ import numpy as np
 import torch
 
 from llmos_ros.belief import NS, BeliefConfig, BeliefFilter, BeliefState, staleness_weight
-from llmos_ros.models.fusion import fuse
 from llmos_ros.surprise import SurpriseCalibration, loo_scores
 
 
@@ -49,6 +52,7 @@ class _Expert:
     logvar: torch.Tensor
     pmu: torch.Tensor | None  # private [P] or None
     plogvar: torch.Tensor | None
+    folded: bool = False  # already in the belief
 
 
 class TemporalTracker:
@@ -73,9 +77,11 @@ class TemporalTracker:
         xs, mask = self.model.prepare(inputs, None)
         mus, lvs, pmus, plvs = self.model.experts(xs, mask)
         for i, name in enumerate(self.names):
-            if name in result.inputs:
+            stamp = int(result.stamps_ns.get(name, result.stamp_ns))
+            old = self.kept.get(name)
+            if name in result.inputs and (old is None or old.stamp_ns != stamp):
                 self.kept[name] = _Expert(
-                    int(result.stamps_ns.get(name, result.stamp_ns)), mus[i, 0], lvs[i, 0],
+                    stamp, mus[i, 0], lvs[i, 0],
                     None if pmus is None else pmus[i, 0],
                     None if plvs is None else plvs[i, 0])
 
@@ -103,24 +109,31 @@ class TemporalTracker:
                              cal.tail(name, float(scores[i])) if cal else float('nan'))
         return out
 
-    def _fused(self, inflate: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
-        """Staleness-aware fused posterior of the full latent: (mean, var) as float64."""
-        mus, lvs, mask = self._stack(list(inflate), inflate)
-        mu, logvar = fuse(self.model.fusion, mus, lvs, mask).gaussian()
-        mu, logvar = mu[0], logvar[0]
-        if self.model.private_dim:
-            p = self.model.private_dim
-            parts_mu, parts_lv = [mu], [logvar]
-            for name in self.names:
-                e = self.kept.get(name) if name in inflate else None
-                if e is None or e.pmu is None:
-                    parts_mu.append(torch.zeros(p, device=self.device))
-                    parts_lv.append(torch.zeros(p, device=self.device))
-                else:
-                    parts_mu.append(e.pmu)
-                    parts_lv.append(e.plogvar + inflate[name])
-            mu, logvar = torch.cat(parts_mu), torch.cat(parts_lv)
-        return mu.double().cpu().numpy(), torch.exp(logvar).double().cpu().numpy()
+    def _experts_full(self, inflate: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        """
+        The experts not yet folded in, over the full latent: means and precisions [K, L].
+
+        Each covers the shared part and its own private part (precision 0 elsewhere), with its
+        log-variance plus inflate[name] = -log w(age).
+        """
+        size, d = self.model.latent_size, self.model.shared_dim
+        means, precs = [], []
+        for name in self.names:
+            e = self.kept.get(name) if name in inflate else None
+            if e is None or e.folded:
+                continue
+            mean, prec = np.zeros(size), np.zeros(size)
+            mean[:d] = e.mu.double().cpu().numpy()
+            prec[:d] = torch.exp(-(e.logvar.double() + inflate[name])).cpu().numpy()
+            if e.pmu is not None:
+                part = self.model.private_slice(name)
+                mean[part] = e.pmu.double().cpu().numpy()
+                prec[part] = torch.exp(-(e.plogvar.double() + inflate[name])).cpu().numpy()
+            means.append(mean)
+            precs.append(prec)
+        if not means:
+            return np.zeros((1, size)), np.zeros((1, size))
+        return np.stack(means), np.stack(precs)
 
     def step(self, result) -> TemporalState:
         """Fold one `Inference` into the belief; its surprise, ages and weights."""
@@ -140,8 +153,10 @@ class TemporalTracker:
             w = staleness_weight(age, self.cfg)
             ages[name], weights[name], inflate[name] = age, w, -math.log(w)
             stamps[name] = e.stamp_ns
-        mean, var = self._fused(inflate)
-        belief = self.filter.update(result.stamp_ns, mean, var, self.model_id)
+        means, precs = self._experts_full(inflate)
+        belief = self.filter.update(result.stamp_ns, means, precs, self.model_id)
+        for e in self.kept.values():
+            e.folded = True
         return TemporalState(result.stamp_ns, belief, ages, weights, stamps, surprise)
 
     def belief_fields(self, state: TemporalState, latent: dict) -> dict:

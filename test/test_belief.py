@@ -8,23 +8,25 @@ from llmos_ros.errors import ConfigError, InputError
 from llmos_ros.models.fusion import poe
 
 
-def _posterior(z, r):
-    """Per-frame PoE posterior of one expert N(z, r) and the prior expert N(0, 1)."""
-    mus = torch.tensor(np.asarray(z, np.float64))[None, None]
-    logvars = torch.log(torch.tensor(np.asarray(r, np.float64)))[None, None]
-    mu, logvar = poe(mus, logvars, torch.ones(1, 1, dtype=torch.bool))
-    return mu[0].numpy(), torch.exp(logvar[0]).numpy()
+def test_first_update_is_the_models_poe_with_the_prior_expert():
+    mus = np.array([[0.3, -1.0], [0.5, 2.0]])
+    var = np.array([[0.1, 0.5], [0.4, 2.0]])
+    state = BeliefFilter().update(0, mus, 1 / var)
+    assert state.reset == 'first'
+    mu, logvar = poe(torch.tensor(mus)[:, None], torch.log(torch.tensor(var))[:, None],
+                     torch.ones(2, 1, dtype=torch.bool))
+    np.testing.assert_allclose(state.mean, mu[0].numpy(), rtol=1e-9)
+    np.testing.assert_allclose(state.var, torch.exp(logvar[0]).numpy(), rtol=1e-9)
 
 
 def test_update_is_a_kalman_step_with_the_prior_expert_counted_once():
     q, dt = np.array([0.2, 0.05, 0.5]), 0.1
     filt = BeliefFilter(BeliefConfig(process_noise=1.0))
     filt.cfg.process_noise = q  # per-dimension noise (an array works like a float)
-    first = filt.update(0, *_posterior([0.3, -1.0, 2.0], [0.1, 0.5, 0.05]))
-    assert first.reset == 'first'
+    first = filt.update(0, [0.3, -1.0, 2.0], 1 / np.array([0.1, 0.5, 0.05]))
     m0, v0 = first.mean.copy(), first.var.copy()
     z, r = np.array([0.8, -0.2, 1.5]), np.array([0.2, 0.3, 0.1])
-    state = filt.update(int(dt * NS), *_posterior(z, r))
+    state = filt.update(int(dt * NS), z, 1 / r)
     # closed form: predict v' = v + q dt, gain K = v' / (v' + r), x = m + K (z - m), v = (1-K) v'
     vp = v0 + q * dt
     gain = vp / (vp + r)
@@ -35,12 +37,12 @@ def test_update_is_a_kalman_step_with_the_prior_expert_counted_once():
 
 def test_dimension_without_evidence_only_propagates_and_its_std_grows_to_the_prior():
     filt = BeliefFilter(BeliefConfig(process_noise=0.5))
-    filt.update(0, [1.0, 1.0], [0.01, 0.01])
+    filt.update(0, [1.0, 1.0], [100.0, 100.0])
     stds = []
-    for k in range(1, 12):  # dimension 1 gets the prior N(0, 1): a silent modality's latent
-        state = filt.update(k * NS // 5, [1.0, 0.0], [0.01, 1.0])
+    for k in range(1, 12):  # no expert informs dimension 1: a silent modality's private latent
+        state = filt.update(k * NS // 5, [1.0, 0.0], [100.0, 0.0])
         stds.append(state.std[1])
-        assert state.mean[1] == pytest.approx(1.0)  # no pull towards the prior's mean
+        assert state.mean[1] == pytest.approx(100 / 101)  # no pull towards the prior's mean
     assert all(b > a for a, b in zip(stds, stds[1:5]))
     assert stds[-1] == pytest.approx(1.0)  # capped at the prior
     assert state.std[0] < 0.1
@@ -52,20 +54,21 @@ def test_dimension_without_evidence_only_propagates_and_its_std_grows_to_the_pri
     (NS // 5, 'm', 3, 'model'), (NS // 5, 'm', 2, '')])
 def test_reset_rules(stamp, model_id, size, reason):
     filt = BeliefFilter(BeliefConfig(reset_gap_s=2.0))
-    filt.update(NS // 10, [0.5, 0.5], [0.2, 0.2], model_id='m')
-    state = filt.update(stamp, [-0.5] * size, [0.2] * size, model_id=model_id)
+    filt.update(NS // 10, [0.5, 0.5], [4.0, 4.0], model_id='m')
+    state = filt.update(stamp, [-0.5] * size, [4.0] * size, model_id=model_id)
     assert state.reset == reason
-    if reason:  # a reset takes the per-frame posterior as it is
-        np.testing.assert_allclose(state.mean, [-0.5] * size)
+    if reason:  # a reset starts again from the prior: prior x expert
+        np.testing.assert_allclose(state.mean, [-0.4] * size)
+        np.testing.assert_allclose(state.var, [0.2] * size)
     else:
         assert np.all(state.var < 0.2)
 
 
 def test_bad_posterior_and_config_are_named():
     filt = BeliefFilter()
-    with pytest.raises(InputError, match='mean has 2 entries, var 3'):
+    with pytest.raises(InputError, match=r'means are \[1, 2\], precisions \[1, 3\]'):
         filt.update(0, [0.0, 0.0], [1.0, 1.0, 1.0])
-    with pytest.raises(InputError, match='non-finite mean or a variance <= 0'):
+    with pytest.raises(InputError, match='non-finite mean or a precision'):
         filt.update(0, [np.nan], [1.0])
     with pytest.raises(ConfigError, match=r'belief.process_noise must be a finite number >= 0'):
         BeliefConfig(process_noise=-1.0)
