@@ -267,8 +267,14 @@ class PerceptionNode(LifecycleNode):
                     self._result_ready.wait_for(lambda: not self._running, rest)
 
     def _publish_latent(self, result: Inference):
-        self._latent_pub.publish(convert.latent_state(
-            self.engine.latent_fields(result, self.get_parameter('frame_id').value)))
+        msg = convert.latent_state(
+            self.engine.latent_fields(result, self.get_parameter('frame_id').value))
+        try:
+            self._latent_pub.publish(msg)
+        except Exception:
+            if self.context.ok():
+                raise
+            return  # the context was shut down (a signal) while the worker was busy
         self._counts['published'] += 1
 
     # --- belief and surprise (llmos_ros/temporal.py) --------------------------------------------
@@ -305,14 +311,15 @@ class PerceptionNode(LifecycleNode):
             return
         try:
             state = self._tracker.step(result)
+            frame_id = self.get_parameter('frame_id').value
+            latent = self.engine.latent_fields(result, frame_id)
+            self._belief_pub.publish(
+                convert.latent_state(self._tracker.belief_fields(state, latent)))
+            self._surprise_pub.publish(
+                convert.surprise(self._tracker.surprise_fields(state, frame_id)))
         except Exception as exc:  # a model or filter failure must not kill the node
-            self._drop('belief', 'belief_error', repr(exc))
-            return
-        frame_id = self.get_parameter('frame_id').value
-        latent = self.engine.latent_fields(result, frame_id)
-        self._belief_pub.publish(convert.latent_state(self._tracker.belief_fields(state, latent)))
-        self._surprise_pub.publish(convert.surprise(self._tracker.surprise_fields(state,
-                                                                                   frame_id)))
+            if self.context.ok():  # not a shutdown mid-publish
+                self._drop('belief', 'belief_error', repr(exc))
 
     def _publish_predictions(self, result: Inference):
         frames = self.engine.prediction_frames(result, self.get_parameter('frame_id').value,
