@@ -176,7 +176,10 @@ class PerceptionEngine:
                 'mean': np.asarray(result.mean, np.float32).ravel(),
                 'std': np.asarray(result.std, np.float32).ravel(),
                 **self.model.latent_layout(), 'modalities': list(result.modalities),
-                'modality_stamps_ns': [result.stamps_ns[n] for n in result.modalities]}
+                'modality_stamps_ns': [result.stamps_ns[n] for n in result.modalities],
+                'modality_ages': [max(0, result.stamp_ns - result.stamps_ns[n]) / 1e9
+                                  for n in result.modalities],
+                'modality_weights': [1.0] * len(result.modalities)}
 
     def prediction_frames(self, result: Inference, frame_id: str = 'llmos',
                           audio_iterations: int = 4) -> dict[str, Frame]:

@@ -13,7 +13,7 @@ def _cases():
     from sensor_msgs.msg import CompressedImage, Image
     from std_msgs.msg import Header, String
 
-    from llmos_ros.msg import AudioChunk, LatentState, TactileArray
+    from llmos_ros.msg import AudioChunk, LatentState, Surprise, TactileArray
 
     t = typestore().types
     rng = np.random.default_rng(3)
@@ -58,11 +58,21 @@ def _cases():
              mean=mean, std=std, shared_dim=3, private_dim=1,
              private_modalities=['camera', 'audio'], modalities=['camera', 'audio'],
              modality_stamps=[t['builtin_interfaces/msg/Time'](sec=sec, nanosec=nsec),
-                              t['builtin_interfaces/msg/Time'](sec=sec - 1, nanosec=5)]),
+                              t['builtin_interfaces/msg/Time'](sec=sec - 1, nanosec=5)],
+             modality_ages=np.array([0.0, 1.5], np.float32),
+             modality_weights=np.array([1.0, 0.25], np.float32)),
          LatentState(header=header('llmos'), model_id='abc', fusion='mmvae_plus',
                      mean=mean.tolist(), std=std.tolist(), shared_dim=3, private_dim=1,
                      private_modalities=['camera', 'audio'], modalities=['camera', 'audio'],
-                     modality_stamps=[Time(sec=sec, nanosec=nsec), Time(sec=sec - 1, nanosec=5)])),
+                     modality_stamps=[Time(sec=sec, nanosec=nsec), Time(sec=sec - 1, nanosec=5)],
+                     modality_ages=[0.0, 1.5], modality_weights=[1.0, 0.25])),
+        ('llmos_ros/msg/Surprise',
+         t['llmos_ros/msg/Surprise'](
+             header=make_header(stamp, 'llmos'), model_id='abc', modalities=['camera', 'audio'],
+             scores=np.array([0.5, 7.0], np.float32),
+             tail_probabilities=np.array([0.5, 0.005], np.float32)),
+         Surprise(header=header('llmos'), model_id='abc', modalities=['camera', 'audio'],
+                  scores=[0.5, 7.0], tail_probabilities=[0.5, 0.005])),
     ]
     return cases
 

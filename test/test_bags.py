@@ -91,7 +91,8 @@ def test_latent_state_registered(tmp_path):
         header=make_header(7, 'llmos'), model_id='m', fusion='poe',
         mean=np.ones(3, np.float32), std=np.ones(3, np.float32), shared_dim=3, private_dim=0,
         private_modalities=[], modalities=['camera'],
-        modality_stamps=[t['builtin_interfaces/msg/Time'](sec=0, nanosec=7)])
+        modality_stamps=[t['builtin_interfaces/msg/Time'](sec=0, nanosec=7)],
+        modality_ages=np.zeros(1, np.float32), modality_weights=np.ones(1, np.float32))
     path = tmp_path / 'bag'
     with BagWriter(path, storage='sqlite3') as w:
         w.write('llmos/latent', 'llmos_ros/msg/LatentState', 7, msg)

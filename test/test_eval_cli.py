@@ -164,10 +164,12 @@ def test_throughput_and_latency_consistent(env):
 def test_record_bag(env, table):
     recorded = env['dir'] / 'rep' / 'recorded'
     loaded = env['loaded']
-    latents, preds, inputs = [], {}, 0
+    latents, preds, inputs, temporal = [], {}, 0, {'/llmos/belief': [], '/llmos/surprise': []}
     for topic, mtype, stamp, msg in read_bag(recorded):
         if topic == '/llmos/latent':
             latents.append((stamp, msg))
+        elif topic in temporal:
+            temporal[topic].append((stamp, msg))
         elif topic.startswith('/llmos/prediction/'):
             preds.setdefault(topic, []).append(mtype)
         else:
@@ -175,6 +177,16 @@ def test_record_bag(env, table):
     assert inputs == bag_info(env['dir'] / 'test')['message_count']
     assert len(latents) == env['report']['counts']['samples_evaluated']
     assert sorted(s for s, _ in latents) == sorted(table.stamps.tolist())
+    for topic, msgs in temporal.items():  # one belief and one surprise per latent, same stamp
+        assert [s for s, _ in msgs] == [s for s, _ in latents], topic
+    belief = temporal['/llmos/belief'][-1][1]
+    assert len(belief.mean) == len(latents[-1][1].mean)
+    assert len(belief.modality_weights) == len(belief.modalities) > 0
+    surprise = temporal['/llmos/surprise'][-1][1]
+    assert len(surprise.scores) == len(surprise.modalities) and surprise.model_id
+    summary = env['report']['belief_surprise']  # no calibration sidecar: scores, no tails
+    assert summary['n_samples'] == len(latents) and summary['calibrated'] is False
+    assert 0 <= summary['belief_probe_accuracy'] <= 1 and summary['belief_resets'] >= 1
     _, first = latents[0]
     assert first.model_id == loaded.model_id and first.fusion == loaded.cfg.model.fusion
     # mopoe with private latents (default): 6 shared + 8 per modality

@@ -1,7 +1,8 @@
 """
 rosbag2 I/O without ROS, with the `rosbags` library (MCAP and sqlite3 storage).
 
-- `typestore()`: the Kilted message store plus llmos_ros/msg/{AudioChunk,TactileArray,LatentState}.
+- `typestore()`: the Kilted message store plus llmos_ros/msg/{AudioChunk,TactileArray,LatentState,
+  Surprise}.
 - `bag_topics(path)`, `read_bag(path, topics)`: messages in log-time order, stamp = header stamp
   when the message has one, else the log time.
 - `BagWriter(path, storage)`: `write_frame`, `write_label`, `write`.
@@ -34,7 +35,8 @@ from llmos_ros.core.frames import (
 from llmos_ros.errors import BagError
 
 LATENT_STATE = 'llmos_ros/msg/LatentState'
-CUSTOM_TYPES = ('AudioChunk', 'TactileArray', 'LatentState')
+SURPRISE = 'llmos_ros/msg/Surprise'
+CUSTOM_TYPES = ('AudioChunk', 'TactileArray', 'LatentState', 'Surprise')
 
 # Used only when neither the repo's msg/ nor an installed share/llmos_ros/msg is found; identical
 # definitions (comments left out) to the .msg files.
@@ -46,7 +48,10 @@ _EMBEDDED_MSGS = {
     'LatentState': 'std_msgs/Header header\nstring model_id\nstring fusion\nfloat32[] mean\n'
                    'float32[] std\nuint32 shared_dim\nuint32 private_dim\n'
                    'string[] private_modalities\nstring[] modalities\n'
-                   'builtin_interfaces/Time[] modality_stamps\n',
+                   'builtin_interfaces/Time[] modality_stamps\n'
+                   'float32[] modality_ages\nfloat32[] modality_weights\n',
+    'Surprise': 'std_msgs/Header header\nstring model_id\nstring[] modalities\n'
+                'float32[] scores\nfloat32[] tail_probabilities\n',
 }
 
 

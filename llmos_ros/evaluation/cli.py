@@ -30,6 +30,7 @@ import time
 import numpy as np
 
 from llmos_ros.errors import LlmosError
+from llmos_ros.evaluation.belief_metrics import DEFINITIONS as BELIEF_DEFINITIONS
 from llmos_ros.outputs import check_output_dir
 
 # probes and coherence classifiers are fit on at most this many training samples: their cost
@@ -451,8 +452,15 @@ def evaluate(args) -> dict:
     def on_message(topic, mtype, stamp, msg):
         writer.write(topic, mtype, stamp, msg)
 
+    tracker, states = _tracker(args, loaded, engine), []
+
     def on_result(result):
         nonlocal n_pred
+        states.append(tracker.step(result))
+        if writer is None:
+            return
+        _record_temporal(writer, tracker, states[-1], engine.latent_fields(result, args.frame_id),
+                         args.frame_id)
         writer.write('/llmos/latent', 'llmos_ros/msg/LatentState', result.stamp_ns,
                      latent_state_msg(engine.latent_fields(result, args.frame_id)))
         engine.predict(result)
@@ -463,7 +471,7 @@ def evaluate(args) -> dict:
     try:
         test = replay(args.bag, engine, max_samples=args.max_samples, partial=args.partial,
                       progress=progress, on_message=on_message if writer else None,
-                      on_result=on_result if writer else None, desc='test bag')
+                      on_result=on_result, desc='test bag')
     finally:
         if writer is not None:
             writer.close()
@@ -580,6 +588,7 @@ def evaluate(args) -> dict:
         plot_labels = test.labels[full_rows]
     examples = _examples(model, test, mods, full_rows, device)
 
+    temporal = _temporal_summary(args, model, device, train, test, tracker, states, use_labels)
     tp = throughput(len(test), test.wall_s, test.data_span_s)
     tp.update({'n_samples': len(test), 'wall_s': test.wall_s, 'data_span_s': test.data_span_s})
     results = {
@@ -589,6 +598,7 @@ def evaluate(args) -> dict:
         'subsets': entries,
         'coherence': {'classifier_accuracy': class_acc, 'pairs': pairs} if classifiers
         else None,
+        'belief_surprise': temporal,
         'throughput': tp, 'latency_ms': latency_percentiles(test.latency_s),
         'counts': test.counts, 'drops': test.drops,
         'meta': {'model': str(args.model), 'model_modalities': names,
@@ -605,7 +615,7 @@ def evaluate(args) -> dict:
                  'recorded': str(recorded) if recorded else None,
                  'recorded_predictions': n_pred if recorded else None,
                  'skill_baseline': 'training mean = 0 in normalised space'},
-        'definitions': EXTRA_DEFINITIONS,
+        'definitions': {**EXTRA_DEFINITIONS, **BELIEF_DEFINITIONS},
     }
     phase('examples')
     results['meta']['phase_seconds'] = dict(phases)
@@ -624,12 +634,54 @@ def evaluate(args) -> dict:
                'probe_accuracy': {'+'.join(e['subset']): e['probe_accuracy'] for e in entries},
                'cross_skill': {f'{"+".join(e["subset"])}->{m}': v['skill']
                                for e in entries for m, v in e['cross'].items()},
+               'belief_jitter_ratio': temporal['belief_jitter_ratio'],
+               'belief_probe_accuracy': temporal.get('belief_probe_accuracy'),
+               'surprise_false_alarm_rate': temporal['surprise_false_alarm_rate'],
                'bag_error': test.bag_error,
                'phase_seconds': {k: round(v, 3) for k, v in phases.items()}}
     if args.compare:
         cmp = compare_reports(args.compare[0], out, out)
         summary['compare'] = str(cmp['markdown'])
     return summary
+
+
+def _tracker(args, loaded, engine):
+    """The belief/surprise tracker of the test stream (default BeliefConfig, calibration)."""
+    from llmos_ros.belief import BeliefConfig
+    from llmos_ros.surprise import load_calibration
+    from llmos_ros.temporal import TemporalTracker
+    calibration, why = load_calibration(args.model, loaded)
+    if calibration is None:
+        _note(args, f'surprise tail probabilities are NaN: {why}')
+    return TemporalTracker(engine, BeliefConfig(), calibration)
+
+
+def _record_temporal(writer, tracker, state, latent: dict, frame_id: str) -> None:
+    """Write llmos/belief and llmos/surprise of one sample to the --record bag."""
+    from llmos_ros.core.bags import LATENT_STATE, SURPRISE
+    from llmos_ros.evaluation.replay import latent_state_msg, surprise_msg
+    writer.write('/llmos/belief', LATENT_STATE, state.stamp_ns,
+                 latent_state_msg(tracker.belief_fields(state, latent)))
+    writer.write('/llmos/surprise', SURPRISE, state.stamp_ns,
+                 surprise_msg(tracker.surprise_fields(state, frame_id)))
+
+
+def _temporal_summary(args, model, device, train, test, tracker, states, use_labels) -> dict:
+    """Belief and surprise figures (llmos_ros.evaluation.belief_metrics) of the test stream."""
+    from llmos_ros.evaluation.belief_metrics import Track, finite, summary
+    from llmos_ros.evaluation.metrics import linear_probe
+    track = Track.from_states(tracker.names, test.means, states)
+    probe = None
+    if use_labels:
+        trows = np.flatnonzero(train.labels != '')
+        ztr = encode_rows(model, train.arrays, trows, (), device, args.batch_size,
+                          present={k: v for k, v in train.present.items()})
+        lab = test.labels != ''
+
+        def probe(latents):
+            return linear_probe(ztr, train.labels[trows], latents[lab], test.labels[lab],
+                                seed=args.seed)
+    return finite(summary(track, test.labels, probe))
 
 
 def _examples(model, test, mods, full_rows, device, n: int = 6) -> dict:

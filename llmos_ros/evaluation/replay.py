@@ -39,6 +39,7 @@ import numpy as np
 
 from llmos_ros.core.bags import (
     LATENT_STATE,
+    SURPRISE,
     bag_info,
     make_header,
     norm_topic,
@@ -387,7 +388,19 @@ def _time(stamp_ns: int):
 def latent_state_msg(fields: dict):
     """The rosbags LatentState from `PerceptionEngine.latent_fields`, as the node publishes it."""
     f = dict(fields)
+    for key in ('modality_ages', 'modality_weights'):
+        f[key] = np.asarray(f.get(key, []), np.float32)
     return typestore().types[LATENT_STATE](
         header=make_header(f.pop('stamp_ns'), f.pop('frame_id')),
         modality_stamps=[_time(t) for t in f.pop('modality_stamps_ns')], **f)
+
+
+def surprise_msg(fields: dict):
+    """The rosbags Surprise from `llmos_ros.temporal.surprise_fields`."""
+    f = dict(fields)
+    return typestore().types[SURPRISE](
+        header=make_header(f.pop('stamp_ns'), f.pop('frame_id')), model_id=f['model_id'],
+        modalities=list(f['modalities']),
+        scores=np.asarray(f['scores'], np.float32),
+        tail_probabilities=np.asarray(f['tail_probabilities'], np.float32))
 

@@ -109,13 +109,14 @@ REPORT_SCHEMA: dict[str, Any] = {
             'properties': {k: _NUM for k in ('p50', 'p90', 'p99', 'max', 'mean')}},
         'drops': {'type': 'object', 'additionalProperties': _COUNT},
         'counts': {'type': 'object', 'additionalProperties': _COUNT},
+        'belief_surprise': {'type': ['object', 'null']},  # evaluation/belief_metrics.summary
         'meta': {'type': 'object'},
         'definitions': {'type': 'object', 'additionalProperties': {'type': 'string'}},
     },
 }
 
 _OPTIONAL_DEFAULTS = {'train_bag': None, 'coherence': None, 'throughput': None,
-                      'latency_ms': None, 'drops': {}, 'counts': {}}
+                      'latency_ms': None, 'drops': {}, 'counts': {}, 'belief_surprise': None}
 
 
 class ReportError(LlmosError, ValueError):
@@ -283,8 +284,8 @@ def build_report(results: Mapping) -> dict:
     report.setdefault('created', datetime.now(timezone.utc).isoformat(timespec='seconds'))
     validate_report(report)
     order = ['schema', 'created', 'model_id', 'bag', 'train_bag', 'modalities', 'kinds',
-             'subsets', 'coherence', 'throughput', 'latency_ms', 'counts', 'drops', 'meta',
-             'definitions']
+             'subsets', 'coherence', 'belief_surprise', 'throughput', 'latency_ms', 'counts',
+             'drops', 'meta', 'definitions']
     return {k: report[k] for k in order if k in report}
 
 

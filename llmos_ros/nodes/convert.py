@@ -14,10 +14,10 @@ def message_class(msg_type: str):
     from sensor_msgs.msg import CompressedImage, Image
     from std_msgs.msg import String
 
-    from llmos_ros.msg import AudioChunk, LatentState, TactileArray
+    from llmos_ros.msg import AudioChunk, LatentState, Surprise, TactileArray
     classes = {F.IMAGE: Image, F.COMPRESSED_IMAGE: CompressedImage, F.AUDIO_CHUNK: AudioChunk,
                F.TACTILE_ARRAY: TactileArray, F.STRING: String,
-               'llmos_ros/msg/LatentState': LatentState,
+               'llmos_ros/msg/LatentState': LatentState, 'llmos_ros/msg/Surprise': Surprise,
                'diagnostic_msgs/msg/DiagnosticArray': DiagnosticArray,
                'rosgraph_msgs/msg/Clock': Clock}
     try:
@@ -53,6 +53,19 @@ def latent_state(fields: dict):
     msg.header.frame_id = fields['frame_id']
     msg.mean = fields['mean']
     msg.std = fields['std']
+    msg.modality_ages = np.asarray(fields.get('modality_ages', []), np.float32)
+    msg.modality_weights = np.asarray(fields.get('modality_weights', []), np.float32)
+    return msg
+
+
+def surprise(fields: dict):
+    """Surprise from `llmos_ros.temporal.surprise_fields` (see msg/Surprise.msg)."""
+    from llmos_ros.msg import Surprise
+    msg = Surprise(model_id=fields['model_id'], modalities=list(fields['modalities']))
+    msg.header.stamp = time_msg(fields['stamp_ns'])
+    msg.header.frame_id = fields['frame_id']
+    msg.scores = np.asarray(fields['scores'], np.float32)
+    msg.tail_probabilities = np.asarray(fields['tail_probabilities'], np.float32)
     return msg
 
 

@@ -18,6 +18,8 @@ incompatible QoS and lost messages are logged and counted in /diagnostics (qos/.
 Parameters: see PARAMETERS. LIVE ones apply at once when set; the others are read at configure
 and may be set only while the node is unconfigured (a change is otherwise rejected, with the
 reason, never ignored).
+With `publish_belief` (default) also llmos/belief (LatentState: the belief over time,
+staleness-aware) and llmos/surprise (Surprise) for every latent (llmos_ros/temporal.py).
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import numpy as np
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 
+from llmos_ros.belief import BeliefConfig
 from llmos_ros.checkpoint import load_checkpoint
 from llmos_ros.core import frames as F
 from llmos_ros.core.frames import frame_from_msg
@@ -45,6 +48,8 @@ from llmos_ros.nodes.qos import (
     reliable_qos,
 )
 from llmos_ros.nodes.runtime import Param, declare_parameters, run_node
+from llmos_ros.surprise import load_calibration
+from llmos_ros.temporal import TemporalTracker
 
 LATENCY_WINDOW = 1000
 AUDIO_DEBUG_S = 1.0  # seconds of input audio shown in the debug image
@@ -104,6 +109,19 @@ def check_parameters(values: dict) -> None:
             raise ConfigError(f'{name} {value} is out of range: expected '
                               f'{low if low > -math.inf else "< 0 (keep) or 0"} .. {top}')
 
+# belief.<name> parameters: fields of llmos_ros.belief.BeliefConfig (defaults from there)
+BELIEF_PARAMETERS = {
+    'process_noise': 'random-walk variance per second of every latent dimension',
+    'reset_gap_s': 'a longer gap between samples restarts the belief',
+    'stale_grace_s': 'an expert this old still has its full weight',
+    'stale_tau_s': 'an expert grace + tau old has half its weight (0: no down-weighting)',
+    'max_age_s': 'hard limit: an older expert is not used by the belief'}
+
+
+def _read_at_configure(name: str) -> bool:
+    """Parameters taken at configure: PARAMETERS outside LIVE, publish_belief and belief.*."""
+    return name in PARAMETERS or name == 'publish_belief' or name.startswith('belief.')
+
 
 class PerceptionNode(LifecycleNode):
     def __init__(self, **kwargs):
@@ -115,6 +133,7 @@ class PerceptionNode(LifecycleNode):
         self._last_inputs: dict = {}  # modality -> newest input frame(s), for the debug image
         self._debug_pub = None
         self._last_debug = -1e9
+        self._declare_belief_parameters()
         self.engine: PerceptionEngine | None = None
         self._lock = threading.Lock()  # guards the engine's synchronizer and the pending slot
         self._pending = None  # freshest ready sample set, waiting for the worker
@@ -125,6 +144,8 @@ class PerceptionNode(LifecycleNode):
         self._running = False
         self._subs, self._pred_pubs = [], {}
         self._latent_pub = self._diag_pub = self._diag_timer = None
+        self._tracker: TemporalTracker | None = None
+        self._belief_pub = self._surprise_pub = None
         self._rates: dict[str, RateTracker] = {}
         self._last_stamp: dict[str, int] = {}
         self._counts: Counter = Counter()
@@ -156,7 +177,7 @@ class PerceptionNode(LifecycleNode):
         for p in params:
             if p.name in LIVE:
                 live[p.name] = p.value
-            elif p.name in PARAMETERS and self.engine is not None:
+            elif _read_at_configure(p.name) and self.engine is not None:
                 return SetParametersResult(successful=False, reason=(
                     f'{p.name} is read at configure and the node is configured: deactivate and '
                     f'clean up, set it, then configure again (applied at once: '
@@ -188,6 +209,7 @@ class PerceptionNode(LifecycleNode):
                          for k in ('slop_s', 'max_wait_s', 'max_age_s')
                          if self.get_parameter(k).value >= 0}
             self.engine = PerceptionEngine(loaded, device, wanted or None, overrides)
+            self._configure_belief(path, loaded)
         except LlmosError as exc:
             return self._configure_failed(f'cannot configure: {exc}')
         except Exception as exc:  # noqa: BLE001 - e.g. torch failing on a device: never silent
@@ -271,6 +293,7 @@ class PerceptionNode(LifecycleNode):
                     lifecycle=True)
         self._debug_pub = create_publisher(self, Image, 'llmos/debug_image', reliable_qos(5),
                                            events, lifecycle=True)
+        self._create_belief_interfaces()
         for name in self.engine.active:
             topic, msg_type = self._topic(name)
             self._rates[name] = RateTracker()
@@ -284,10 +307,12 @@ class PerceptionNode(LifecycleNode):
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
-        for pub in [self._latent_pub, self._debug_pub, *self._pred_pubs.values()]:
+        for pub in [self._latent_pub, self._debug_pub, self._belief_pub, self._surprise_pub,
+                    *self._pred_pubs.values()]:
             if pub is not None:
                 self.destroy_publisher(pub)
-        self._latent_pub = self._debug_pub = None  # /diagnostics lives on: it reports the state
+        # /diagnostics lives on: it reports the state
+        self._latent_pub = self._debug_pub = self._belief_pub = self._surprise_pub = None
         self._pred_pubs = {}
 
     # --- data path -----------------------------------------------------------------------------
@@ -352,6 +377,7 @@ class PerceptionNode(LifecycleNode):
                     raise
                 return
             self._latency_ms.append((time.monotonic() - received) * 1e3)
+            self._publish_belief(result)
             if self._pred_pubs or self._debug_wanted():
                 with self._lock:
                     if self._pending_prediction is not None:
@@ -396,6 +422,52 @@ class PerceptionNode(LifecycleNode):
         self._latent_pub.publish(convert.latent_state(
             self.engine.latent_fields(result, self._live['frame_id'])))
         self._counts['published'] += 1
+
+    # --- belief and surprise (llmos_ros/temporal.py) --------------------------------------------
+    def _declare_belief_parameters(self):
+        from rcl_interfaces.msg import ParameterDescriptor
+        self.declare_parameter('publish_belief', True, ParameterDescriptor(
+            description='publish llmos/belief (LatentState) and llmos/surprise (Surprise)'))
+        for name, text in BELIEF_PARAMETERS.items():
+            self.declare_parameter(f'belief.{name}', getattr(BeliefConfig(), name),
+                                   ParameterDescriptor(description=text))
+
+    def _configure_belief(self, path: str, loaded):
+        """The tracker of the belief and surprise; a missing calibration is logged once."""
+        self._tracker = None
+        if not self.get_parameter('publish_belief').value:
+            return
+        cfg = BeliefConfig.from_dict({n: self.get_parameter(f'belief.{n}').value
+                                      for n in BELIEF_PARAMETERS})
+        calibration, why = load_calibration(path, loaded)
+        if calibration is None:
+            self.get_logger().warning(f'surprise tail probabilities are NaN: {why}')
+        self._tracker = TemporalTracker(self.engine, cfg, calibration)
+
+    def _create_belief_interfaces(self):
+        if self._tracker is None:
+            return
+        from llmos_ros.msg import LatentState, Surprise
+        self._belief_pub = create_publisher(self, LatentState, 'llmos/belief', reliable_qos(),
+                                            self._qos_events, lifecycle=True)
+        self._surprise_pub = create_publisher(self, Surprise, 'llmos/surprise', reliable_qos(),
+                                              self._qos_events, lifecycle=True)
+
+    def _publish_belief(self, result: Inference):
+        """Worker thread, after the latent: fold `result` into the belief, publish both."""
+        if self._tracker is None or self._belief_pub is None:
+            return
+        try:
+            state = self._tracker.step(result)
+            frame_id = self._live['frame_id']
+            latent = self.engine.latent_fields(result, frame_id)
+            self._belief_pub.publish(
+                convert.latent_state(self._tracker.belief_fields(state, latent)))
+            self._surprise_pub.publish(
+                convert.surprise(self._tracker.surprise_fields(state, frame_id)))
+        except Exception as exc:  # a model or filter failure must not kill the node
+            if self.context.ok():  # not a shutdown mid-publish
+                self._drop('belief', 'belief_error', repr(exc))
 
     def _publish_predictions(self, engine: PerceptionEngine, result: Inference) -> dict:
         """Publish each prediction in the frame of the input it predicts; return the frames."""

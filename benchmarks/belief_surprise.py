@@ -1,0 +1,201 @@
+"""
+Belief and surprise on simulated bags with injected events (issue 13's figures).
+
+    python benchmarks/belief_surprise.py [--out DIR] [--train-s 60] [--steps 300] [--test-s 40]
+        [--threads 1] [--process-noise Q [Q ...]] [--model M --train-bag B]
+
+Trains a model on a simulated training bag (or takes --model and its --train-bag), calibrates its
+surprise on that bag, writes test bags of another seed -- clean, each modality swapped with another
+scene's stream in 2 s windows every 10 s, tactile silent for 3 s windows -- replays them through
+the live path (`PerceptionEngine` + `TemporalTracker`) and prints:
+
+* probe: linear-probe accuracy of the per-frame latent and of the belief on the clean bag, each
+  probe fitted on the same representation of the training bag;
+* jitter ratio: per-frame over belief step-to-step jitter within episodes, clean bag (>= 2 wanted);
+* silence: share of steps in which the belief std over tactile's private latent does not fall
+  while tactile is silent, the std at the window's end over its start, and the coverage of the
+  belief's 90 % interval of that latent by the clean twin bag's per-frame latent (nominal 0.90);
+* swaps: AUROC of each modality's surprise score for samples inside its swap windows (after the
+  modality's pairing window has filled) against samples outside (>= 0.9 wanted);
+* false alarms: the share of clean-bag samples with tail probability < 0.01, per modality.
+
+One row per --process-noise value (the other belief parameters at their defaults). The last line
+is one JSON object with every figure.
+"""
+import argparse
+import contextlib
+import io
+import json
+from pathlib import Path
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from llmos_ros.belief import BeliefConfig
+from llmos_ros.checkpoint import load_checkpoint
+from llmos_ros.evaluation.belief_metrics import Track, auroc, false_alarm_rate, finite, jitter
+from llmos_ros.evaluation.metrics import linear_probe
+from llmos_ros.evaluation.replay import replay
+from llmos_ros.inference import PerceptionEngine
+from llmos_ros.sim.make_bag import DEFAULT_START_NS, Event, write_bag
+from llmos_ros.surprise import calibrate, sidecar_path
+from llmos_ros.temporal import TemporalTracker
+from llmos_ros.train import main as train_main
+
+NS = 1_000_000_000
+Z90 = 1.6449
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p.add_argument('--out', help='work folder (default: a temporary one)')
+    p.add_argument('--train-s', type=float, default=60.0, help='training bag seconds')
+    p.add_argument('--steps', type=int, default=300, help='training steps')
+    p.add_argument('--test-s', type=float, default=40.0, help='seconds of each test bag')
+    p.add_argument('--threads', type=int, default=1)
+    p.add_argument('--process-noise', type=float, nargs='+', default=[0.05],
+                   help='belief.process_noise values to compare (one row each)')
+    p.add_argument('--model', help='existing checkpoint (skips training; needs --train-bag)')
+    p.add_argument('--train-bag', help='the training bag of --model')
+    return p.parse_args(argv)
+
+
+def windows(test_s: float, length: float) -> list[tuple[float, float]]:
+    """Event windows: `length` seconds every 10 s from 5 s on."""
+    return [(t, t + length) for t in np.arange(5.0, test_s - length, 10.0)]
+
+
+def replayed(bag, loaded):
+    """Replay `bag` through the live path: (engine, its `Inference`s, labels)."""
+    engine, results = PerceptionEngine(loaded), []
+    rep = replay(bag, engine, progress=False, on_result=results.append)
+    return engine, results, rep.labels
+
+
+def track(engine, results, cfg: BeliefConfig, calibration) -> Track:
+    """The belief and surprise of replayed results under `cfg`."""
+    tracker = TemporalTracker(engine, cfg, calibration)
+    states = [tracker.step(r) for r in results]
+    return Track.from_states(tracker.names, [r.mean for r in results], states)
+
+
+def _f(value, digits: int = 3) -> str:
+    return '-' if value is None else f'{value:.{digits}f}'
+
+
+def seconds(track: Track) -> np.ndarray:
+    return (track.stamps - DEFAULT_START_NS) / NS
+
+
+def swap_auroc(track: Track, i: int, spans, lag: float) -> float | None:
+    """AUROC of modality i's score: inside [start + lag, end) against outside any span + lag."""
+    t = seconds(track)
+    inside = np.zeros(len(t), bool)
+    near = np.zeros(len(t), bool)
+    for start, end in spans:
+        inside |= (t >= start + lag) & (t < end)
+        near |= (t >= start) & (t < end + lag + 0.2)
+    return auroc(track.scores[inside, i], track.scores[~near, i])
+
+
+def silence_figures(track: Track, clean: Track, spans, block: slice) -> dict:
+    """Std growth and 90 % interval coverage of the tactile private latent while silent."""
+    t = seconds(track)
+    clean_at = {s: k for k, s in enumerate(clean.stamps)}
+    rising, ratios, hits, total = [], [], 0, 0
+    for start, end in spans:
+        rows = np.flatnonzero((t >= start) & (t < end))
+        std = track.belief_std[rows, block].mean(1)
+        rising.extend(np.diff(std) >= -1e-9)
+        ratios.append(float(std[-1] / std[0]) if std.size else float('nan'))
+        for k in rows:
+            c = clean_at.get(track.stamps[k])
+            if c is None:
+                continue
+            err = np.abs(clean.latent[c, block] - track.belief[k, block])
+            hits += int(np.sum(err <= Z90 * track.belief_std[k, block]))
+            total += err.size
+    return {'std_non_decreasing': float(np.mean(rising)) if rising else None,
+            'std_end_over_start': float(np.nanmean(ratios)) if ratios else None,
+            'coverage_90': hits / total if total else None}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    work = Path(args.out or tempfile.mkdtemp(prefix='belief_surprise_'))
+    work.mkdir(parents=True, exist_ok=True)
+    if args.model:
+        if not args.train_bag:
+            print('error: --model needs --train-bag', file=sys.stderr)
+            return 2
+        model_path, train_bag = Path(args.model), Path(args.train_bag)
+    else:
+        model_path, train_bag = work / 'model.pt', work / 'train'
+        if not train_bag.exists():
+            write_bag(train_bag, args.train_s, seed=0, progress=False)
+        if not model_path.exists():
+            with contextlib.redirect_stdout(io.StringIO()):
+                code = train_main(['--bag', str(train_bag), '--out', str(model_path), '--steps',
+                                   str(args.steps), '--threads', str(args.threads), '--quiet'])
+            if code:
+                return code
+    loaded = load_checkpoint(model_path)
+    train = replay(train_bag, PerceptionEngine(loaded), infer=False, progress=False)
+    cal = calibrate(loaded.model, loaded.model_id, train.arrays, train.present)
+    cal.save(sidecar_path(model_path))
+    names = list(loaded.model.names)
+    swaps, silent = windows(args.test_s, 2.0), windows(args.test_s, 3.0)
+    bags = {'clean': [], 'silence': [Event('silence', 'tactile', a, b - a) for a, b in silent]}
+    bags.update({f'swap_{m}': [Event('swap', m, a, b - a) for a, b in swaps] for m in names})
+    runs = {}
+    for name, events in bags.items():
+        path = work / f'test_{name}'
+        if not path.exists():
+            write_bag(path, args.test_s, seed=11, events=events, progress=False)
+        runs[name] = replayed(path, loaded)
+    runs['train'] = replayed(train_bag, loaded)
+    labels, train_labels = runs['clean'][2], runs['train'][2]
+    lab, tlab = labels != '', train_labels != ''
+    lags = {m: max(0.0, loaded.cfg.modalities[m].window_s) for m in names}
+    private = loaded.model.private_slice('tactile')
+    print(f'model {loaded.model_id} ({loaded.cfg.model.fusion}), train {train_bag}, '
+          f'test bags of {args.test_s:g} s (seed 11); probes fitted on the training bag')
+    print('process_noise  probe latent/belief  jitter ratio  silent: std rising, end/start, '
+          'cov90 | ' + '  '.join(f'AUROC {m}' for m in names) + ' | '
+          + '  '.join(f'FA {m}' for m in names))
+    rows = []
+    for q in args.process_noise:
+        cfg = BeliefConfig(process_noise=q)
+        tr = {name: track(*runs[name][:2], cfg, cal) for name in runs}
+        clean, train_tr = tr['clean'], tr['train']
+        probe = {kind: linear_probe(getattr(train_tr, kind)[tlab], train_labels[tlab],
+                                    getattr(clean, kind)[lab], labels[lab])
+                 for kind in ('latent', 'belief')}
+        ratio = jitter(clean.latent, labels) / jitter(clean.belief, labels)
+        swap_figs = {m: swap_auroc(tr[f'swap_{m}'], i, swaps, lags[m])
+                     for i, m in enumerate(names)}
+        fa = {m: false_alarm_rate(clean.tails[:, i]) for i, m in enumerate(names)}
+        sil = silence_figures(tr['silence'], clean, silent, private)
+        rows.append({'process_noise': q, 'probe_latent': probe['latent'],
+                     'probe_belief': probe['belief'], 'jitter_ratio': ratio, 'silence': sil,
+                     'swap_auroc': swap_figs, 'false_alarm_rate_1pct': fa})
+        print(f'{q:13g}  {probe["latent"]:.3f} / {probe["belief"]:.3f}        {ratio:6.2f}x'
+              f'       {_f(sil["std_non_decreasing"])}, {_f(sil["std_end_over_start"])}, '
+              f'{_f(sil["coverage_90"])} | ' + '  '.join(f'{_f(swap_figs[m]):>10}' for m in names)
+              + ' | ' + '  '.join(f'{_f(fa[m], 4):>7}' for m in names))
+    result = {'model_id': loaded.model_id, 'fusion': loaded.cfg.model.fusion,
+              'belief': {k: v for k, v in BeliefConfig().__dict__.items()
+                         if k != 'process_noise'},
+              'rows': rows, 'test_s': args.test_s, 'steps': args.steps,
+              'seconds': time.perf_counter() - started}
+    print(json.dumps(finite(result)))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""
+Belief over time: a diagonal Gaussian filter over the latent, and the staleness rule. ROS-free.
+
+Transition (predict). Between stamps t0 < t1 every latent dimension i follows a random walk with
+process noise q_i (latent variance per second): the mean stays, var_i += q_i * (t1 - t0) / 1 s.
+The propagated variance is capped at the prior's variance, 1: the model's latent has the marginal
+N(0, I), so a belief never claims to know less than knowing nothing.
+
+Update (product of experts). The model's PoE fuses the modality experts q_m(z | x_m) with a prior
+expert N(0, I). The belief puts the propagated belief b_bar in the prior expert's place, so the
+prior is not counted twice (it is in b_bar already, since the first sample):
+
+    b_t(z)  ~  b_bar(z) * prod_m q_m(z | x_m)
+
+In precisions L = 1 / var and precision-weighted means h = mean / var, per dimension:
+
+    L_t = L_bar + sum_m L_m        h_t = h_bar + sum_m h_m
+
+With one expert this is exactly a Kalman update of b_bar with the measurement N(mu_m, var_m).
+Each expert covers the dimensions it has an opinion on: every modality the shared ones, modality
+m alone its private latent; an expert has precision 0 elsewhere, so a dimension no present
+expert informs only propagates. For 'poe' models the first belief equals the per-frame latent;
+for the mixture fusions ('moe', 'mopoe', 'mmvae_plus') the belief uses the product of the
+experts (MoPoE's all-present component), not the mixture.
+
+Resets (b_bar becomes the prior N(0, I), so the belief is the prior times the experts): the first
+sample; a stamp gap longer than `reset_gap_s`; a stamp not newer than the belief's (a bag loop or a
+clock jump back; an equal stamp too, nothing can have happened in 0 s); a change of model id or
+latent size. `BeliefState.reset` names the reason ('' when the step was a filter update).
+
+Staleness. An expert computed from an input of age a (sample time minus the input's stamp) is
+folded in with its variance divided by its effective weight
+
+    w(a) = 1 / (1 + max(0, a - stale_grace_s) / stale_tau_s)       (w = 1 when stale_tau_s = 0)
+
+the share of its fresh precision it still carries (1 while fresher than the grace, 1/2 at grace
++ tau, falling smoothly towards 0). Beyond `max_age_s` (the hard limit) an input is not used and
+its modality is forgotten (weight 0). See `llmos_ros.temporal` for how inputs reach the filter:
+each once, so a silent modality fades out through the process noise instead of vanishing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+import math
+
+import numpy as np
+
+from llmos_ros.errors import ConfigError, InputError
+
+NS = 1_000_000_000
+
+
+@dataclass
+class BeliefConfig:
+    """Parameters of the belief filter and the staleness rule (see the module doc)."""
+
+    process_noise: float = 0.05  # q: latent variance per second (an array: per dimension)
+    reset_gap_s: float = 2.0  # a longer stamp gap restarts the belief
+    stale_grace_s: float = 0.1  # an expert this old still has its full weight
+    stale_tau_s: float = 0.5  # ... and half of it stale_tau_s later; 0: no inflation
+    max_age_s: float = 1.0  # hard limit: an older expert is not used (weight 0)
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f'belief.{f.name} must be a finite number >= 0, got {value!r}')
+            setattr(self, f.name, float(value))
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> BeliefConfig:
+        """From a dict of field -> value; an unknown key is an error that names it."""
+        values = dict(values or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f'unknown belief parameters {unknown}; known: {sorted(known)}')
+        return cls(**values)
+
+
+def staleness_weight(age_s: float, cfg: BeliefConfig) -> float:
+    """Effective weight w(age) in (0, 1] of an expert whose input is `age_s` old (module doc)."""
+    if cfg.stale_tau_s <= 0:
+        return 1.0
+    return 1.0 / (1.0 + max(0.0, float(age_s) - cfg.stale_grace_s) / cfg.stale_tau_s)
+
+
+@dataclass
+class BeliefState:
+    """The belief at `stamp_ns`: N(mean, var) per dimension; `reset` names a reset ('' if none)."""
+
+    stamp_ns: int
+    mean: np.ndarray
+    var: np.ndarray
+    reset: str = ''
+
+    @property
+    def std(self) -> np.ndarray:
+        return np.sqrt(self.var)
+
+
+class BeliefFilter:
+    """The belief over a latent of any size, one `update` per fused posterior (module doc)."""
+
+    def __init__(self, cfg: BeliefConfig | None = None):
+        self.cfg = cfg or BeliefConfig()
+        self.state: BeliefState | None = None
+        self.model_id: str | None = None
+
+    def propagated(self, stamp_ns: int) -> tuple[np.ndarray, np.ndarray]:
+        """The current belief carried to `stamp_ns` by the random walk: (mean, var)."""
+        if self.state is None:
+            raise InputError('no_belief', 'the belief has no state yet: update it first')
+        dt = max(0, int(stamp_ns) - self.state.stamp_ns) / NS
+        var = np.minimum(self.state.var + self.cfg.process_noise * dt, 1.0)
+        return self.state.mean.copy(), var
+
+    def reset_reason(self, stamp_ns: int, size: int, model_id: str) -> str:
+        """Why the next update at `stamp_ns` restarts the belief ('' when it does not)."""
+        if self.state is None:
+            return 'first'
+        if model_id != self.model_id or size != self.state.mean.size:
+            return 'model'
+        gap = int(stamp_ns) - self.state.stamp_ns
+        if gap <= 0:
+            return 'stamp_backwards'
+        if gap > self.cfg.reset_gap_s * NS:
+            return 'gap'
+        return ''
+
+    def update(self, stamp_ns: int, means, precisions, model_id: str = '') -> BeliefState:
+        """
+        Fold experts into the belief at `stamp_ns`; return it.
+
+        means, precisions: [K, L] (or [L] for one expert): K experts over the L latent
+        dimensions, precision 1 / var, 0 where an expert has no opinion.
+        """
+        means = np.atleast_2d(np.asarray(means, np.float64))
+        precs = np.atleast_2d(np.asarray(precisions, np.float64))
+        if means.shape != precs.shape:
+            raise InputError('size', f'belief update: means are {list(means.shape)}, '
+                             f'precisions {list(precs.shape)}')
+        if not (np.all(np.isfinite(means)) and np.all(np.isfinite(precs))
+                and np.all(precs >= 0)):
+            raise InputError('nan', 'belief update: an expert has a non-finite mean or a '
+                             'precision that is < 0 or not finite')
+        size = means.shape[1]
+        reason = self.reset_reason(stamp_ns, size, model_id)
+        if reason:
+            bar_mean, bar_var = np.zeros(size), np.ones(size)  # the prior expert
+            self.model_id = model_id
+        else:
+            bar_mean, bar_var = self.propagated(stamp_ns)
+        prec = 1.0 / bar_var + precs.sum(0)
+        h = bar_mean / bar_var + (precs * means).sum(0)
+        self.state = BeliefState(int(stamp_ns), h / prec, 1.0 / prec, reason)
+        return self.state

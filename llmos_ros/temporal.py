@@ -1,0 +1,176 @@
+"""
+Belief, staleness-aware fusion and surprise for a stream of `Inference`s. ROS-free.
+
+`TemporalTracker.step(result)` runs after `PerceptionEngine.infer` on the same sample (the live
+node's worker after publishing the latent; `llmos-eval` on every evaluated sample):
+
+1. The experts of the modalities in the sample are computed from `result.inputs` and kept as
+   each modality's last expert, with the stamp of the input it came from.
+2. Surprise of each present modality against the fusion of the other present ones
+   (`llmos_ros.surprise`), with its calibrated tail probability.
+3. Staleness-aware fusion into the belief: each input is folded in once, when it first appears,
+   with its variance divided by its effective weight w(age) (`llmos_ros.belief.staleness_weight`,
+   age = sample time - input stamp: a late input counts less). Folding a kept expert in again at
+   every sample would count the same observation many times over, so a silent modality instead
+   fades out of the belief through the process noise: its information is not cut off at the
+   synchronizer's `max_age_s`, and the belief's std over what only it informed grows.
+   `TemporalState.weights` reports w(age) of each modality's newest input (what it would still
+   be worth now) until `BeliefConfig.max_age_s`, the hard limit, after which it is forgotten
+   (weight 0, absent from the message).
+4. The belief filter: the propagated belief in the prior expert's place (`llmos_ros.belief`).
+
+The per-frame latent (`Inference.mean/std`) is unchanged by all this.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import math
+
+import numpy as np
+import torch
+
+from llmos_ros.belief import NS, BeliefConfig, BeliefFilter, BeliefState, staleness_weight
+from llmos_ros.surprise import SurpriseCalibration, loo_scores
+
+
+@dataclass
+class TemporalState:
+    """Belief and surprise at one sample; dicts keyed by modality, in model order."""
+
+    stamp_ns: int
+    belief: BeliefState
+    ages_s: dict[str, float]  # age of each modality's expert used (kept ones included)
+    weights: dict[str, float]  # its effective weight, 0 for a modality not used
+    stamps_ns: dict[str, int]  # stamp of the input of each modality used (weight > 0)
+    surprise: dict[str, tuple[float, float]] = field(default_factory=dict)  # (score, tail p)
+
+
+@dataclass
+class _Expert:
+    stamp_ns: int
+    mu: torch.Tensor  # shared [D]
+    logvar: torch.Tensor
+    pmu: torch.Tensor | None  # private [P] or None
+    plogvar: torch.Tensor | None
+    folded: bool = False  # already in the belief
+
+
+class TemporalTracker:
+    """Per-stream state: the kept experts and the belief filter (module doc)."""
+
+    def __init__(self, engine, cfg: BeliefConfig | None = None,
+                 calibration: SurpriseCalibration | None = None):
+        self.model = engine.model
+        self.model_id = engine.model_id
+        self.names = list(engine.names)
+        self.device = engine.device
+        self.cfg = cfg or BeliefConfig()
+        self.calibration = calibration
+        self.filter = BeliefFilter(self.cfg)
+        self.kept: dict[str, _Expert] = {}
+
+    @torch.no_grad()
+    def _experts(self, result) -> None:
+        """Compute the experts of the modalities in `result` and keep them."""
+        inputs = {n: torch.from_numpy(np.asarray(a, np.float32))[None].to(self.device)
+                  for n, a in result.inputs.items()}
+        xs, mask = self.model.prepare(inputs, None)
+        mus, lvs, pmus, plvs = self.model.experts(xs, mask)
+        for i, name in enumerate(self.names):
+            stamp = int(result.stamps_ns.get(name, result.stamp_ns))
+            old = self.kept.get(name)
+            if name in result.inputs and (old is None or old.stamp_ns != stamp):
+                self.kept[name] = _Expert(
+                    stamp, mus[i, 0], lvs[i, 0],
+                    None if pmus is None else pmus[i, 0],
+                    None if plvs is None else plvs[i, 0])
+
+    def _stack(self, names: list[str], inflate: dict[str, float]):
+        """Experts [M, 1, D] in model order, log-variances plus `inflate`, and the mask [M, 1]."""
+        d = self.model.shared_dim
+        zeros = torch.zeros(d, device=self.device)
+        mus, lvs, mask = [], [], []
+        for name in self.names:
+            e = self.kept.get(name) if name in names else None
+            mus.append(e.mu if e else zeros)
+            lvs.append(e.logvar + inflate.get(name, 0.0) if e else zeros)
+            mask.append(e is not None)
+        return (torch.stack(mus)[:, None], torch.stack(lvs)[:, None],
+                torch.tensor(mask, device=self.device)[:, None])
+
+    def _surprise(self, present: list[str]) -> dict[str, tuple[float, float]]:
+        mus, lvs, mask = self._stack(present, {})
+        scores = loo_scores(self.model.fusion, mus, lvs, mask)[:, 0].numpy()
+        out = {}
+        for i, name in enumerate(self.names):
+            if name in present and math.isfinite(scores[i]):
+                cal = self.calibration
+                out[name] = (float(scores[i]),
+                             cal.tail(name, float(scores[i])) if cal else float('nan'))
+        return out
+
+    def _experts_full(self, inflate: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        """
+        The experts not yet folded in, over the full latent: means and precisions [K, L].
+
+        Each covers the shared part and its own private part (precision 0 elsewhere), with its
+        log-variance plus inflate[name] = -log w(age).
+        """
+        size, d = self.model.latent_size, self.model.shared_dim
+        means, precs = [], []
+        for name in self.names:
+            e = self.kept.get(name) if name in inflate else None
+            if e is None or e.folded:
+                continue
+            mean, prec = np.zeros(size), np.zeros(size)
+            mean[:d] = e.mu.double().cpu().numpy()
+            prec[:d] = torch.exp(-(e.logvar.double() + inflate[name])).cpu().numpy()
+            if e.pmu is not None:
+                part = self.model.private_slice(name)
+                mean[part] = e.pmu.double().cpu().numpy()
+                prec[part] = torch.exp(-(e.plogvar.double() + inflate[name])).cpu().numpy()
+            means.append(mean)
+            precs.append(prec)
+        if not means:
+            return np.zeros((1, size)), np.zeros((1, size))
+        return np.stack(means), np.stack(precs)
+
+    def step(self, result) -> TemporalState:
+        """Fold one `Inference` into the belief; its surprise, ages and weights."""
+        if self.filter.reset_reason(result.stamp_ns, self.model.latent_size, self.model_id):
+            self.kept.clear()  # first sample, model change, stamp back or long gap: start over
+        self._experts(result)
+        surprise = self._surprise([n for n in self.names if n in result.inputs])
+        ages, weights, inflate, stamps = {}, {}, {}, {}
+        for name in self.names:
+            e = self.kept.get(name)
+            age = max(0, result.stamp_ns - e.stamp_ns) / NS if e else math.inf
+            if age > self.cfg.max_age_s:
+                self.kept.pop(name, None)
+                weights[name] = 0.0
+                ages[name] = age if e else float('nan')
+                continue
+            w = staleness_weight(age, self.cfg)
+            ages[name], weights[name], inflate[name] = age, w, -math.log(w)
+            stamps[name] = e.stamp_ns
+        means, precs = self._experts_full(inflate)
+        belief = self.filter.update(result.stamp_ns, means, precs, self.model_id)
+        for e in self.kept.values():
+            e.folded = True
+        return TemporalState(result.stamp_ns, belief, ages, weights, stamps, surprise)
+
+    def belief_fields(self, state: TemporalState, latent: dict) -> dict:
+        """LatentState fields of the belief (llmos/belief), from the sample's `latent_fields`."""
+        used = [n for n in self.names if state.weights.get(n, 0.0) > 0]
+        return {**latent, 'mean': state.belief.mean.astype(np.float32),
+                'std': state.belief.std.astype(np.float32), 'modalities': used,
+                'modality_stamps_ns': [state.stamps_ns[n] for n in used],
+                'modality_ages': [state.ages_s[n] for n in used],
+                'modality_weights': [state.weights[n] for n in used]}
+
+    def surprise_fields(self, state: TemporalState, frame_id: str = 'llmos') -> dict:
+        """Fields of msg/Surprise.msg for `state`, modalities in model order."""
+        names = [n for n in self.names if n in state.surprise]
+        return {'stamp_ns': state.stamp_ns, 'frame_id': frame_id, 'model_id': self.model_id,
+                'modalities': names, 'scores': [state.surprise[n][0] for n in names],
+                'tail_probabilities': [state.surprise[n][1] for n in names]}

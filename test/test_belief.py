@@ -1,0 +1,100 @@
+"""Belief filter against a closed-form Kalman step; reset rules; the staleness rule."""
+import numpy as np
+import pytest
+import torch
+
+from llmos_ros.belief import NS, BeliefConfig, BeliefFilter, staleness_weight
+from llmos_ros.errors import ConfigError, InputError
+from llmos_ros.models.fusion import poe
+
+
+def test_first_update_is_the_models_poe_with_the_prior_expert():
+    mus = np.array([[0.3, -1.0], [0.5, 2.0]])
+    var = np.array([[0.1, 0.5], [0.4, 2.0]])
+    state = BeliefFilter().update(0, mus, 1 / var)
+    assert state.reset == 'first'
+    mu, logvar = poe(torch.tensor(mus)[:, None], torch.log(torch.tensor(var))[:, None],
+                     torch.ones(2, 1, dtype=torch.bool))
+    np.testing.assert_allclose(state.mean, mu[0].numpy(), rtol=1e-9)
+    np.testing.assert_allclose(state.var, torch.exp(logvar[0]).numpy(), rtol=1e-9)
+
+
+def test_update_is_a_kalman_step_with_the_prior_expert_counted_once():
+    q, dt = np.array([0.2, 0.05, 0.5]), 0.1
+    filt = BeliefFilter(BeliefConfig(process_noise=1.0))
+    filt.cfg.process_noise = q  # per-dimension noise (an array works like a float)
+    first = filt.update(0, [0.3, -1.0, 2.0], 1 / np.array([0.1, 0.5, 0.05]))
+    m0, v0 = first.mean.copy(), first.var.copy()
+    z, r = np.array([0.8, -0.2, 1.5]), np.array([0.2, 0.3, 0.1])
+    state = filt.update(int(dt * NS), z, 1 / r)
+    # closed form: predict v' = v + q dt, gain K = v' / (v' + r), x = m + K (z - m), v = (1-K) v'
+    vp = v0 + q * dt
+    gain = vp / (vp + r)
+    assert state.reset == ''
+    np.testing.assert_allclose(state.mean, m0 + gain * (z - m0), rtol=1e-9)
+    np.testing.assert_allclose(state.var, (1 - gain) * vp, rtol=1e-9)
+
+
+def test_dimension_without_evidence_only_propagates_and_its_std_grows_to_the_prior():
+    filt = BeliefFilter(BeliefConfig(process_noise=0.5))
+    filt.update(0, [1.0, 1.0], [100.0, 100.0])
+    stds = []
+    for k in range(1, 12):  # no expert informs dimension 1: a silent modality's private latent
+        state = filt.update(k * NS // 5, [1.0, 0.0], [100.0, 0.0])
+        stds.append(state.std[1])
+        assert state.mean[1] == pytest.approx(100 / 101)  # no pull towards the prior's mean
+    assert all(b > a for a, b in zip(stds, stds[1:5]))
+    assert stds[-1] == pytest.approx(1.0)  # capped at the prior
+    assert state.std[0] < 0.1
+
+
+@pytest.mark.parametrize('stamp, model_id, size, reason', [
+    (3 * NS, 'm', 2, 'gap'), (NS // 10 - 1, 'm', 2, 'stamp_backwards'),
+    (NS // 10, 'm', 2, 'stamp_backwards'), (NS // 5, 'other', 2, 'model'),
+    (NS // 5, 'm', 3, 'model'), (NS // 5, 'm', 2, '')])
+def test_reset_rules(stamp, model_id, size, reason):
+    filt = BeliefFilter(BeliefConfig(reset_gap_s=2.0))
+    filt.update(NS // 10, [0.5, 0.5], [4.0, 4.0], model_id='m')
+    state = filt.update(stamp, [-0.5] * size, [4.0] * size, model_id=model_id)
+    assert state.reset == reason
+    if reason:  # a reset starts again from the prior: prior x expert
+        np.testing.assert_allclose(state.mean, [-0.4] * size)
+        np.testing.assert_allclose(state.var, [0.2] * size)
+    else:
+        assert np.all(state.var < 0.2)
+
+
+def test_bad_posterior_and_config_are_named():
+    filt = BeliefFilter()
+    with pytest.raises(InputError, match=r'means are \[1, 2\], precisions \[1, 3\]'):
+        filt.update(0, [0.0, 0.0], [1.0, 1.0, 1.0])
+    with pytest.raises(InputError, match='non-finite mean or a precision'):
+        filt.update(0, [np.nan], [1.0])
+    with pytest.raises(ConfigError, match=r'belief.process_noise must be a finite number >= 0'):
+        BeliefConfig(process_noise=-1.0)
+    with pytest.raises(ConfigError, match=r"unknown belief parameters \['q'\]"):
+        BeliefConfig.from_dict({'q': 1.0})
+
+
+def test_staleness_rule():
+    cfg = BeliefConfig(stale_grace_s=0.1, stale_tau_s=0.5)
+    assert staleness_weight(0.0, cfg) == 1.0
+    assert staleness_weight(0.1, cfg) == 1.0
+    assert staleness_weight(0.6, cfg) == pytest.approx(0.5)
+    assert staleness_weight(1.1, cfg) == pytest.approx(1 / 3)
+    ages = np.linspace(0.1, 5.0, 50)
+    weights = [staleness_weight(a, cfg) for a in ages]
+    assert all(b < a for a, b in zip(weights, weights[1:]))
+    assert staleness_weight(100.0, BeliefConfig(stale_tau_s=0.0)) == 1.0
+
+
+def test_belief_metrics():
+    from llmos_ros.evaluation.belief_metrics import auroc, false_alarm_rate, finite, jitter
+    assert auroc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
+    assert auroc(np.array([1.0]), np.array([1.0, 2.0])) == pytest.approx(0.25)  # tie counts half
+    assert auroc(np.array([np.nan]), np.array([1.0])) is None
+    assert false_alarm_rate(np.array([0.005, 0.5, np.nan, 0.02])) == pytest.approx(1 / 3)
+    means = np.array([[0.0], [1.0], [3.0], [3.5]])
+    labels = np.array(['a', 'a', 'b', 'b'])  # the step across the episode change is left out
+    assert jitter(means, labels) == pytest.approx(0.75)
+    assert finite({'x': float('nan'), 'y': {'z': 1.0}}) == {'x': None, 'y': {'z': 1.0}}

@@ -1,0 +1,111 @@
+"""Staleness-aware fusion and surprise on a tiny trained model over a simulated bag (ROS-free)."""
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from llmos_ros.belief import BeliefConfig
+from llmos_ros.checkpoint import load_checkpoint
+from llmos_ros.evaluation.replay import replay
+from llmos_ros.inference import PerceptionEngine
+from llmos_ros.surprise import (
+    SurpriseCalibration,
+    calibrate,
+    load_calibration,
+    sample_scores,
+    sidecar_path,
+)
+from llmos_ros.temporal import TemporalTracker
+
+
+@pytest.fixture(scope='module')
+def replayed(sim_model):
+    """(loaded model, engine, the bag's first 60 inferences)."""
+    bag, path = sim_model
+    loaded = load_checkpoint(path)
+    engine = PerceptionEngine(loaded)
+    results = []
+    replay(bag, engine, max_samples=60, progress=False, on_result=results.append)
+    return loaded, engine, results
+
+
+def _only(result, keep, stamp_ns):
+    """`result` at `stamp_ns` with only the modalities in `keep` (the others went silent)."""
+    inputs = {n: a for n, a in result.inputs.items() if n in keep}
+    stamps = {n: s for n, s in result.stamps_ns.items() if n in keep}
+    stamps.update({n: stamp_ns for n in keep})
+    return dataclasses.replace(result, stamp_ns=stamp_ns, modalities=list(inputs),
+                               inputs=inputs, stamps_ns=stamps)
+
+
+def test_a_silent_modality_fades_out_and_the_belief_widens(replayed):
+    loaded, engine, results = replayed
+    cfg = BeliefConfig(stale_grace_s=0.1, stale_tau_s=0.3, max_age_s=1.0, process_noise=0.2)
+    tracker = TemporalTracker(engine, cfg)
+    first = results[0]
+    assert set(first.inputs) == {'camera', 'audio', 'tactile'}
+    state = tracker.step(first)
+    assert state.weights == {'camera': 1.0, 'audio': 1.0, 'tactile': 1.0}
+    t0 = first.stamp_ns
+    private = loaded.model.private_slice('tactile')
+    heard = first.stamps_ns['tactile']  # the last tactile input
+    weights, stds = [], []
+    for k in range(1, 16):  # tactile silent for 1.5 s, camera and audio fresh every 0.1 s
+        state = tracker.step(_only(results[k], ('camera', 'audio'), t0 + k * 100_000_000))
+        age = (t0 + k * 100_000_000 - heard) / 1e9
+        if age <= 1.0:
+            assert state.ages_s['tactile'] == pytest.approx(age)
+            assert state.weights['tactile'] == pytest.approx(1 / (1 + max(0, age - 0.1) / 0.3))
+        assert state.weights['camera'] == 1.0
+        weights.append(state.weights['tactile'])
+        stds.append(float(state.belief.std[private].mean()))
+        assert state.belief.reset == ''
+    assert weights[0] > 0.9 and 0.4 < weights[3] < 0.55
+    assert all(b < a for a, b in zip(weights[:10], weights[1:10]))
+    assert weights[10:] == [0.0] * 5  # past max_age_s: the hard limit
+    assert 'tactile' not in tracker.kept
+    assert all(b > a for a, b in zip(stds, stds[1:]))  # uncertainty grows while silent
+    assert 'tactile' not in state.surprise and set(state.surprise) == {'camera', 'audio'}
+
+
+def test_tracker_restarts_on_a_stamp_going_back(replayed):
+    _, engine, results = replayed
+    tracker = TemporalTracker(engine)
+    tracker.step(results[5])
+    state = tracker.step(results[2])
+    assert state.belief.reset == 'stamp_backwards'
+    assert set(tracker.kept) == set(results[2].inputs)
+
+
+def test_calibrated_tail_probabilities_are_uniform_on_held_out_clean_data(sim_model, tmp_path):
+    bag, path = sim_model
+    loaded = load_checkpoint(path)
+    rep = replay(bag, PerceptionEngine(loaded), infer=False, progress=False)
+    # held out: every other 0.2 s block (6 camera frames) of the bag; a short bag has too few
+    # episodes for a split in time (benchmarks/belief_surprise.py tests other bags)
+    block = (np.arange(len(rep)) // 6) % 2 == 0
+    cal = calibrate(loaded.model, loaded.model_id,
+                    {k: a[block] for k, a in rep.arrays.items()},
+                    {k: p[block] for k, p in rep.present.items()})
+    held = sample_scores(loaded.model, {k: a[~block] for k, a in rep.arrays.items()},
+                         {k: p[~block] for k, p in rep.present.items()})
+    grid = np.linspace(0.05, 0.95, 19)
+    for i, name in enumerate(loaded.model.names):
+        tails = np.array([cal.tail(name, s) for s in held[i] if np.isfinite(s)])
+        assert tails.size > 100 and np.all((tails > 0) & (tails <= 1))
+        ecdf = np.array([(tails <= g).mean() for g in grid])
+        assert np.abs(ecdf - grid).max() < 0.15, (name, ecdf.round(2))
+    # stored next to the checkpoint, found again; another model's calibration is refused
+    cal.save(sidecar_path(path))
+    again, why = load_calibration(path, loaded)
+    assert why == '' and again.tail('camera', 1.0) == cal.tail('camera', 1.0)
+    other = dataclasses.replace(loaded, extra={'surprise': {**cal.to_dict(), 'model_id': 'x'}})
+    assert load_calibration(path, other)[0] is None
+    assert 'calibration of model x' in load_calibration(path, other)[1]
+    bad = tmp_path / 'm.pt'
+    sidecar_path(bad).write_text(json.dumps({'scores': 1}))
+    none, why = load_calibration(bad, dataclasses.replace(loaded, extra={}))
+    assert none is None and 'not a surprise calibration' in why
+    sidecar_path(path).unlink()
+    assert SurpriseCalibration('m', {}, {}).tail('camera', 1.0) != 0.5  # NaN: no data
