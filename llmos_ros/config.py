@@ -108,8 +108,9 @@ class ModelConfig:
     private_dim: int = 8  # per modality: mmvae_plus always, mopoe with private_latents
     private_latents: bool = True  # mopoe: modality-private latents beside the shared one
     # mopoe training: the private latent a decoder reads when its modality is not in the drawn
-    # subset: 'own' (its own encoder's, Sutter et al. 2020) or 'prior' (N(0, I), as MMVAE+)
-    cross_private: str = 'own'
+    # subset: 'prior' (N(0, I), as MMVAE+: cross-modal content must pass through the shared z)
+    # or 'own' (its own encoder's, Sutter et al. 2020; can let a modality bypass z)
+    cross_private: str = 'prior'
     hidden: int = 256
     beta: float = 1.0
     warmup_steps: int = 500  # KL weight ramps 0 -> beta over these steps

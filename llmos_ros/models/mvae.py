@@ -5,8 +5,8 @@ Latent layout (maps to LatentState.msg): the full latent is `shared_dim` entries
 modalities, followed -- for 'mmvae_plus', and 'mopoe' with `private_latents` (the default) -- by
 `private_dim` entries per modality, in `cfg.modalities` order (`private_modalities`). A private
 latent w_m holds what only modality m shows (a digit's handwriting, an utterance's timing); its
-decoder reads (z, w_m). When m is missing, w_m is its prior N(0, I), so a cross-modal prediction
-decodes the shared content at the prior's typical w_m instead of a blur over every possible one.
+decoder reads (z, w_m). When m is missing, w_m is its prior N(0, I): a cross-modal prediction
+decodes the shared content at w_m = 0, the prior's mean.
 'poe' and 'moe' have no private part.
 
 Inputs are dicts name -> float tensor [B, *ModalityConfig.shape()] (z-scored) and presence

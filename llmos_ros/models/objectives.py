@@ -155,15 +155,14 @@ def mopoe_loss(model, xs, mask, step):
 
     With private latents (`model.private_dim` > 0), modality m's decoder reads (z, w_m), w_m drawn
     from q(w_m | x_m) when m is in the drawn subset. When it is not, `model.cross_private` says
-    where w_m comes from: 'own' (default; q(w_m | x_m) as well, the modality-specific subspaces of
-    Sutter et al. 2020): what the subset cannot know about x_m (a word's timing, a digit's
-    handwriting) is taken from x_m's own private latent, so the shared z need only carry what the
-    modalities share and the decoder learns to draw the rest from w_m -- a cross-modal
-    prediction at w_m = 0 is then a sharp, typical instance rather than the blur a Gaussian
-    likelihood gives for everything z cannot know; 'prior': N(0, I) as MMVAE+ does, so whatever
-    one modality says about another must pass through z. The KL of w_m is weighted by the
-    probability that w_m is used ('prior': P(m in S) = sum_S w_S [m in S]; 'own': 1), which
-    keeps it exact in expectation.
+    where w_m comes from: 'prior' (default; N(0, I), as MMVAE+ does for its cross-modal terms):
+    whatever one modality says about another must pass through the shared z; or 'own'
+    (q(w_m | x_m) as well, the modality-specific subspaces of Sutter et al. 2020): what the
+    subset cannot know about x_m (a word's timing, a digit's handwriting) comes from x_m's own
+    private latent, which sharpens the reconstruction but lets a modality bypass z (on vt60 its
+    camera -> tactile coherence fell to chance; see README, "What the latent learns"). The KL of
+    w_m is weighted by the probability that w_m is used ('prior': P(m in S) = sum_S w_S [m in S];
+    'own': 1), which keeps it exact in expectation.
     """
     mus, logvars, pmus, plvs = model.experts(xs, mask)
     beta = kl_weight(step, model.cfg.model.beta, model.cfg.model.warmup_steps)
