@@ -74,10 +74,18 @@ for part in CMakeLists.txt package.xml msg llmos_ros launch config bin; do
 done
 export CMAKE_PREFIX_PATH="$VENV" AMENT_PREFIX_PATH="$VENV"
 export PATH="$VENV/bin:$PATH" VIRTUAL_ENV="$VENV"
+# An incremental rosidl build does not relink the type support after a message is added or
+# changed (undefined symbol ..._convert_from_py at import): start that build afresh instead.
+msg_stamp="$ROOT/build/.llmos-msg.sha256"
+msg_want="$(cat CMakeLists.txt msg/*.msg | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$msg_stamp" 2>/dev/null)" != "$msg_want" ]; then
+  rm -rf "$ROOT/build/llmos_ros" "$ROOT/install"
+fi
 log "colcon build"
 mkdir -p "$ROOT/log"
 colcon --log-base "$ROOT/log" build --base-paths "$ROOT/build/ws/src" --build-base "$ROOT/build" \
   --install-base "$ROOT/install" --symlink-install --cmake-args -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$VENV/bin/python" \
   --event-handlers console_direct- >"$ROOT/log/colcon-build.txt" 2>&1 \
   || { cat "$ROOT/log/colcon-build.txt"; log "ERROR: colcon build failed"; exit 1; }
+echo "$msg_want" > "$msg_stamp"
 log "done: source scripts/env.sh"
