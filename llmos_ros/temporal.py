@@ -71,11 +71,14 @@ class TemporalTracker:
 
     @torch.no_grad()
     def _experts(self, result) -> None:
-        """Compute the experts of the modalities in `result` and keep them."""
-        inputs = {n: torch.from_numpy(np.asarray(a, np.float32))[None].to(self.device)
-                  for n, a in result.inputs.items()}
-        xs, mask = self.model.prepare(inputs, None)
-        mus, lvs, pmus, plvs = self.model.experts(xs, mask)
+        """Keep the experts of the modalities in `result` (those `infer` computed, else anew)."""
+        if getattr(result, 'experts', None) is not None:  # no second encoder pass
+            mus, lvs, pmus, plvs = result.experts
+        else:
+            inputs = {n: torch.from_numpy(np.asarray(a, np.float32))[None].to(self.device)
+                      for n, a in result.inputs.items()}
+            xs, mask = self.model.prepare(inputs, None)
+            mus, lvs, pmus, plvs = self.model.experts(xs, mask)
         for i, name in enumerate(self.names):
             stamp = int(result.stamps_ns.get(name, result.stamp_ns))
             old = self.kept.get(name)

@@ -109,3 +109,16 @@ def test_calibrated_tail_probabilities_are_uniform_on_held_out_clean_data(sim_mo
     assert none is None and 'not a surprise calibration' in why
     sidecar_path(path).unlink()
     assert SurpriseCalibration('m', {}, {}).tail('camera', 1.0) != 0.5  # NaN: no data
+
+
+def test_the_tracker_reuses_the_experts_infer_computed(replayed):
+    """Same belief and surprise from `result.experts` as from encoding the inputs again."""
+    _, engine, results = replayed
+    reused, encoded = TemporalTracker(engine), TemporalTracker(engine)
+    assert results[0].experts is not None
+    for result in results[:10]:
+        a = reused.step(result)
+        b = encoded.step(dataclasses.replace(result, experts=None))
+        np.testing.assert_allclose(a.belief.mean, b.belief.mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a.belief.std, b.belief.std, rtol=1e-5, atol=1e-6)
+        assert a.surprise.keys() == b.surprise.keys()
