@@ -56,3 +56,13 @@ def sim_model(tmp_path_factory):
     write_bag(bag, 8.0, seed=3, progress=False)
     assert train_main(['--bag', str(bag), '--out', str(model), '--steps', '20', '--quiet']) == 0
     return bag, model
+
+
+@pytest.fixture
+def restore_torch_globals():
+    """train() switches on deterministic algorithms and sets threads: undo for other tests."""
+    import torch
+    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    yield
+    torch.use_deterministic_algorithms(deterministic)
+    torch.set_num_threads(threads)

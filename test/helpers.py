@@ -1,6 +1,7 @@
 """Helpers shared by tests: environments for subprocesses, waiting on real DDS."""
 import os
 from pathlib import Path
+import subprocess
 import sys
 import time
 
@@ -33,3 +34,27 @@ def spin_until(node, predicate, timeout_s: float, executor=None) -> bool:
         else:
             rclpy.spin_once(node, timeout_sec=0.05, executor=None)
     return predicate()
+
+
+def stamp_ns(stamp) -> int:
+    """builtin_interfaces/Time -> integer nanoseconds."""
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+def start_node(module: str, *ros_args: str) -> subprocess.Popen:
+    """`python -m module --ros-args ...` in the test environment, output captured."""
+    return subprocess.Popen(python_cmd(module, '--ros-args', *ros_args), env=python_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def stop_nodes(*procs: subprocess.Popen) -> list[str]:
+    """SIGTERM each process (SIGKILL after 15 s); their outputs."""
+    out = []
+    for proc in procs:
+        proc.terminate()
+        try:
+            out.append(proc.communicate(timeout=15)[0])
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out.append(proc.communicate()[0])
+    return out

@@ -1,33 +1,14 @@
 """perception_node live over real DDS: simulated source -> perception -> test subscribers."""
-import subprocess
 import time
 
-from helpers import python_cmd, python_env, spin_until
+from helpers import spin_until, stamp_ns, start_node, stop_nodes
 import numpy as np
 import pytest
 
 pytestmark = pytest.mark.ros
 
 
-def _ns(stamp) -> int:
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
-
-
-def _start(module, *ros_args):
-    return subprocess.Popen(python_cmd(module, '--ros-args', *ros_args), env=python_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def _stop(*procs):
-    out = []
-    for proc in procs:
-        proc.terminate()
-        try:
-            out.append(proc.communicate(timeout=15)[0])
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out.append(proc.communicate()[0])
-    return out
+_ns, _start, _stop = stamp_ns, start_node, stop_nodes
 
 
 class Watcher:

@@ -35,13 +35,7 @@ def config(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_globals():
-    """train() switches on deterministic algorithms and sets threads: undo for other tests."""
-    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    yield
-    torch.use_deterministic_algorithms(deterministic)
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('restore_torch_globals')  # train() sets torch globals
 
 
 def run(capsys, *args) -> tuple[int, dict | None, str]:

@@ -5,7 +5,6 @@ import re
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from llmos_ros.core.bags import BagWriter
@@ -17,12 +16,7 @@ SMALL = {'model': {'hidden': 16, 'latent_dim': 4, 'private_dim': 2, 'warmup_step
 MS = 1_000_000
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_globals():
-    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    yield
-    torch.use_deterministic_algorithms(deterministic)
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('restore_torch_globals')  # train() sets torch globals
 
 
 def write(path: Path, camera_stamp=lambda t: t, bad_every=0, audio_topic='/microphone/audio',
