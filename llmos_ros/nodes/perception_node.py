@@ -372,13 +372,14 @@ class PerceptionNode(LifecycleNode):
                 continue
             try:
                 self._publish_latent(result)
+                wanted = bool(self._pred_pubs) or self._debug_wanted()
             except Exception:  # the context was shut down under the worker (SIGTERM): stop
                 if self.context.ok():
                     raise
                 return
             self._latency_ms.append((time.monotonic() - received) * 1e3)
             self._publish_belief(result)
-            if self._pred_pubs or self._debug_wanted():
+            if wanted:
                 with self._lock:
                     if self._pending_prediction is not None:
                         self._counts['predictions_skipped'] += 1
