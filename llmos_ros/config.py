@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
+from llmos_ros import kinds
 from llmos_ros.errors import ConfigError
 
-MODALITY_KINDS = ('image', 'audio', 'taxels')
 FUSIONS = ('poe', 'moe', 'mopoe', 'mmvae_plus')
 
 
@@ -24,13 +24,11 @@ class ModalityConfig:
     """
     One input stream and how it becomes a model tensor.
 
-    kind 'image': camera or optical tactile images, shape (channels, height, width).
-    kind 'audio': log-mel spectrogram of a causal window, shape (1, n_mels, frames).
-    kind 'taxels': taxel arrays. With `window_s` > 0 (the default), a causal window of the
-      frames stamped in [t - window_s, t) resampled onto a grid of `grid_hz` steps, shape
-      (channels, steps, rows * cols); with `window_s: 0`, the newest frame, (channels, rows, cols).
-
-    `window_s` < 0 (the default) takes the kind's default (`DEFAULT_WINDOW_S`).
+    `kind` names its kind in llmos_ros.kinds (image, audio, taxels, wrench), which says what the
+    fields mean for it, its shape and its preprocessing: kind 'image' reads height, width,
+    channels; 'audio' sample_rate, window_s, n_mels, hop_s; 'taxels' rows, cols, channels,
+    window_s, grid_hz; 'wrench' window_s, grid_hz. `window_s` < 0 (the default) takes the
+    kind's default window (`Kind.default_window_s`). An unknown kind is a ConfigError.
     """
 
     name: str
@@ -43,53 +41,24 @@ class ModalityConfig:
     channels: int = 1  # images: 1 (mono) or 3 (rgb); taxels: values per taxel
     # audio
     sample_rate: int = 16000  # the model's rate; inputs are resampled to it
-    window_s: float = -1.0  # audio, taxels: causal window; < 0: DEFAULT_WINDOW_S of the kind
+    window_s: float = -1.0  # audio, taxels, wrench: causal window; < 0: the kind's default
     n_mels: int = 32
     hop_s: float = 0.032
     # taxels
     rows: int = 0
     cols: int = 0
-    grid_hz: float = 100.0  # time grid of a taxel window (frames are averaged into its steps)
+    grid_hz: float = 100.0  # time grid of a taxel or wrench window (frames averaged per step)
     # pairing
     max_age_s: float = 0.25  # older than this at the sample time: the modality is absent
 
     def __post_init__(self):
+        kind = kinds.of(self)
         if self.window_s < 0:
-            self.window_s = DEFAULT_WINDOW_S.get(self.kind, 0.0)
+            self.window_s = kind.default_window_s
 
     def shape(self) -> tuple[int, ...]:
-        if self.kind == 'image':
-            return (self.channels, self.height, self.width)
-        if self.kind == 'audio':
-            return (1, self.n_mels, audio_frames(self))
-        if self.kind == 'taxels':
-            if self.window_s > 0:
-                return (self.channels, taxel_steps(self), self.rows * self.cols)
-            return (self.channels, self.rows, self.cols)
-        raise ConfigError(f'modality {self.name}: unknown kind {self.kind!r}')
-
-
-# Default causal windows (seconds) of the streaming kinds.
-# audio 1.5 s: a spoken word or a contact sound lasts up to about 1 s, and the frame that shows
-#   its cause can come up to about 0.5 s after it ends, so a window ending at a camera frame
-#   holds the whole event; a longer one mixes in the event before it.
-# taxels 0.32 s: slip, vibration and texture show within a few hundred milliseconds of contact;
-#   32 steps of the 100 Hz grid suit sensors of 100 Hz (one frame a step) to 1 kHz (ten frames
-#   averaged a step).
-DEFAULT_WINDOW_S = {'audio': 1.5, 'taxels': 0.32}
-
-
-def taxel_steps(cfg: ModalityConfig) -> int:
-    """Time steps of a taxel window: window_s on the grid_hz grid (at least 1)."""
-    if cfg.grid_hz <= 0:
-        raise ConfigError(f'modalities.{cfg.name}.grid_hz must be > 0, got {cfg.grid_hz}')
-    return max(1, int(round(cfg.window_s * cfg.grid_hz)))
-
-
-def audio_frames(cfg: ModalityConfig) -> int:
-    """Number of spectrogram frames in one window (centre-free STFT, one frame per hop)."""
-    hop = max(1, int(round(cfg.hop_s * cfg.sample_rate)))
-    return max(1, int(round(cfg.window_s * cfg.sample_rate)) // hop)
+        """Shape of the model array of this modality (its kind's `shape`)."""
+        return kinds.of(self).shape(self)
 
 
 @dataclass
@@ -160,8 +129,6 @@ class Config:
             m = dict(m)
             m.setdefault('name', name)
             mods[name] = _build(ModalityConfig, m, f'modalities.{name}')
-            if mods[name].kind not in MODALITY_KINDS:
-                raise ConfigError(f'modalities.{name}.kind must be one of {MODALITY_KINDS}')
         cfg = cls(modalities=mods,
                   sync=_build(SyncConfig, data.get('sync') or {}, 'sync'),
                   model=_build(ModelConfig, data.get('model') or {}, 'model'),

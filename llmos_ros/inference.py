@@ -14,9 +14,9 @@ import torch
 
 from llmos_ros.checkpoint import LoadedModel
 from llmos_ros.config import Config
-from llmos_ros.core.frames import AudioFrame, Frame, ImageFrame, TactileFrame
+from llmos_ros.core.frames import Frame
 from llmos_ros.core.pairing import pair
-from llmos_ros.core.preprocess import Preprocessor, log_mel_to_waveform
+from llmos_ros.core.preprocess import Preprocessor
 from llmos_ros.core.sync import SampleSet, Synchronizer
 from llmos_ros.errors import ConfigError, InputError
 
@@ -184,29 +184,16 @@ class PerceptionEngine:
     def prediction_frames(self, result: Inference, frame_id: str = 'llmos',
                           audio_iterations: int = 4) -> dict[str, Frame]:
         """
-        The predictions of `result` (see `predict`) as frames of their input types.
+        The predictions of `result` (see `predict`) as frames of their kinds' prediction types.
 
         Images at the model's size (mono8 or rgb8), audio as the Griffin-Lim waveform of the
-        model's window at its rate, taxels in sensor units; all stamped with the sample time.
-        The live node publishes these and offline evaluation records them.
+        model's window at its rate (`audio_iterations`), taxels and wrenches in sensor units;
+        all stamped with the sample time. The live node publishes these and offline evaluation
+        records them.
         """
-        out = {}
-        for name, (array, _source) in result.predictions.items():
-            mod = self.cfg.modalities[name]
-            raw = self.preprocessors[name].inverse(array)
-            stamp = result.stamp_ns
-            if mod.kind == 'image':
-                pixels = np.clip(raw + 0.5, 0, 255).astype(np.uint8).transpose(1, 2, 0)
-                h, w, c = pixels.shape
-                out[name] = ImageFrame(stamp, 'mono8' if c == 1 else 'rgb8', h, w, w * c, False,
-                                       np.ascontiguousarray(pixels).ravel(), frame_id)
-            elif mod.kind == 'audio':
-                wave = log_mel_to_waveform(raw, mod, n_iter=audio_iterations)
-                out[name] = AudioFrame(stamp, int(mod.sample_rate), 1, wave, frame_id)
-            else:
-                values = np.ascontiguousarray(raw.transpose(1, 2, 0))
-                out[name] = TactileFrame(stamp, *values.shape, values.ravel(), frame_id)
-        return out
+        return {name: self.preprocessors[name].prediction_frame(array, result.stamp_ns, frame_id,
+                                                                audio_iterations)
+                for name, (array, _source) in result.predictions.items()}
 
     def _batch(self, arrays, rows):
         inputs, masks = {}, {}

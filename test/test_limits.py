@@ -13,6 +13,8 @@ from llmos_ros.core import preprocess as P
 from llmos_ros.core.bags import frame_to_msg, make_header, typestore
 from llmos_ros.core.frames import AudioFrame, CompressedFrame, ImageFrame, frame_from_msg
 from llmos_ros.errors import InputError
+from llmos_ros.kinds import audio as A
+from llmos_ros.kinds import image as IMG
 
 
 def audio_mod():
@@ -43,15 +45,15 @@ def test_png_bomb_is_refused_from_its_header():
         prep.validate(frame)
     assert info.value.reason == 'too_large'
     with pytest.raises(InputError, match='not decoded'):
-        P.decode_image(frame)
+        IMG.decode_image(frame)
 
 
 def test_header_sizes_of_real_png_and_jpeg():
     img = np.zeros((48, 80, 3), np.uint8)
     for ext in ('.png', '.jpg'):
         ok, buf = cv2.imencode(ext, img)
-        assert ok and P.compressed_size(buf.ravel()) == (80, 48), ext
-    assert P.compressed_size(np.frombuffer(b'GIF89a' + bytes(40), np.uint8)) is None
+        assert ok and IMG.compressed_size(buf.ravel()) == (80, 48), ext
+    assert IMG.compressed_size(np.frombuffer(b'GIF89a' + bytes(40), np.uint8)) is None
 
 
 def test_huge_raw_image_is_refused_before_copy():
@@ -96,18 +98,18 @@ def test_odd_sample_rate_resamples_with_a_bounded_filter():
     mod = audio_mod()
     t = np.arange(38_399) / 38_399
     chunk = AudioFrame(0, 38_399, 1, np.sin(2 * np.pi * 440 * t).astype(np.float32))  # prime
-    out = P.audio_window([chunk], mod)
+    out = A.audio_window([chunk], mod)
     assert out.shape == (8000,) and np.isfinite(out).all()
     spectrum = np.abs(np.fft.rfft(out))
     assert abs(np.argmax(spectrum) * 16000 / out.size - 440) < 4  # pitch kept
-    ratio = P.resample_ratio(38_399, 16000)
-    assert ratio.numerator <= P.MAX_PHASES and abs(float(ratio) * 38_399 / 16000 - 1) < 1e-4
-    assert P.resample_ratio(44100, 16000) == Fraction(160, 441)  # common rates stay exact
+    ratio = A.resample_ratio(38_399, 16000)
+    assert ratio.numerator <= A.MAX_PHASES and abs(float(ratio) * 38_399 / 16000 - 1) < 1e-4
+    assert A.resample_ratio(44100, 16000) == Fraction(160, 441)  # common rates stay exact
 
 
 def test_resampled_length_matches_the_rate():
     x = np.zeros(38_399, np.float32)
-    assert abs(P.resample(x, 38_399, 16000).size - 16000) <= 1
+    assert abs(A.resample(x, 38_399, 16000).size - 16000) <= 1
 
 
 def test_a_plain_image_frame_is_unaffected():

@@ -26,11 +26,13 @@ from llmos_ros.core.frames import (
     IMAGE,
     STRING,
     TACTILE_ARRAY,
+    WRENCH_STAMPED,
     AudioFrame,
     CompressedFrame,
     Frame,
     ImageFrame,
     TactileFrame,
+    WrenchFrame,
 )
 from llmos_ros.errors import BagError
 
@@ -349,6 +351,12 @@ def frame_to_msg(frame: Frame) -> tuple[str, Any]:
             header=header, rows=int(frame.rows), cols=int(frame.cols),
             channels=int(frame.channels),
             values=np.ascontiguousarray(frame.values, dtype=np.float32).ravel())
+    if isinstance(frame, WrenchFrame):
+        vec = t['geometry_msgs/msg/Vector3']
+        fx, fy, fz, tx, ty, tz = (float(v) for v in frame.values)
+        wrench = t['geometry_msgs/msg/Wrench'](force=vec(x=fx, y=fy, z=fz),
+                                               torque=vec(x=tx, y=ty, z=tz))
+        return WRENCH_STAMPED, t[WRENCH_STAMPED](header=header, wrench=wrench)
     raise TypeError(f'not a frame record: {type(frame).__name__}')
 
 

@@ -18,6 +18,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from llmos_ros import kinds
 from llmos_ros.config import Config, ModalityConfig
 from llmos_ros.core.bags import bag_info, bag_topics, norm_topic, read_bag
 from llmos_ros.core.frames import (
@@ -29,7 +30,7 @@ from llmos_ros.core.frames import (
     frame_from_msg,
 )
 from llmos_ros.core.pairing import pair
-from llmos_ros.core.preprocess import Preprocessor, apply_stats, compute_stats, decode_image
+from llmos_ros.core.preprocess import Preprocessor, apply_stats, compute_stats
 from llmos_ros.core.sync import Synchronizer, reference_modality
 from llmos_ros.errors import BagError, InputError
 
@@ -38,11 +39,9 @@ LABEL_TOPIC = '/episode/label'
 CONTRACT_TYPES = {'/camera/image_raw': IMAGE, '/camera/image_raw/compressed': COMPRESSED_IMAGE,
                   '/microphone/audio': AUDIO_CHUNK, '/tactile/array': TACTILE_ARRAY,
                   '/tactile/image': IMAGE, LABEL_TOPIC: STRING}
-# message types a modality kind can read
-KIND_TYPES = {'image': (IMAGE, COMPRESSED_IMAGE), 'audio': (AUDIO_CHUNK,),
-              'taxels': (TACTILE_ARRAY,)}
-MAX_SIDE = 64  # inferred image modalities are downscaled to at most this many pixels a side
-_MONO = ('mono8', 'mono16', '8uc1', '16uc1')
+KIND_TYPES = kinds.message_types_by_kind()  # message types a modality kind can read
+# order of inferred modalities (model order); roles not named here follow in the bags' order
+ROLE_ORDER = ('camera', 'audio', 'tactile', 'tactile_image')
 
 
 def _paths(bag_paths) -> list[Path]:
@@ -63,35 +62,26 @@ def _first_msg(path, topic):
     return None
 
 
-def _image_size(h: int, w: int) -> tuple[int, int]:
-    if max(h, w) <= MAX_SIDE:
-        return h, w
-    scale = MAX_SIDE / max(h, w)
-    return max(1, int(round(h * scale))), max(1, int(round(w * scale)))
-
-
 def infer_modalities(bag_paths) -> dict[str, ModalityConfig]:
     """
     Modality configs from the bags' topics and first messages.
 
-    camera Image/CompressedImage -> 'camera', tactile/image -> 'tactile' (kind image), TactileArray
-    -> 'tactile' (kind taxels; a tactile image beside it becomes 'tactile_image'), AudioChunk ->
-    'audio' at the bag's sample rate. Images keep their size up to 64 px a side, else are
-    downscaled to 64 keeping the aspect; channels 1 for mono encodings, else 3.
+    Each topic of a type some kind reads (llmos_ros.kinds) becomes the modality its kind's
+    `role` names, configured by its `from_topic`: camera Image/CompressedImage -> 'camera',
+    tactile/image -> 'tactile' (kind image), TactileArray -> 'tactile' (kind taxels; a tactile
+    image beside it becomes 'tactile_image'), AudioChunk -> 'audio' at the bag's sample rate,
+    WrenchStamped -> 'wrench'. Images keep their size up to 64 px a side, else are downscaled to
+    64 keeping the aspect; channels 1 for mono encodings, else 3. One topic per role: raw
+    images win over compressed ones.
     """
     found: dict[str, tuple[Path, str, str]] = {}  # role -> (bag, topic, type)
     for path in _paths(bag_paths):
         check_contract_types(path, bag_topics(path))
         for topic, mtype in sorted(bag_topics(path).items()):
-            t = topic.rstrip('/')
-            if mtype == TACTILE_ARRAY:
-                role = 'tactile'
-            elif mtype in (IMAGE, COMPRESSED_IMAGE):
-                role = 'tactile_image' if 'tactile' in t else 'camera'
-            elif mtype == AUDIO_CHUNK:
-                role = 'audio'
-            else:
+            kind = kinds.for_message_type(mtype)
+            if kind is None:
                 continue
+            role = kind.role(topic.rstrip('/'))
             prev = found.get(role)
             # raw images win over compressed ones of the same role
             if prev is None or (prev[2] == COMPRESSED_IMAGE and mtype == IMAGE):
@@ -99,33 +89,18 @@ def infer_modalities(bag_paths) -> dict[str, ModalityConfig]:
     if 'tactile_image' in found and 'tactile' not in found:
         found['tactile'] = found.pop('tactile_image')
     mods: dict[str, ModalityConfig] = {}
-    for role in ('camera', 'audio', 'tactile', 'tactile_image'):
-        if role not in found:
-            continue
+    for role in sorted(found, key=lambda r: ROLE_ORDER.index(r) if r in ROLE_ORDER
+                       else len(ROLE_ORDER)):
         path, topic, mtype = found[role]
         first = _first_msg(path, topic)
         if first is None:
             continue
-        frame = frame_from_msg(mtype, first[3])
-        if mtype in (IMAGE, COMPRESSED_IMAGE):
-            try:
-                img = decode_image(frame)
-            except InputError as exc:
-                raise BagError(f'bag {path}: first message on {topic} is unusable: '
-                               f'{exc}') from None
-            if mtype == IMAGE:
-                channels = 1 if frame.encoding.lower() in _MONO else 3
-            else:
-                channels = img.shape[2]
-            h, w = _image_size(img.shape[0], img.shape[1])
-            mods[role] = ModalityConfig(role, 'image', topic, mtype, height=h, width=w,
-                                        channels=channels)
-        elif mtype == AUDIO_CHUNK:
-            mods[role] = ModalityConfig(role, 'audio', topic, mtype,
-                                        sample_rate=int(frame.sample_rate))
-        else:
-            mods[role] = ModalityConfig(role, 'taxels', topic, mtype, rows=int(frame.rows),
-                                        cols=int(frame.cols), channels=int(frame.channels))
+        kind = kinds.for_message_type(mtype)
+        try:
+            fields = kind.from_topic(mtype, frame_from_msg(mtype, first[3]))
+        except InputError as exc:
+            raise BagError(f'bag {path}: first message on {topic} is unusable: {exc}') from None
+        mods[role] = ModalityConfig(role, kind.name, topic, mtype, **fields)
     if not mods:
         raise BagError(f'no sensor topics of the input contract in {[str(p) for p in found]}'
                        if found else 'no sensor topics of the input contract in the bags')

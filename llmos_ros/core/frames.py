@@ -23,6 +23,7 @@ IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED_IMAGE = 'sensor_msgs/msg/CompressedImage'
 AUDIO_CHUNK = 'llmos_ros/msg/AudioChunk'
 TACTILE_ARRAY = 'llmos_ros/msg/TactileArray'
+WRENCH_STAMPED = 'geometry_msgs/msg/WrenchStamped'
 STRING = 'std_msgs/msg/String'
 
 
@@ -81,7 +82,14 @@ class TactileFrame:
     frame_id: str = ''
 
 
-Frame = ImageFrame | CompressedFrame | AudioFrame | TactileFrame
+@dataclass(frozen=True)
+class WrenchFrame:
+    stamp_ns: int
+    values: np.ndarray  # float32 (6,): force x, y, z (N), torque x, y, z (N m)
+    frame_id: str = ''
+
+
+Frame = ImageFrame | CompressedFrame | AudioFrame | TactileFrame | WrenchFrame
 
 
 def frame_end_ns(frame: Frame) -> int:
@@ -131,4 +139,7 @@ def frame_from_msg(msg_type: str, msg) -> Frame:
     if msg_type == TACTILE_ARRAY:
         return TactileFrame(stamp, int(msg.rows), int(msg.cols), int(msg.channels),
                             np.asarray(msg.values, dtype=np.float32).ravel(), frame_id)
+    if msg_type == WRENCH_STAMPED:
+        f, t = msg.wrench.force, msg.wrench.torque
+        return WrenchFrame(stamp, np.array([f.x, f.y, f.z, t.x, t.y, t.z], np.float32), frame_id)
     raise ValueError(f'not a sensor input type of the contract: {msg_type}')

@@ -2,11 +2,15 @@
 Approximate-time pairing of modalities, purely stamp-driven (see docs/ARCHITECTURE.md, Pairing).
 
 A sample is formed at each frame of the reference modality, at t = its stamp (the end of the
-chunk for an audio reference). For every other modality the window ends at t (causal):
+chunk for an audio reference). For every other modality the window ends at t (causal); what a
+modality needs is its kind's (llmos_ros.kinds: `windowed`, `spans_time`):
 
-- image, and taxels with `window_s: 0`: the newest frame stamped <= t + slop_s;
-- taxels with a window (the default): the frames stamped in [t - window_s, t);
-- audio: the chunks overlapping [t - window_s, t) (a chunk starting at t is not used).
+- not windowed (image; taxels and wrench with `window_s: 0`): the newest frame stamped
+  <= t + slop_s;
+- windowed, frames at an instant (taxels and wrench with a window, the default): the frames
+  stamped in [t - window_s, t);
+- windowed, frames spanning time (audio): the chunks overlapping [t - window_s, t) (a chunk
+  starting at t is not used).
 
 A modality whose newest usable frame is older than t - max_age_s (for audio: whose newest chunk
 ends before t - max_age_s) is absent from the sample. A pending sample is emitted once every other
@@ -37,6 +41,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
+from llmos_ros import kinds
 from llmos_ros.config import Config
 from llmos_ros.core.frames import Frame, frame_end_ns
 from llmos_ros.errors import ConfigError
@@ -58,7 +63,7 @@ class SampleSet:
 
 
 def reference_modality(cfg: Config) -> str:
-    """The configured reference, else the first image modality, else the first taxel/any one."""
+    """The configured reference, else the first modality of the lowest `Kind.reference_rank`."""
     if not cfg.modalities:
         raise ConfigError('no modalities configured')
     ref = cfg.sync.reference
@@ -67,16 +72,7 @@ def reference_modality(cfg: Config) -> str:
             raise ConfigError(f'sync.reference {ref!r} is not a modality: '
                               f'{sorted(cfg.modalities)}')
         return ref
-    for kind in ('image', 'taxels', 'audio'):
-        for name, mod in cfg.modalities.items():
-            if mod.kind == kind:
-                return name
-    return next(iter(cfg.modalities))
-
-
-def windowed(mod) -> bool:
-    """True for modalities paired as a causal time window (audio; taxels with window_s > 0)."""
-    return mod.kind == 'audio' or (mod.kind == 'taxels' and mod.window_s > 0)
+    return min(cfg.modalities, key=lambda n: kinds.of(cfg.modalities[n]).reference_rank)
 
 
 class Synchronizer:
@@ -85,6 +81,7 @@ class Synchronizer:
     def __init__(self, cfg: Config, margin_s: float | None = None):
         self.cfg = cfg
         self.mods = dict(cfg.modalities)
+        self.kinds = {n: kinds.of(m) for n, m in self.mods.items()}
         self.reference = reference_modality(cfg)
         s = cfg.sync
         self.slop_ns = int(round(s.slop_s * NS))
@@ -99,7 +96,7 @@ class Synchronizer:
         self.margin_ns = int(round(max(0.0, margin) * NS))
         self.max_age_ns = {n: int(round(m.max_age_s * NS)) for n, m in self.mods.items()}
         self.window_ns = {n: int(round(m.window_s * NS)) for n, m in self.mods.items()
-                          if windowed(m)}
+                          if self.kinds[n].windowed(m)}
         self.drops: Counter[str] = Counter()  # frames or samples dropped, by reason
         self.absent: Counter[str] = Counter()  # samples emitted without a modality, by modality
         self.emitted = 0
@@ -144,7 +141,7 @@ class Synchronizer:
         hist = self._hist[name]
         hist.append(frame)
         if name == self.reference:
-            t = frame_end_ns(frame) if self.mods[name].kind == 'audio' else stamp
+            t = frame_end_ns(frame)  # the stamp, or the end of a frame spanning time
             self._last_ref_t = t
             self._pending.append((t, frame))
             if len(self._pending) > self.queue_size:
@@ -219,16 +216,15 @@ class Synchronizer:
         return reason
 
     def _covered(self, t: int) -> bool:
-        for name, mod in self.mods.items():
+        for name in self.mods:
             if name == self.reference:
                 continue
-            end = self._newest_end.get(name)
+            end = self._newest_end.get(name)  # the stamp, or the end of an audio chunk
             if end is None:
                 return False
             # within slop of t counts as covering it: a sample never waits for the next audio
             # chunk or taxel frame when the newest one is that close (approximate time)
-            newest = end if mod.kind == 'audio' else self._last_stamp[name]
-            if newest < t - self.slop_ns:
+            if end < t - self.slop_ns:
                 return False
         return True
 
@@ -249,20 +245,16 @@ class Synchronizer:
     def _sample(self, t: int, ref_frame: Frame) -> SampleSet:
         windows: dict[str, list[Frame]] = {}
         stamps: dict[str, int] = {}
-        for name, mod in self.mods.items():
-            if name == self.reference and mod.kind != 'audio':
+        for name in self.mods:
+            if name == self.reference and not self.kinds[name].spans_time:
                 windows[name] = [ref_frame]
                 stamps[name] = int(ref_frame.stamp_ns)
                 continue
             hist = self._hist[name]
-            if mod.kind == 'audio':
+            if name in self.window_ns:
                 lo = t - self.window_ns[name]
-                win = [c for c in hist if c.stamp_ns < t and frame_end_ns(c) > lo]
+                win = [fr for fr in hist if fr.stamp_ns < t and not self._before(name, fr, lo)]
                 fresh = bool(win) and frame_end_ns(win[-1]) >= t - self.max_age_ns[name]
-            elif name in self.window_ns:
-                lo = t - self.window_ns[name]
-                win = [fr for fr in hist if lo <= fr.stamp_ns < t]
-                fresh = bool(win) and win[-1].stamp_ns >= t - self.max_age_ns[name]
             else:
                 win = []
                 for fr in reversed(hist):
@@ -277,6 +269,16 @@ class Synchronizer:
                 self.absent[name] += 1
         return SampleSet(t, windows, stamps)
 
+    def _before(self, name: str, frame: Frame, lo: int) -> bool:
+        """
+        The frame lies wholly before a window starting at lo.
+
+        An audio chunk (spans time) ending at lo misses [lo, t); a frame stamped lo is in it.
+        """
+        if self.kinds[name].spans_time:
+            return frame_end_ns(frame) <= lo
+        return frame.stamp_ns < lo
+
     def _prune(self) -> str | None:
         """Forget frames no pending or future sample can use; cap what is left."""
         if self._pending:
@@ -286,15 +288,13 @@ class Synchronizer:
             if self._last_ref_t is not None:
                 low = max(low, self._last_ref_t)
         reason = None
-        for name, mod in self.mods.items():
+        for name in self.mods:
             hist = self._hist[name]
             if not hist:
                 continue
             if name in self.window_ns:
                 lo = low - self.window_ns[name]
-                # an audio chunk ending at lo misses [lo, t); a taxel frame stamped lo is in it
-                audio = mod.kind == 'audio'
-                while hist and (frame_end_ns(hist[0]) <= lo if audio else hist[0].stamp_ns < lo):
+                while hist and self._before(name, hist[0], lo):
                     hist.popleft()
                 cap = 64 * self.queue_size
             else:

@@ -37,6 +37,7 @@ from typing import Callable
 
 import numpy as np
 
+from llmos_ros import kinds
 from llmos_ros.core.bags import (
     LATENT_STATE,
     SURPRISE,
@@ -46,14 +47,7 @@ from llmos_ros.core.bags import (
     read_bag,
     typestore,
 )
-from llmos_ros.core.frames import (
-    AUDIO_CHUNK,
-    COMPRESSED_IMAGE,
-    IMAGE,
-    STRING,
-    TACTILE_ARRAY,
-    frame_from_msg,
-)
+from llmos_ros.core.frames import STRING, frame_from_msg
 from llmos_ros.errors import BagError, InputError
 
 LABEL_SUFFIX = '/episode/label'
@@ -63,8 +57,7 @@ FRAME_REJECTS = ('stamp_backwards', 'stamp_repeated', 'stamp_jump', 'off_timelin
                  'unknown_modality', 'encoding', 'size',
                  'nan', 'sample_rate', 'decode', 'type', 'empty', 'too_large')
 # message types a modality kind can read
-KIND_TYPES = {'image': (IMAGE, COMPRESSED_IMAGE), 'audio': (AUDIO_CHUNK,),
-              'taxels': (TACTILE_ARRAY,)}
+KIND_TYPES = kinds.message_types_by_kind()
 _USED = 1
 
 

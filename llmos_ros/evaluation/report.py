@@ -9,7 +9,7 @@ accepted and converted; NaN / inf become null):
       'bag': str,                           # the test bag
       'train_bag': str | None,              # bag the probe / coherence classifiers were fit on
       'modalities': [str, ...],             # modalities present, in model order
-      'kinds': {mod: 'image'|'audio'|'taxels'},               # optional, for plots
+      'kinds': {mod: kind},                 # optional, for plots; llmos_ros.kinds.names()
       'subsets': [                          # one entry per non-empty subset (metrics.subsets)
         {'subset': [str, ...],              # modalities given to the encoder
          'n_samples': int,
@@ -48,6 +48,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from llmos_ros import kinds
 from llmos_ros.errors import LlmosError
 from llmos_ros.evaluation import plots
 from llmos_ros.evaluation.metrics import DEFINITIONS
@@ -74,7 +75,7 @@ REPORT_SCHEMA: dict[str, Any] = {
         'train_bag': {'type': ['string', 'null']},
         'modalities': _NAMES,
         'kinds': {'type': 'object',
-                  'additionalProperties': {'enum': ['image', 'audio', 'taxels']}},
+                  'additionalProperties': {'enum': list(kinds.names())}},
         'subsets': {'type': 'array', 'items': {
             'type': 'object',
             'required': ['subset', 'n_samples', 'probe_accuracy', 'neg_elbo', 'recon', 'cross'],

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from llmos_ros import kinds
 from llmos_ros.config import ModalityConfig
 from llmos_ros.core import frames as F
 
@@ -10,13 +11,14 @@ from llmos_ros.core import frames as F
 def message_class(msg_type: str):
     """The rclpy message class of a contract type name such as 'sensor_msgs/msg/Image'."""
     from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import WrenchStamped
     from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import CompressedImage, Image
     from std_msgs.msg import String
 
     from llmos_ros.msg import AudioChunk, LatentState, Surprise, TactileArray
     classes = {F.IMAGE: Image, F.COMPRESSED_IMAGE: CompressedImage, F.AUDIO_CHUNK: AudioChunk,
-               F.TACTILE_ARRAY: TactileArray, F.STRING: String,
+               F.TACTILE_ARRAY: TactileArray, F.WRENCH_STAMPED: WrenchStamped, F.STRING: String,
                'llmos_ros/msg/LatentState': LatentState, 'llmos_ros/msg/Surprise': Surprise,
                'diagnostic_msgs/msg/DiagnosticArray': DiagnosticArray,
                'rosgraph_msgs/msg/Clock': Clock}
@@ -32,12 +34,8 @@ def time_msg(stamp_ns: int):
 
 
 def prediction_type(mod: ModalityConfig):
-    """Message class a modality's prediction is published as."""
-    if mod.kind == 'image':
-        return message_class(F.IMAGE)
-    if mod.kind == 'audio':
-        return message_class(F.AUDIO_CHUNK)
-    return message_class(F.TACTILE_ARRAY)
+    """Message class a modality's prediction is published as (its kind's `prediction_type`)."""
+    return message_class(kinds.of(mod).prediction_type)
 
 
 def latent_state(fields: dict):
@@ -84,6 +82,11 @@ def frame_msg(frame):
         msg = message_class(F.TACTILE_ARRAY)(rows=frame.rows, cols=frame.cols,
                                              channels=frame.channels)
         msg.values = np.asarray(frame.values, np.float32)
+    elif isinstance(frame, F.WrenchFrame):
+        msg = message_class(F.WRENCH_STAMPED)()
+        w = msg.wrench
+        (w.force.x, w.force.y, w.force.z, w.torque.x, w.torque.y, w.torque.z) = (
+            float(v) for v in frame.values)
     else:
         raise TypeError(f'no message for {type(frame).__name__}')
     msg.header.stamp = time_msg(frame.stamp_ns)

@@ -1,0 +1,93 @@
+"""
+Kind 'taxels': tactile taxel arrays (llmos_ros/TactileArray), in sensor units.
+
+With a window (`window_s` > 0, default 0.32 s), the frames stamped in [t - window_s, t) on the
+`grid_hz` grid (llmos_ros.kinds.grid), shape (channels, steps, rows * cols), taxels in
+row-major order; with `window_s: 0`, the newest frame, (rows, cols, channels) -> (channels,
+rows, cols). Predictions are published as TactileArrays in sensor units (of a window: its
+newest step). Bad input raises InputError 'type', 'size', 'nan' or 'empty'.
+
+Default window 0.32 s: slip, vibration and texture show within a few hundred milliseconds of
+contact; 32 steps of the 100 Hz grid suit sensors of 100 Hz (one frame a step) to 1 kHz (ten
+frames averaged a step).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from llmos_ros.core.frames import TACTILE_ARRAY, Frame, TactileFrame
+from llmos_ros.errors import InputError
+from llmos_ros.kinds.base import Kind
+from llmos_ros.kinds.grid import grid_steps, grid_window
+
+if TYPE_CHECKING:
+    from llmos_ros.config import ModalityConfig
+
+
+class TaxelKind(Kind):
+    """Taxel arrays (module doc)."""
+
+    name = 'taxels'
+    message_types = (TACTILE_ARRAY,)
+    prediction_type = TACTILE_ARRAY
+    default_window_s = 0.32
+    reference_rank = 1
+
+    def shape(self, mod: ModalityConfig) -> tuple[int, ...]:
+        """(channels, steps, rows * cols) with a window, else (channels, rows, cols)."""
+        if mod.window_s > 0:
+            return (mod.channels, grid_steps(mod), mod.rows * mod.cols)
+        return (mod.channels, mod.rows, mod.cols)
+
+    def validate(self, mod: ModalityConfig, frame: Frame) -> None:
+        """Type, size (as configured) and finiteness of one frame."""
+        self._values(mod, frame)
+
+    def preprocess(self, mod: ModalityConfig, window: Sequence[Frame],
+                   stamp_ns: int | None) -> np.ndarray:
+        """The window on the grid, or the newest frame (`window_s: 0`)."""
+        if mod.window_s <= 0:
+            return self._values(mod, window[-1])
+        n = int(mod.rows) * int(mod.cols)
+        values = [self._values(mod, fr).reshape(int(mod.channels), n) for fr in window]
+        return grid_window(values, [int(fr.stamp_ns) for fr in window], mod, stamp_ns, 'taxel')
+
+    def inverse(self, mod: ModalityConfig, array: np.ndarray) -> np.ndarray:
+        """(channels, rows, cols); of a window, its newest step."""
+        if mod.window_s > 0:
+            return array[:, -1, :].reshape(mod.channels, mod.rows, mod.cols)
+        return array
+
+    def prediction_frame(self, mod: ModalityConfig, raw: np.ndarray, stamp_ns: int,
+                         frame_id: str, iterations: int = 4) -> Frame:
+        """A TactileArray (rows, cols, channels) in sensor units."""
+        values = np.ascontiguousarray(raw.transpose(1, 2, 0))
+        return TactileFrame(stamp_ns, *values.shape, values.ravel(), frame_id)
+
+    def role(self, topic: str) -> str:
+        """Taxel arrays are 'tactile'."""
+        return 'tactile'
+
+    def from_topic(self, msg_type: str, frame: Frame) -> dict:
+        """The array size of the first frame."""
+        return {'rows': int(frame.rows), 'cols': int(frame.cols),
+                'channels': int(frame.channels)}
+
+    @staticmethod
+    def _values(mod: ModalityConfig, fr: Frame) -> np.ndarray:
+        """A checked frame as a (channels, rows, cols) float32 array; InputError if unusable."""
+        if not isinstance(fr, TactileFrame):
+            raise InputError('type', f'expected a taxel array, got {type(fr).__name__}')
+        rows, cols, ch = int(fr.rows), int(fr.cols), int(fr.channels)
+        vals = np.asarray(fr.values, dtype=np.float32).ravel()
+        if vals.size != rows * cols * ch:
+            raise InputError('size', f'taxel array holds {vals.size} values, expected rows {rows}'
+                             f' x cols {cols} x channels {ch} = {rows * cols * ch}')
+        if (rows, cols, ch) != (mod.rows, mod.cols, mod.channels):
+            raise InputError('size', f'taxel array is {rows}x{cols}x{ch}, the model expects '
+                             f'{mod.rows}x{mod.cols}x{mod.channels}')
+        if not np.isfinite(vals).all():
+            raise InputError('nan', 'taxel array holds NaN or inf values')
+        return np.ascontiguousarray(vals.reshape(rows, cols, ch).transpose(2, 0, 1))

@@ -1,0 +1,75 @@
+"""
+Kind 'wrench': a force-torque sensor (geometry_msgs/WrenchStamped), in N and N m.
+
+The six axes (force x, y, z, torque x, y, z) are the channels: each is z-scored on its own,
+since forces and torques differ by orders of magnitude. With a window (`window_s` > 0, the
+default), the frames stamped in [t - window_s, t) on the `grid_hz` grid (llmos_ros.kinds.grid),
+shape (6, steps, 1); with `window_s: 0`, the newest frame, (6, 1, 1). Predictions are
+published as WrenchStamped (of a window: its newest step). Bad input raises InputError 'type'
+or 'nan'.
+
+Defaults as for taxels, for the same reason: window 0.32 s on the 100 Hz grid (32 steps), which
+holds the onset, slip and release of a contact; F/T sensors publish at 100 Hz .. 1 kHz (one
+frame a step .. ten averaged). Suggested topic: `force_torque/wrench` (not part of the input
+contract: any WrenchStamped topic is found by `llmos-train`).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from llmos_ros.core.frames import WRENCH_STAMPED, Frame, WrenchFrame
+from llmos_ros.errors import InputError
+from llmos_ros.kinds.base import Kind
+from llmos_ros.kinds.grid import grid_steps, grid_window
+
+if TYPE_CHECKING:
+    from llmos_ros.config import ModalityConfig
+
+AXES = 6
+
+
+class WrenchKind(Kind):
+    """Force-torque sensors (module doc)."""
+
+    name = 'wrench'
+    message_types = (WRENCH_STAMPED,)
+    prediction_type = WRENCH_STAMPED
+    default_window_s = 0.32
+    reference_rank = 3
+
+    def shape(self, mod: ModalityConfig) -> tuple[int, ...]:
+        """(6, steps, 1) with a window, else (6, 1, 1)."""
+        return (AXES, grid_steps(mod) if mod.window_s > 0 else 1, 1)
+
+    def validate(self, mod: ModalityConfig, frame: Frame) -> None:
+        """Type and finiteness of one frame."""
+        self._values(frame)
+
+    def preprocess(self, mod: ModalityConfig, window: Sequence[Frame],
+                   stamp_ns: int | None) -> np.ndarray:
+        """The window on the grid, or the newest frame (`window_s: 0`)."""
+        if mod.window_s <= 0:
+            return self._values(window[-1])
+        return grid_window([self._values(fr)[:, 0, :] for fr in window],
+                           [int(fr.stamp_ns) for fr in window], mod, stamp_ns, 'wrench')
+
+    def inverse(self, mod: ModalityConfig, array: np.ndarray) -> np.ndarray:
+        """The six axes of the newest step, (6,)."""
+        return np.ascontiguousarray(array[:, -1, 0])
+
+    def prediction_frame(self, mod: ModalityConfig, raw: np.ndarray, stamp_ns: int,
+                         frame_id: str, iterations: int = 4) -> Frame:
+        """A wrench in N and N m."""
+        return WrenchFrame(stamp_ns, np.asarray(raw, np.float32).reshape(AXES), frame_id)
+
+    @staticmethod
+    def _values(fr: Frame) -> np.ndarray:
+        """A checked frame as a (6, 1, 1) float32 array; InputError if unusable."""
+        if not isinstance(fr, WrenchFrame):
+            raise InputError('type', f'expected a wrench, got {type(fr).__name__}')
+        vals = np.asarray(fr.values, dtype=np.float32).reshape(AXES, 1, 1)
+        if not np.isfinite(vals).all():
+            raise InputError('nan', 'wrench holds NaN or inf values')
+        return vals
