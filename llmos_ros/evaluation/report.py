@@ -48,10 +48,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from llmos_ros import kinds
 from llmos_ros.errors import LlmosError
 from llmos_ros.evaluation import plots
 from llmos_ros.evaluation.metrics import DEFINITIONS
+from llmos_ros.kinds import names as kind_names
 
 SCHEMA_VERSION = 'llmos_ros.eval/1'
 
@@ -75,7 +75,7 @@ REPORT_SCHEMA: dict[str, Any] = {
         'train_bag': {'type': ['string', 'null']},
         'modalities': _NAMES,
         'kinds': {'type': 'object',
-                  'additionalProperties': {'enum': list(kinds.names())}},
+                  'additionalProperties': {'enum': list(kind_names())}},
         'subsets': {'type': 'array', 'items': {
             'type': 'object',
             'required': ['subset', 'n_samples', 'probe_accuracy', 'neg_elbo', 'recon', 'cross'],
