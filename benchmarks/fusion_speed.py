@@ -21,8 +21,8 @@ import time
 import torch
 
 from llmos_ros.config import Config, ModalityConfig
+from llmos_ros.models import fusions
 from llmos_ros.models.mvae import MultimodalVAE
-from llmos_ros.models.objectives import OBJECTIVES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'test'))
 import reference_objectives as ref  # noqa: E402
@@ -72,7 +72,7 @@ def measure(mods, fusion: str, batch: int, steps: int, k: int) -> dict:
     inputs = {n: torch.randn((batch,) + s) for n, s in model.shapes.items()}
     now, before = [], []
     for _ in range(steps):  # interleaved, so both see the same load
-        now += step_seconds(model, OBJECTIVES[fusion], inputs, 1)
+        now += step_seconds(model, fusions.get(fusion).objective, inputs, 1)
         if fusion in REFERENCE:
             before += step_seconds(model, REFERENCE[fusion], inputs, 1)
     out = {'step_s': statistics.median(now)}

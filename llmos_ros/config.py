@@ -16,8 +16,6 @@ import yaml
 from llmos_ros import kinds
 from llmos_ros.errors import ConfigError
 
-FUSIONS = ('poe', 'moe', 'mopoe', 'mmvae_plus')
-
 
 @dataclass
 class ModalityConfig:
@@ -87,10 +85,8 @@ class ModelConfig:
     likelihood_scale: dict[str, float] = field(default_factory=dict)  # per modality, default 1
 
     def private_size(self) -> int:
-        """Private latent entries per modality of this fusion (0: none)."""
-        if self.fusion == 'mmvae_plus' or (self.fusion == 'mopoe' and self.private_latents):
-            return int(self.private_dim)
-        return 0
+        """Private latent entries per modality of this fusion (0: none; `Fusion.private_size`)."""
+        return _fusion(self.fusion).private_size(self)
 
 
 @dataclass
@@ -133,12 +129,22 @@ class Config:
                   sync=_build(SyncConfig, data.get('sync') or {}, 'sync'),
                   model=_build(ModelConfig, data.get('model') or {}, 'model'),
                   train=_build(TrainConfig, data.get('train') or {}, 'train'))
-        if cfg.model.fusion not in FUSIONS:
-            raise ConfigError(f'model.fusion must be one of {FUSIONS}, got {cfg.model.fusion!r}')
+        _fusion(cfg.model.fusion)  # ConfigError for an unknown fusion
         if cfg.model.cross_private not in ('own', 'prior'):
             raise ConfigError(f"model.cross_private must be 'own' or 'prior', got "
                               f'{cfg.model.cross_private!r}')
         return cfg
+
+
+def _fusion(name: str):
+    """
+    The registered fusion `name` (llmos_ros.models.fusions); ConfigError if there is none.
+
+    Imported here, not at the top: fusions are torch code, and a config is also read by
+    processes that never build a model.
+    """
+    from llmos_ros.models import fusions
+    return fusions.get(name)
 
 
 def _build(kind, values: dict, where: str):

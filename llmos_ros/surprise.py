@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from llmos_ros.errors import CheckpointError, LlmosError
-from llmos_ros.models.fusion import fuse
+from llmos_ros.models.fusions import fuse
 
 MAX_POINTS = 4001  # calibration scores kept per modality (evenly spaced order statistics)
 

@@ -7,7 +7,9 @@ import torch
 
 from llmos_ros.config import Config
 from llmos_ros.models import MultimodalVAE
-from llmos_ros.models.fusion import Mixture, fuse, moe, mopoe, poe, subsets
+from llmos_ros.models.fusion import Mixture, moe, poe, subsets
+from llmos_ros.models.fusions import fuse
+from llmos_ros.models.fusions.mopoe import mopoe
 from llmos_ros.models.networks import Decoder, Encoder
 from llmos_ros.models.objectives import kl_std_normal, kl_weight
 

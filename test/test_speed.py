@@ -10,8 +10,8 @@ import reference_objectives as ref
 from test_models import make_batch, make_cfg
 import torch
 
-from llmos_ros.models import MultimodalVAE
-from llmos_ros.models.objectives import DECODE_ROWS, OBJECTIVES
+from llmos_ros.models import MultimodalVAE, fusions
+from llmos_ros.models.objectives import DECODE_ROWS
 
 REFERENCE = {'moe': ref.mmvae_loss, 'mmvae_plus': ref.mmvae_plus_loss}
 BATCH = 24  # more than DECODE_ROWS // BATCH (M * K) slices: the decoders run in several passes
@@ -47,7 +47,8 @@ def test_objective_equals_reference_value_and_gradients(fusion, kind):
     model = MultimodalVAE(make_cfg(fusion, three=True, k_samples=3, warmup_steps=10))
     xs, mask = model.prepare(make_batch(model, BATCH), presence(kind, BATCH))
     want, want_logs, want_grads = loss_and_grads(model, REFERENCE[fusion], xs, mask, seed=3)
-    got, got_logs, got_grads = loss_and_grads(model, OBJECTIVES[fusion], xs, mask, seed=3)
+    objective = fusions.get(fusion).objective
+    got, got_logs, got_grads = loss_and_grads(model, objective, xs, mask, seed=3)
     assert torch.isfinite(got)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
     assert got_logs.keys() == want_logs.keys()
@@ -66,7 +67,7 @@ def test_objective_with_a_modality_absent_from_the_whole_batch(fusion):
     present = {'mic': torch.zeros(6, dtype=torch.bool)}
     xs, mask = model.prepare(inputs, present)
     want = loss_and_grads(model, REFERENCE[fusion], xs, mask, seed=1)
-    got = loss_and_grads(model, OBJECTIVES[fusion], xs, mask, seed=1)
+    got = loss_and_grads(model, fusions.get(fusion).objective, xs, mask, seed=1)
     torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-4)
     mic = model.decoders['mic']
     assert all(p.grad is None or not p.grad.any() for p in mic.parameters())

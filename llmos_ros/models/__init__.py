@@ -1,5 +1,5 @@
-"""The multimodal VAE (torch, ROS-free): networks, fusion, objectives, model."""
-from llmos_ros.models.fusion import FUSIONS, Mixture, fuse, moe, mopoe, poe
+"""The multimodal VAE (torch, ROS-free): networks, fusions, objectives, model."""
+from llmos_ros.models.fusion import Mixture
 from llmos_ros.models.mvae import MultimodalVAE
 
-__all__ = ['FUSIONS', 'Mixture', 'MultimodalVAE', 'fuse', 'moe', 'mopoe', 'poe']
+__all__ = ['Mixture', 'MultimodalVAE']

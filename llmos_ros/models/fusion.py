@@ -1,15 +1,11 @@
 """
-Fusion of unimodal diagonal Gaussian experts into a joint posterior (pure tensor functions).
+Shared math of the fusions of unimodal diagonal Gaussian experts (pure tensor functions).
 
 Conventions: M experts, batch B, latent D. `mus`, `logvars`: [M, B, D]; `mask`: bool [M, B]
 (per-sample presence; a missing modality's expert is dropped, its values are never used).
-
-* 'poe'   product of the present experts and a standard-normal prior expert (MVAE).
-* 'moe'   uniform mixture of the present unimodal posteriors (MMVAE).
-* 'mopoe' uniform mixture over every non-empty subset of present modalities of the subset's
-          product of experts, without prior expert (MoPoE-VAE), so singletons are the unimodal
-          posteriors.
-* 'mmvae_plus' the shared latent is fused like 'moe'; private latents are handled by the model.
+Here: `poe` (the log-space product of experts), `moe` (the uniform mixture of experts),
+`Mixture`, its moments, and the subsets of modalities. Each fusion (llmos_ros.models.fusions:
+poe, moe, mopoe, mmvae_plus) builds its posterior from these.
 
 A fused posterior is a `Mixture` (components [C, B, D], weights [C, B]); PoE is a single
 component. `Mixture.gaussian()` gives its moment-matched diagonal Gaussian (exact for one
@@ -25,7 +21,6 @@ import math
 
 import torch
 
-FUSIONS = ('poe', 'moe', 'mopoe', 'mmvae_plus')
 TINY = torch.finfo(torch.float32).tiny
 
 
@@ -138,32 +133,3 @@ def uniform_weights(valid: torch.Tensor) -> torch.Tensor:
 def moe(mus: torch.Tensor, logvars: torch.Tensor, mask: torch.Tensor) -> Mixture:
     """Uniform mixture of the present unimodal experts."""
     return Mixture(mus, logvars, uniform_weights(mask))
-
-
-def mopoe(mus: torch.Tensor, logvars: torch.Tensor, mask: torch.Tensor) -> Mixture:
-    """Uniform mixture over all non-empty subsets of present modalities of their PoE (no prior)."""
-    m, b, d = mus.shape
-    mat = subset_matrix(m, device=mus.device)  # [S, M]
-    s = mat.shape[0]
-    # expert mask per subset and sample: member of the subset and present
-    emask = mat.unsqueeze(-1) & mask.unsqueeze(0)  # [S, M, B]
-    # a subset is valid for a sample when all its members are present
-    valid = (~mat.unsqueeze(-1) | mask.unsqueeze(0)).all(1)  # [S, B]
-    smus = mus.unsqueeze(0).expand(s, m, b, d).transpose(0, 1).reshape(m, s * b, d)
-    slvs = logvars.unsqueeze(0).expand(s, m, b, d).transpose(0, 1).reshape(m, s * b, d)
-    smask = emask.transpose(0, 1).reshape(m, s * b)
-    mu, logvar = poe(smus, slvs, smask, prior_expert=False)
-    return Mixture(mu.reshape(s, b, d), logvar.reshape(s, b, d), uniform_weights(valid))
-
-
-def fuse(fusion: str, mus: torch.Tensor, logvars: torch.Tensor, mask: torch.Tensor) -> Mixture:
-    """Fused posterior of the shared latent for `fusion` (one of FUSIONS)."""
-    if fusion == 'poe':
-        mu, logvar = poe(mus, logvars, mask, prior_expert=True)
-        return Mixture(mu.unsqueeze(0), logvar.unsqueeze(0),
-                       torch.ones(1, mus.shape[1], dtype=mus.dtype, device=mus.device))
-    if fusion in ('moe', 'mmvae_plus'):
-        return moe(mus, logvars, mask)
-    if fusion == 'mopoe':
-        return mopoe(mus, logvars, mask)
-    raise ValueError(f'unknown fusion {fusion!r}; one of {FUSIONS}')

@@ -19,11 +19,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from llmos_ros.config import FUSIONS, Config
+from llmos_ros.config import Config
 from llmos_ros.errors import ConfigError, InputError
-from llmos_ros.models.fusion import Mixture, fuse
+from llmos_ros.models import fusions
+from llmos_ros.models.fusion import Mixture
 from llmos_ros.models.networks import Decoder, Encoder
-from llmos_ros.models.objectives import OBJECTIVES
 
 
 class MultimodalVAE(nn.Module):
@@ -34,8 +34,8 @@ class MultimodalVAE(nn.Module):
         mcfg = cfg.model
         if not cfg.modalities:
             raise ConfigError('the model needs at least one modality')
-        if mcfg.fusion not in FUSIONS:
-            raise ConfigError(f'model.fusion must be one of {FUSIONS}, got {mcfg.fusion!r}')
+        self.fusion_method = fusions.get(mcfg.fusion)  # posterior and objective
+        self.fusion_method.check(mcfg)
         if mcfg.latent_dim < 1 or mcfg.hidden < 1:
             raise ConfigError('model.latent_dim and model.hidden must be >= 1')
         self.cfg = cfg
@@ -49,8 +49,6 @@ class MultimodalVAE(nn.Module):
         self.fusion = mcfg.fusion
         self.shared_dim = int(mcfg.latent_dim)
         self.private_dim = mcfg.private_size()
-        if self.fusion == 'mmvae_plus' and self.private_dim < 1:
-            raise ConfigError('model.private_dim must be >= 1 for mmvae_plus')
         if self.private_dim < 0:
             raise ConfigError(f'model.private_dim must be >= 0, got {self.private_dim}')
         self.shapes = {n: tuple(cfg.modalities[n].shape()) for n in self.names}
@@ -144,7 +142,7 @@ class MultimodalVAE(nn.Module):
         once, fuse per subset (predictions, subset metrics).
         """
         mus, logvars, pmus, plvs = experts
-        mix = fuse(self.fusion, mus, logvars, mask)
+        mix = self.fusion_method.posterior(mus, logvars, mask)
         mu, logvar = mix.gaussian()
         if self.private_dim:
             keep = mask.unsqueeze(-1)  # missing modality: private latent from its prior N(0, I)
@@ -205,4 +203,4 @@ class MultimodalVAE(nn.Module):
              step: int) -> tuple[torch.Tensor, dict[str, float]]:
         """Training loss (negative bound, mean over samples with any modality) and logs."""
         xs, mask = self.prepare(inputs, present)
-        return OBJECTIVES[self.fusion](self, xs, mask, step)
+        return self.fusion_method.objective(self, xs, mask, step)

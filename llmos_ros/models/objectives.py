@@ -1,34 +1,20 @@
 """
-Training objectives of the fusions, as their papers define them.
+Shared math of the training objectives (each fusion's own is in llmos_ros.models.fusions).
 
 Every objective takes the model, the sanitised inputs `xs` (list in modality order, a missing
 modality's values already replaced so they cannot leak) and the presence mask [M, B], and
 returns (loss, logs). Only modalities present in a sample are encoded into or reconstructed
 for that sample; samples with no modality at all do not count. Likelihoods are Gaussian with a
 learned per-modality log-scale, weighted by `ModelConfig.likelihood_scale[name]` (default 1).
-The KL weight warms up linearly from 0 to `beta` over `warmup_steps`.
-
-* poe (MVAE, Wu & Goodman 2018): sum of the ELBOs of the full present set, of each single
-  present modality and of one random subset of the present modalities (each ELBO reconstructs
-  only its own subset's modalities), PoE posteriors with a prior expert.
-* mopoe (MoPoE-VAE, Sutter et al. 2021): the average over all valid subsets of the subset ELBO
-  (z from the subset's PoE, reconstructing every present modality, KL of the subset posterior);
-  with private latents, modality-specific w_m as in MMVAE+ (see `mopoe_loss`).
-* moe (MMVAE, Shi et al. 2019): stratified importance-weighted bound, K samples per present
-  component, log w = log p(X|z) + beta (log p(z) - log q_mix(z|X)), averaged over components
-  ("looser" IWAE), with DReG gradients (q parameters stopped in log w, squared normalised
-  weights on the reparameterisation path).
-* mmvae_plus (MMVAE+, Palumbo et al. 2023): as moe, with latents (z, w_m) ~ q(z|x_m) q(w_m|x_m)
-  per component m; a cross-modal decoder n != m gets w_n sampled from its auxiliary prior
-  r_n = N(0, I); log w adds beta (log p(w_m) - log q(w_m|x_m)).
+The KL weight warms up linearly from 0 to `beta` over `warmup_steps`. Here: the densities, the
+KL warm-up, the (cross-modal) log-likelihoods, the mixture density and the DReG surrogate of the
+importance-weighted bounds.
 """
 from __future__ import annotations
 
 import math
 
 import torch
-
-from llmos_ros.models.fusion import mopoe, poe, subset_matrix
 
 LOG_2PI = math.log(2 * math.pi)
 # Rows per decoder pass in the importance-sampled objectives (moe, mmvae_plus): conv decoders
@@ -123,81 +109,6 @@ def _masked_mean(v: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
             / valid.float().sum().clamp_min(1.0)).detach()
 
 
-def mvae_loss(model, xs, mask, step):
-    mus, logvars, _, _ = model.experts(xs, mask)
-    m, b, d = mus.shape
-    beta = kl_weight(step, model.cfg.model.beta, model.cfg.model.warmup_steps)
-    eye = torch.eye(m, dtype=torch.bool, device=mask.device)
-    rand = torch.rand(m, b, device=mask.device) < 0.5
-    terms = torch.cat([mask.unsqueeze(0), eye.unsqueeze(-1) & mask.unsqueeze(0),
-                       (mask & rand).unsqueeze(0)], 0)  # [T, M, B]
-    t = terms.shape[0]
-    tmus = mus.unsqueeze(0).expand(t, m, b, d).transpose(0, 1).reshape(m, t * b, d)
-    tlvs = logvars.unsqueeze(0).expand(t, m, b, d).transpose(0, 1).reshape(m, t * b, d)
-    mu, lv = poe(tmus, tlvs, terms.transpose(0, 1).reshape(m, t * b), prior_expert=True)
-    mu, lv = mu.reshape(t, b, d), lv.reshape(t, b, d)
-    lp = _log_likelihoods(model, reparameterize(mu, lv), xs)  # [M, T, B]
-    recon = (lp * terms.transpose(0, 1).float()).sum(0)  # [T, B]
-    kl = kl_std_normal(mu, lv)
-    valid = terms.any(1)  # [T, B]
-    elbo = torch.where(valid, recon - beta * kl, torch.zeros_like(recon)).sum(0)
-    return _finish(elbo, mask.any(0), {'recon': _masked_mean(recon, valid),
-                                       'kl': _masked_mean(kl, valid), 'beta': beta})
-
-
-def mopoe_loss(model, xs, mask, step):
-    """
-    MoPoE ELBO (Sutter et al. 2021): E_{q_mix}[log p(X|z)] - beta * sum_S w_S KL(q_S || p).
-
-    The reconstruction expectation under the subset mixture is estimated with one subset per
-    sample, drawn with the mixture weights (as the paper's implementation does), so each step
-    decodes every modality once rather than once per subset; the KL term is exact.
-
-    With private latents (`model.private_dim` > 0), modality m's decoder reads (z, w_m), w_m drawn
-    from q(w_m | x_m) when m is in the drawn subset. When it is not, `model.cross_private` says
-    where w_m comes from: 'prior' (default; N(0, I), as MMVAE+ does for its cross-modal terms):
-    whatever one modality says about another must pass through the shared z; or 'own'
-    (q(w_m | x_m) as well, the modality-specific subspaces of Sutter et al. 2020): what the
-    subset cannot know about x_m (a word's timing, a digit's handwriting) comes from x_m's own
-    private latent, which sharpens the reconstruction but lets a modality bypass z (on vt60 its
-    camera -> tactile coherence fell to chance; see README, "What the latent learns"). The KL of
-    w_m is weighted by the probability that w_m is used ('prior': P(m in S) = sum_S w_S [m in S];
-    'own': 1), which keeps it exact in expectation.
-    """
-    mus, logvars, pmus, plvs = model.experts(xs, mask)
-    beta = kl_weight(step, model.cfg.model.beta, model.cfg.model.warmup_steps)
-    mix = mopoe(mus, logvars, mask)  # components [S, B, D]
-    logs = {}
-    if pmus is None:
-        lp = _log_likelihoods(model, mix.rsample().unsqueeze(0), xs)[:, 0]  # [M, B]
-        kl_private = torch.zeros_like(mask[0], dtype=mus.dtype)
-    else:
-        idx = mix.select()
-        rows = torch.arange(mus.shape[1], device=mus.device)
-        z = reparameterize(mix.mus[idx, rows], mix.logvars[idx, rows])
-        mat = subset_matrix(mask.shape[0], device=mask.device)  # [S, M]
-        if model.cfg.model.cross_private == 'own':
-            w = reparameterize(pmus, plvs)
-            p_member = torch.ones_like(mask, dtype=mix.weights.dtype)
-        else:
-            member = mat[idx].t().unsqueeze(-1)  # [M, B, 1]: m is in the drawn subset
-            w = torch.where(member, reparameterize(pmus, plvs), torch.randn_like(pmus))
-            p_member = mat.t().to(mix.weights.dtype) @ mix.weights  # [M, B]
-        lp = _log_likelihoods(model, torch.cat([z] + list(w.unbind(0)), -1).unsqueeze(0),
-                              xs)[:, 0]
-        kl_w = kl_std_normal(pmus, plvs)  # [M, B]
-        kl_private = (torch.where(mask, p_member * kl_w, torch.zeros_like(kl_w))).sum(0)
-        logs['kl_private'] = _masked_mean(kl_private, mask.any(0))
-    recon = (lp * mask.float()).sum(0)  # [B]
-    kl_s = kl_std_normal(mix.mus, mix.logvars)  # [S, B]
-    kl = (mix.weights * torch.where(mix.valid, kl_s, torch.zeros_like(kl_s))).sum(0)
-    elbo = recon - beta * (kl + kl_private)
-    counts = mask.any(0)
-    return _finish(elbo, counts, {'recon': _masked_mean(recon, counts),
-                                  'kl': _masked_mean(kl, counts), 'beta': beta,
-                                  'subsets': subset_matrix(mask.shape[0]).shape[0], **logs})
-
-
 def _log_q_mixture(z: torch.Tensor, mus: torch.Tensor, logvars: torch.Tensor,
                    mask: torch.Tensor) -> torch.Tensor:
     """Log-density of the uniform mixture of present experts at z: z [M, K, B, D] -> [M, K, B]."""
@@ -233,43 +144,3 @@ def _dreg(lw: torch.Tensor, latents: list[torch.Tensor], mask: torch.Tensor, log
     logs['iwae_bound'] = _masked_mean(torch.where(mask, bound, torch.zeros_like(bound)).sum(0)
                                       / count, mask.any(0))
     return _finish(per_sample, mask.any(0), logs)
-
-
-def mmvae_loss(model, xs, mask, step):
-    mus, logvars, _, _ = model.experts(xs, mask)
-    m, b, d = mus.shape
-    k = max(1, int(model.cfg.model.k_samples))
-    beta = kl_weight(step, model.cfg.model.beta, model.cfg.model.warmup_steps)
-    zs = mus.unsqueeze(1) + torch.exp(0.5 * logvars).unsqueeze(1) * torch.randn(
-        m, k, b, d, dtype=mus.dtype, device=mus.device)  # [M, K, B, D]
-    lpx = _cross_log_likelihoods(model, [zs] * m, xs, mask)  # [M, K, B]
-    lqz = _log_q_mixture(zs, mus.detach(), logvars.detach(), mask)
-    lw = lpx + beta * (std_normal_log_prob(zs) - lqz)
-    return _dreg(lw, [zs], mask, {'recon': _masked_mean(lpx.mean(1), mask), 'beta': beta})
-
-
-def mmvae_plus_loss(model, xs, mask, step):
-    mus, logvars, pmus, plvs = model.experts(xs, mask)
-    m, b, d = mus.shape
-    p = pmus.shape[-1]
-    k = max(1, int(model.cfg.model.k_samples))
-    beta = kl_weight(step, model.cfg.model.beta, model.cfg.model.warmup_steps)
-    zs = mus.unsqueeze(1) + torch.exp(0.5 * logvars).unsqueeze(1) * torch.randn(
-        m, k, b, d, dtype=mus.dtype, device=mus.device)
-    ws = pmus.unsqueeze(1) + torch.exp(0.5 * plvs).unsqueeze(1) * torch.randn(
-        m, k, b, p, dtype=mus.dtype, device=mus.device)  # own private latent of component m
-    own = torch.eye(m, dtype=torch.bool, device=mus.device)[:, :, None, None, None]
-    zins = []
-    for n in range(m):
-        aux = torch.randn(m, k, b, p, dtype=mus.dtype, device=mus.device)  # r_n = N(0, I)
-        w_n = torch.where(own[n], ws, aux)  # component n uses its own w_n, others sample r_n
-        zins.append(torch.cat([zs, w_n], -1))
-    lpx = _cross_log_likelihoods(model, zins, xs, mask)  # [M, K, B]
-    lqz = _log_q_mixture(zs, mus.detach(), logvars.detach(), mask)
-    lqw = diag_normal_log_prob(ws, pmus.detach().unsqueeze(1), plvs.detach().unsqueeze(1))
-    lw = lpx + beta * (std_normal_log_prob(zs) - lqz + std_normal_log_prob(ws) - lqw)
-    return _dreg(lw, [zs, ws], mask, {'recon': _masked_mean(lpx.mean(1), mask), 'beta': beta})
-
-
-OBJECTIVES = {'poe': mvae_loss, 'mopoe': mopoe_loss, 'moe': mmvae_loss,
-              'mmvae_plus': mmvae_plus_loss}
