@@ -140,8 +140,8 @@ def _fusion(name: str):
     """
     The registered fusion `name` (llmos_ros.models.fusions); ConfigError if there is none.
 
-    Imported here, not at the top: fusions are torch code, and a config is also read by
-    processes that never build a model.
+    Imported here, not at the top: fusions are torch code, and importing the config (as the
+    torch-free data modules core/sync, core/preprocess and core/dataset do) must not load torch.
     """
     from llmos_ros.models import fusions
     return fusions.get(name)
