@@ -24,6 +24,7 @@ COMPRESSED_IMAGE = 'sensor_msgs/msg/CompressedImage'
 AUDIO_CHUNK = 'llmos_ros/msg/AudioChunk'
 TACTILE_ARRAY = 'llmos_ros/msg/TactileArray'
 STRING = 'std_msgs/msg/String'
+LABEL_TOPIC = 'episode/label'  # optional label stream of the input contract (STRING), relative
 
 
 def stamp_to_ns(stamp) -> int:

@@ -400,7 +400,8 @@ def evaluate(args) -> dict:
 
     from llmos_ros.checkpoint import load_checkpoint
     from llmos_ros.evaluation.metrics import latency_percentiles, linear_probe, subsets, throughput
-    from llmos_ros.evaluation.replay import check_topics, latent_state_msg, replay
+    from llmos_ros.core.bag_samples import check_topics
+    from llmos_ros.evaluation.replay import latent_state_msg, replay
     from llmos_ros.evaluation.report import compare_reports, write_report
     from llmos_ros.inference import PerceptionEngine
 
