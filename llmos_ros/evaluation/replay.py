@@ -25,9 +25,6 @@ drops that pushing and preprocessing return:
 
 Messages are tracked by (modality, header stamp): the synchroniser only accepts strictly
 increasing stamps per modality, so the key is unique.
-
-`latent_state_msg` builds the node's LatentState from the engine's `latent_fields` with the
-rosbags type store (the node builds the rclpy one from the same fields), for recording.
 """
 from __future__ import annotations
 
@@ -39,7 +36,6 @@ from typing import Callable
 import numpy as np
 
 from llmos_ros.core.bag_samples import BagSamples, Step
-from llmos_ros.core.bags import LATENT_STATE, SURPRISE, make_header, typestore
 from llmos_ros.core.sync import SampleSet
 
 _USED = 1  # message status: in the window of an evaluated sample where its modality was usable
@@ -260,30 +256,3 @@ def replay(bag, engine, *, infer: bool = True, max_samples: int | None = None,
         first_errors=account.first_errors, wall_s=max(wall_s, 1e-9),
         data_span_s=0.0 if span is None else (span[1] - span[0]) * 1e-9,
         bag_error=source.bag_error, has_labels=bool(source.label_t))
-
-
-# ----------------------------------------------------------------------------- output messages
-def _time(stamp_ns: int):
-    sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
-    return typestore().types['builtin_interfaces/msg/Time'](sec=sec, nanosec=nsec)
-
-
-def latent_state_msg(fields: dict):
-    """The rosbags LatentState from `PerceptionEngine.latent_fields`, as the node publishes it."""
-    f = dict(fields)
-    for key in ('modality_ages', 'modality_weights'):
-        f[key] = np.asarray(f.get(key, []), np.float32)
-    return typestore().types[LATENT_STATE](
-        header=make_header(f.pop('stamp_ns'), f.pop('frame_id')),
-        modality_stamps=[_time(t) for t in f.pop('modality_stamps_ns')], **f)
-
-
-def surprise_msg(fields: dict):
-    """The rosbags Surprise from `llmos_ros.temporal.surprise_fields`."""
-    f = dict(fields)
-    return typestore().types[SURPRISE](
-        header=make_header(f.pop('stamp_ns'), f.pop('frame_id')), model_id=f['model_id'],
-        modalities=list(f['modalities']),
-        scores=np.asarray(f['scores'], np.float32),
-        tail_probabilities=np.asarray(f['tail_probabilities'], np.float32))
-
