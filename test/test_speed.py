@@ -162,7 +162,7 @@ def test_offline_subset_posteriors_from_row_experts_equal_reencoding(fusion):
 
 
 def test_fit_rows_bounds_the_fit_sample_count_evenly_in_time():
-    from llmos_ros.evaluation.pipeline import fit_rows
+    from llmos_ros.evaluation.scores import fit_rows
     rows = np.arange(3, 1003) * 2
     picked = fit_rows(rows, 10)
     assert picked.size == 10 and picked[0] == rows[0] and picked[-1] == rows[-1]

@@ -25,7 +25,8 @@ import json
 import sys
 
 from llmos_ros.errors import LlmosError
-from llmos_ros.evaluation.pipeline import MAX_FIT_SAMPLES, EvalOptions, evaluate
+from llmos_ros.evaluation.options import MAX_FIT_SAMPLES, EvalOptions
+from llmos_ros.evaluation.pipeline import evaluate
 from llmos_ros.outputs import check_output_dir
 
 
