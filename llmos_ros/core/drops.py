@@ -12,7 +12,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 import threading
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:  # core.sync imports this module
+    from llmos_ros.core.sync import SampleSet
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class PushResult:
     buffered frames that this push evicted (queue_full), each with its own modality.
     """
 
-    samples: list = field(default_factory=list)  # list[SampleSet]
+    samples: list[SampleSet] = field(default_factory=list)
     drops: list[Drop] = field(default_factory=list)
     accepted: bool = True
 
