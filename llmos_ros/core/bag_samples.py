@@ -116,7 +116,7 @@ class Step:
 
 class BagSamples:
     """
-    Iterate over a bag's `Step`s (module doc); afterwards `labels`, `bag_error` are known.
+    Iterate once over a bag's `Step`s (module doc); afterwards `labels`, `bag_error` are known.
 
     all_topics: read every topic (evaluation accounts for and records each message), not only
     the model's and the label topic. partial: a truncated or corrupt bag is read up to the cut;
@@ -156,8 +156,10 @@ class BagSamples:
         bar = tqdm(total=total, desc=self.desc, unit='msg', disable=not self.progress,
                    mininterval=0.5, file=sys.stderr)
         seen: dict[str, str] = {}
+        n = 0
         try:
-            for n, (topic, mtype, stamp, msg) in enumerate(read_bag(self.path, wanted), 1):
+            for topic, mtype, stamp, msg in read_bag(self.path, wanted):
+                n += 1
                 if n % PROGRESS_EVERY == 0:
                     bar.update(PROGRESS_EVERY)
                 if self.info is None and topic not in seen:
@@ -169,6 +171,7 @@ class BagSamples:
                 raise
             self.bag_error = str(exc)
         finally:
+            bar.update(n % PROGRESS_EVERY)
             bar.close()
         if not self.topics:  # a partly read bag without any model topic: say so
             match_topics(self.path, self.cfg, seen)
