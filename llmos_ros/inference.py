@@ -5,7 +5,6 @@ The live node and offline evaluation both run this, so what is evaluated is what
 """
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 import time
 
@@ -14,8 +13,9 @@ import torch
 
 from llmos_ros.checkpoint import LoadedModel
 from llmos_ros.config import Config
+from llmos_ros.core.drops import Drop, DropCounter, PushResult
 from llmos_ros.core.frames import Frame
-from llmos_ros.core.pairing import pair
+from llmos_ros.core.pairing import Pairer
 from llmos_ros.core.preprocess import Preprocessor
 from llmos_ros.core.sync import SampleSet, Synchronizer
 from llmos_ros.errors import ConfigError, InputError
@@ -58,7 +58,13 @@ def check_device(name: str) -> torch.device:
 
 
 class PerceptionEngine:
-    """Frames in, `Inference` out. Not thread-safe: call from one thread (the node's worker)."""
+    """
+    Frames in, `Inference` out.
+
+    Pairing (`push`, `flush`) is not thread-safe: one thread at a time (the node holds a lock).
+    `drops` counts every drop of pairing and preprocessing; it is thread-safe, so the node's
+    executor and workers may count into it at once.
+    """
 
     def __init__(self, loaded: LoadedModel, device: str = 'cpu',
                  modalities: list[str] | None = None, sync_overrides: dict | None = None):
@@ -88,24 +94,24 @@ class PerceptionEngine:
         if sync_cfg.sync.reference and sync_cfg.sync.reference not in sync_cfg.modalities:
             sync_cfg.sync.reference = ''
         self.synchronizer = Synchronizer(sync_cfg)
-        self.drops: Counter = Counter()  # 'modality/reason' -> count
-        self.last_error = ''  # the newest input error, for logs
+        self._pairer = Pairer(self.preprocessors, self.synchronizer)
+        self.drops = DropCounter()  # every drop of push, flush and preprocess
 
-    def push(self, name: str, frame: Frame) -> list[SampleSet]:
-        """Add one input frame; return the sample sets that became ready."""
-        try:
-            return pair(self.preprocessors[name], self.synchronizer, name, frame, self.drops)
-        except InputError as exc:
-            self.last_error = f'{name}: {exc}'
-            return []
+    def push(self, name: str, frame: Frame) -> PushResult:
+        """Add one input frame: the sample sets that became ready and the drops (counted)."""
+        result = self._pairer.push(name, frame)
+        self.drops.add(result.drops)
+        return result
 
-    def flush(self) -> list[SampleSet]:
-        """Emit every pending sample set (end of a bag)."""
-        return self.synchronizer.pop_ready(flush=True)
+    def flush(self) -> PushResult:
+        """Emit every pending sample set (end of a bag), with the drops (counted)."""
+        result = self._pairer.flush()
+        self.drops.add(result.drops)
+        return result
 
-    def preprocess(self, sample: SampleSet) -> tuple[dict[str, np.ndarray], list[str]]:
-        """Model inputs of the modalities in the sample; bad inputs are counted and left out."""
-        arrays, errors = {}, []
+    def preprocess(self, sample: SampleSet) -> tuple[dict[str, np.ndarray], list[Drop]]:
+        """Model inputs of the modalities in the sample; bad inputs are left out, as drops."""
+        arrays, drops = {}, []
         for name in self.active:
             window = sample.windows.get(name)
             if not window:
@@ -113,17 +119,17 @@ class PerceptionEngine:
             try:
                 arrays[name] = self.preprocessors[name](window, sample.stamp_ns)
             except InputError as exc:
-                self.drops[f'{name}/{exc.reason}'] += 1
-                errors.append(f'{name}: {exc}')
-        return arrays, errors
+                drops.append(Drop(name, exc.reason, str(exc)))
+        self.drops.add(drops)
+        return arrays, drops
 
     @torch.no_grad()
-    def infer(self, sample: SampleSet) -> tuple[Inference | None, list[str]]:
-        """Fuse one sample set. Returns (None, errors) when no modality is usable."""
+    def infer(self, sample: SampleSet) -> tuple[Inference | None, list[Drop]]:
+        """Fuse one sample set; also its preprocessing drops. (None, drops): no usable modality."""
         start = time.perf_counter()
-        arrays, errors = self.preprocess(sample)
+        arrays, drops = self.preprocess(sample)
         if not arrays:
-            return None, errors
+            return None, drops
         present = [n for n in self.names if n in arrays]
         inputs, masks = self._batch(arrays, [tuple(present)])
         xs, mask = self.model.prepare(inputs, masks)
@@ -133,7 +139,7 @@ class PerceptionEngine:
                            mu[0].cpu().numpy(), torch.exp(0.5 * logvar[0]).cpu().numpy(),
                            arrays, experts=experts)
         result.seconds = time.perf_counter() - start
-        return result, errors
+        return result, drops
 
     @torch.no_grad()
     def predict(self, result: Inference) -> dict[str, tuple[np.ndarray, tuple[str, ...]]]:

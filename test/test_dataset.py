@@ -99,23 +99,21 @@ def test_same_path_as_live_and_stats(bag):
         np.testing.assert_array_equal(direct.arrays[name], post.arrays[name])
         np.testing.assert_array_equal(direct.present[name], post.present[name])
     # a live loop (pair() + Preprocessor on the frames) gives the same arrays
-    from collections import Counter
-
     from llmos_ros.core.bags import read_bag
     from llmos_ros.core.frames import frame_from_msg
     from llmos_ros.core.pairing import pair
-    from llmos_ros.errors import InputError
     sync = Synchronizer(cfg)
     by_topic = {m.topic: n for n, m in cfg.modalities.items()}
     preps = {n: Preprocessor(m, stats) for n, m in cfg.modalities.items()}
-    samples, drops = [], Counter()
+    samples, drops = [], []
     for topic, mtype, _, msg in read_bag(bag, list(by_topic)):
         name = by_topic[topic]
-        try:
-            samples += pair(preps[name], sync, name, frame_from_msg(mtype, msg), drops)
-        except InputError:
-            pass
+        result = pair(preps[name], sync, name, frame_from_msg(mtype, msg))
+        samples += result.samples
+        drops += result.drops
     samples += sync.pop_ready(flush=True)
+    assert [(d.modality, d.reason) for d in drops] == [('camera', 'encoding')]
+    assert 'yuv422' in drops[0].detail
     s = samples[5]
     np.testing.assert_array_equal(preps['audio'](s.windows['audio'], s.stamp_ns),
                                   direct.arrays['audio'][5])
@@ -175,9 +173,9 @@ def test_taxel_windows_are_identical_in_training_evaluation_and_live(tmp_path):
     from llmos_ros.core.frames import frame_from_msg
     by_topic = {m.topic: n for n, m in cfg.modalities.items()}
     for topic, mtype, _, msg in read_bag(path, list(by_topic)):
-        for sample in engine.push(by_topic[topic], frame_from_msg(mtype, msg)):
+        for sample in engine.push(by_topic[topic], frame_from_msg(mtype, msg)).samples:
             live.append(engine.infer(sample)[0].inputs['tactile'])
-    live += [engine.infer(s)[0].inputs['tactile'] for s in engine.flush()]
+    live += [engine.infer(s)[0].inputs['tactile'] for s in engine.flush().samples]
     assert len(table) == len(evaluated) == len(live) == 15
     for i in range(3, 15):  # from the 4th frame on, a full window of ~320 frames
         np.testing.assert_array_equal(table.arrays['tactile'][i], evaluated.arrays['tactile'][i])

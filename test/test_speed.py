@@ -136,8 +136,8 @@ def test_live_infer_keeps_the_experts_that_predict_reuses(sim_model):
 
 @pytest.mark.parametrize('fusion', ['poe', 'moe', 'mopoe', 'mmvae_plus'])
 def test_offline_subset_posteriors_from_row_experts_equal_reencoding(fusion):
-    from llmos_ros.evaluation.cli import encode_rows, row_experts, subset_metrics
     from llmos_ros.evaluation.metrics import subsets
+    from llmos_ros.models.evaluate import encode_rows, row_experts, subset_metrics
     engine = engine_for(fusion)
     model = engine.model
     n = 11
@@ -163,7 +163,7 @@ def test_offline_subset_posteriors_from_row_experts_equal_reencoding(fusion):
 
 
 def test_fit_rows_bounds_the_fit_sample_count_evenly_in_time():
-    from llmos_ros.evaluation.cli import fit_rows
+    from llmos_ros.evaluation.scores import fit_rows
     rows = np.arange(3, 1003) * 2
     picked = fit_rows(rows, 10)
     assert picked.size == 10 and picked[0] == rows[0] and picked[-1] == rows[-1]

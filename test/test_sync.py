@@ -111,14 +111,21 @@ def test_late_modality_is_waited_for_up_to_max_wait():
     assert s.stamp_ns == 300 * MS and s.windows['tactile'][0].stamp_ns == 150 * MS
 
 
+def refused(result):
+    """(modality, reason) of the pushed frame's own drop, None when it was accepted."""
+    drop = result.refused
+    assert result.accepted == (drop is None)
+    return None if drop is None else (drop.modality, drop.reason)
+
+
 def test_stamps_backwards_are_dropped():
     sync = Synchronizer(cfg())
-    assert sync.push('camera', img(100)) is None
-    assert sync.push('camera', img(50)) == 'stamp_backwards'
-    assert sync.push('camera', img(100)) == 'stamp_repeated'
-    assert sync.push('audio', chunk(0)) is None
-    assert sync.push('audio', chunk(-100)) == 'stamp_backwards'
-    assert sync.push('nope', img(1)) == 'unknown_modality'
+    assert refused(sync.push('camera', img(100))) is None
+    assert refused(sync.push('camera', img(50))) == ('camera', 'stamp_backwards')
+    assert refused(sync.push('camera', img(100))) == ('camera', 'stamp_repeated')
+    assert refused(sync.push('audio', chunk(0))) is None
+    assert refused(sync.push('audio', chunk(-100))) == ('audio', 'stamp_backwards')
+    assert refused(sync.push('nope', img(1))) == ('nope', 'unknown_modality')
     assert sync.drops == {'stamp_backwards': 2, 'stamp_repeated': 1, 'unknown_modality': 1}
     assert len(sync.pop_ready(flush=True)) == 1
 
@@ -207,3 +214,72 @@ def test_clock_step_forward_by_hours_re_anchors():
 def test_jump_must_exceed_max_wait():
     with pytest.raises(ConfigError, match=r'sync.jump_s must be > 0 and > sync.max_wait_s'):
         Synchronizer(cfg(jump_s=0.05))
+
+
+# --- typed drops (core/drops.py): every drop reported once, with the modality it costs ---------
+def test_one_push_that_drops_several_samples_reports_each_with_its_modality():
+    sync = Synchronizer(cfg(queue_size=3))
+    for t in (0, 100, 200, 300, 400):  # nobody pops: three ready samples, two pending
+        assert sync.push('camera', img(t)).drops == []
+    for t in (0, 100, 200, 300, 400):
+        assert sync.push('tactile', tax(t)).drops == []
+    result = sync.push('audio', chunk(0, 1000))  # covers both pending samples at once
+    assert result.accepted and result.refused is None
+    # the two oldest ready samples are evicted: charged to the reference, not to the audio push
+    assert [(d.modality, d.reason) for d in result.drops] == [('camera', 'queue_full')] * 2
+    assert [d.detail for d in result.drops] == ['ready sample at 0 ns not taken',
+                                                f'ready sample at {100 * MS} ns not taken']
+    assert [s.stamp_ns // MS for s in sync.pop_ready()] == [200, 300, 400]
+    assert sync.drops == {'queue_full': 2}
+
+
+def test_buffered_frames_evicted_are_charged_to_their_modality():
+    sync = Synchronizer(cfg(queue_size=2))
+    drops = []
+    for t in range(0, 1000, 10):  # taxels (newest frame mode) and no camera: capped at 2
+        drops += sync.push('tactile', tax(t)).drops
+    assert drops and {(d.modality, d.reason) for d in drops} == {('tactile', 'queue_full')}
+    assert len(drops) == sync.drops['queue_full'] == 100 - 2
+
+
+def test_validation_drop_is_typed_and_keeps_the_frame_out_of_pairing():
+    from llmos_ros.core.pairing import Pairer
+    from llmos_ros.core.preprocess import Preprocessor
+    c = cfg()
+    pairer = Pairer({n: Preprocessor(m) for n, m in c.modalities.items()}, Synchronizer(c))
+    bad = dataclasses.replace(img(100), encoding='yuv422')
+    result = pairer.push('camera', bad)
+    assert not result.accepted and result.samples == []
+    (drop,) = result.drops
+    assert (drop.modality, drop.reason, drop.key) == ('camera', 'encoding', 'camera/encoding')
+    assert 'yuv422' in drop.detail
+    assert pairer.synchronizer.accepted['camera'] == 0  # never paired
+    assert pairer.push('camera', img(100)).accepted  # the same stamp, valid: taken
+    assert pairer.flush().samples[0].stamp_ns == 100 * MS
+
+
+def test_drop_counter_counts_every_drop_from_two_threads():
+    import threading
+
+    from llmos_ros.core.drops import Drop, DropCounter
+    counter = DropCounter()
+    n = 20_000
+    barrier = threading.Barrier(2)
+
+    def count(drop):
+        barrier.wait()
+        for _ in range(n):
+            counter.add([drop])
+
+    threads = [threading.Thread(target=count, args=(Drop('camera', 'size'),)),
+               threading.Thread(target=count, args=(Drop('', 'no_modality'),))]
+    for th in threads:
+        th.start()
+    snapshots = []
+    while any(th.is_alive() for th in threads):
+        snapshots.append(counter.snapshot())
+    for th in threads:
+        th.join()
+    assert counter.snapshot() == {'no_modality': n, 'camera/size': n}
+    assert counter.total() == 2 * n and counter.reasons('camera') == {'size': n}
+    assert all(0 <= v <= n for s in snapshots for v in s.values())

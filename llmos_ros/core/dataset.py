@@ -14,32 +14,33 @@ from collections import Counter
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 
 from llmos_ros import kinds
 from llmos_ros.config import Config, ModalityConfig
-from llmos_ros.core.bags import bag_info, bag_topics, norm_topic, read_bag
+from llmos_ros.core.bag_samples import BagSamples
+from llmos_ros.core.bags import bag_topics, norm_topic, read_bag
+from llmos_ros.core.drops import Drop, DropCounter
 from llmos_ros.core.frames import (
     AUDIO_CHUNK,
     COMPRESSED_IMAGE,
     IMAGE,
+    LABEL_TOPIC,
     STRING,
     TACTILE_ARRAY,
     frame_from_msg,
 )
-from llmos_ros.core.pairing import pair
+from llmos_ros.core.pairing import Pairer
 from llmos_ros.core.preprocess import Preprocessor, apply_stats, compute_stats
 from llmos_ros.core.sync import Synchronizer, reference_modality
 from llmos_ros.errors import BagError, InputError
 
-LABEL_TOPIC = '/episode/label'
 # the input contract (../shared/spec): topic name (namespaced or not) -> its message type
 CONTRACT_TYPES = {'/camera/image_raw': IMAGE, '/camera/image_raw/compressed': COMPRESSED_IMAGE,
                   '/microphone/audio': AUDIO_CHUNK, '/tactile/array': TACTILE_ARRAY,
-                  '/tactile/image': IMAGE, LABEL_TOPIC: STRING}
-KIND_TYPES = kinds.message_types_by_kind()  # message types a modality kind can read
+                  '/tactile/image': IMAGE, '/' + LABEL_TOPIC: STRING}
 # order of inferred modalities (model order); roles not named here follow in the bags' order
 ROLE_ORDER = ('camera', 'audio', 'tactile', 'tactile_image')
 
@@ -149,93 +150,39 @@ def check_contract_types(path, topics: dict[str, str]) -> None:
                                f'input. Rename the topic or fix the recording.')
 
 
-def _read_topics(cfg: Config, path) -> tuple[dict[str, str], str | None]:
-    topics = bag_topics(path)
-    by_norm = {norm_topic(t): t for t in topics}
-    topic_mod = {}
-    for name, mod in cfg.modalities.items():
-        t = norm_topic(mod.topic)
-        if t in by_norm:
-            have = topics[by_norm[t]]
-            if have not in KIND_TYPES.get(mod.kind, ()):
-                raise BagError(f'bag {path}: topic {by_norm[t]} holds {have}, but modality '
-                               f'{name!r} ({mod.kind}) needs '
-                               f'{" or ".join(KIND_TYPES.get(mod.kind, ()))}')
-            topic_mod[by_norm[t]] = name
-    label = next((t for t in topics if norm_topic(t).endswith(LABEL_TOPIC)
-                  and topics[t] == STRING), None)
-    return topic_mod, label
-
-
 def build_samples(bag_paths, cfg: Config, stats: dict | None = None,
                   progress: bool = True) -> SampleTable:
     """
     Read bags in stamp order and pair + preprocess them exactly as the live node does.
 
     stats: {modality: {'mean', 'std'}} to normalise with (None: raw arrays, see fit_stats).
+    Each bag goes through `core.bag_samples.BagSamples` (the path llmos-eval replays too).
     A sample with no usable modality at all is left out ('no_modality'); an input that fails
-    preprocessing is counted by its InputError reason and absent from its sample.
+    conversion, validation, pairing or preprocessing is counted by reason and absent from its
+    sample. `drops` of the table: every drop, by '<modality>/<reason>'.
     """
-    from tqdm import tqdm
     paths = _paths(bag_paths)
     if not cfg.modalities:
         raise BagError('no modalities configured; use infer_modalities(bag_paths)')
     ref = reference_modality(cfg)
     preps = {n: Preprocessor(m, stats) for n, m in cfg.modalities.items()}
-    names = list(cfg.modalities)
-    drops: Counter[str] = Counter()
+    drops = DropCounter()
     parts = []
     for bag_i, path in enumerate(paths):
-        topic_mod, label_topic = _read_topics(cfg, path)
-        if not topic_mod:
-            raise BagError(f'bag {path} holds none of the topics '
-                           f'{sorted(m.topic for m in cfg.modalities.values())}')
-        info = bag_info(path)
-        ref_topic = next((t for t, n in topic_mod.items() if n == ref), None)
-        cap = max(16, info['counts'].get(ref_topic, 0)) if ref_topic else 1024
-        total = sum(info['counts'].get(t, 0) for t in topic_mod) + (
-            info['counts'].get(label_topic, 0) if label_topic else 0)
-        buf = _Buffers(cfg, names, cap)
-        sync = Synchronizer(cfg)
-        label_t: list[int] = []
-        label_v: list[str] = []
-        read_topics = list(topic_mod) + ([label_topic] if label_topic else [])
-        bar = tqdm(total=total, desc=Path(path).name, unit='msg', disable=not progress,
-                   mininterval=0.5)
-        n_read = 0
-        for topic, mtype, stamp, msg in read_bag(path, read_topics):
-            n_read += 1
-            if n_read % 2048 == 0:
-                bar.update(2048)
-            if topic == label_topic:
-                label_t.append(stamp)
-                label_v.append(str(msg.data))
-                continue
-            name = topic_mod[topic]
-            try:
-                frame = frame_from_msg(mtype, msg)
-            except ValueError:
-                drops[f'{name}/type'] += 1
-                continue
-            except InputError as exc:
-                drops[f'{name}/{exc.reason}'] += 1
-                continue
-            try:
-                ready = pair(preps[name], sync, name, frame, drops)
-            except InputError:
-                continue  # counted by pair()
-            for s in ready:
-                buf.add(s, preps, drops)
-        for s in sync.pop_ready(flush=True):
-            buf.add(s, preps, drops)
-        bar.update(n_read % 2048)
-        bar.close()
+        bag = BagSamples(path, cfg, Pairer(preps, Synchronizer(cfg)), progress=progress)
+        ref_topic = next((t for t, n in bag.topics.items() if n == ref), None)
+        buf = _Buffers(cfg, list(cfg.modalities),
+                       max(16, bag.info['counts'].get(ref_topic, 0)) if ref_topic else 1024)
+        for step in bag:
+            drops.add(step.result.drops)
+            for sample in step.result.samples:
+                drops.add(buf.add(sample, preps))
         part = buf.table(stats)
-        part.labels = _labels_at(part.stamps, label_t, label_v)
+        part.labels = bag.labels(part.stamps)
         part.bag_index = np.full(len(part), bag_i, np.int32)
         parts.append(part)
     table = concat_tables(parts)
-    table.drops = dict(drops)
+    table.drops = drops.snapshot()
     return table
 
 
@@ -262,28 +209,32 @@ class _Buffers:
         self.mstamps = {k: grow(v, -1) for k, v in self.mstamps.items()}
         self.stamps = grow(self.stamps, 0)
 
-    def add(self, s, preps, drops: Counter) -> None:
+    def add(self, s, preps) -> list[Drop]:
+        """
+        Preprocess sample set `s` into the next row; return its drops.
+
+        A sample none of whose modalities is usable is left out ('no_modality').
+        """
         if self.n >= self.stamps.shape[0]:
             self._grow()
-        i, any_ok = self.n, False
+        i, drops = self.n, []
         for name, window in s.windows.items():
             try:
                 self.arrays[name][i] = preps[name](window, s.stamp_ns)
             except InputError as exc:
-                drops[f'{name}/{exc.reason}'] += 1
+                drops.append(Drop(name, exc.reason, str(exc)))
                 self.arrays[name][i] = 0.0
                 continue
             self.present[name][i] = True
             self.mstamps[name][i] = s.stamps.get(name, -1)
-            any_ok = True
-        if not any_ok:
-            drops['no_modality'] += 1
+        if not any(self.present[name][i] for name in s.windows):
             for name in s.windows:
                 self.present[name][i] = False
                 self.mstamps[name][i] = -1
-            return
+            return drops + [Drop('', 'no_modality', f'sample at {s.stamp_ns} ns')]
         self.stamps[i] = s.stamp_ns
         self.n += 1
+        return drops
 
     def table(self, stats) -> SampleTable:
         n = self.n
@@ -292,17 +243,6 @@ class _Buffers:
                            stamps=self.stamps[:n].copy(), labels=np.full(n, '', dtype=str),
                            modality_stamps={k: v[:n] for k, v in self.mstamps.items()},
                            stats=stats)
-
-
-def _labels_at(stamps: np.ndarray, label_t: Sequence[int], label_v: Sequence[str]) -> np.ndarray:
-    """The most recent label with stamp <= each sample stamp ('' before the first)."""
-    if not label_t:
-        return np.full(stamps.shape[0], '', dtype=object).astype(str)
-    order = np.argsort(np.asarray(label_t, np.int64), kind='stable')
-    lt = np.asarray(label_t, np.int64)[order]
-    lv = np.asarray(list(label_v) + [''], dtype=str)[np.append(order, len(label_v))]
-    idx = np.searchsorted(lt, stamps, side='right') - 1  # -1: before the first label
-    return lv[np.where(idx < 0, len(label_v), idx)]
 
 
 def concat_tables(tables: Iterable[SampleTable]) -> SampleTable:

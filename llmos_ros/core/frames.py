@@ -25,6 +25,7 @@ AUDIO_CHUNK = 'llmos_ros/msg/AudioChunk'
 TACTILE_ARRAY = 'llmos_ros/msg/TactileArray'
 WRENCH_STAMPED = 'geometry_msgs/msg/WrenchStamped'
 STRING = 'std_msgs/msg/String'
+LABEL_TOPIC = 'episode/label'  # optional label stream of the input contract (STRING), relative
 
 
 def stamp_to_ns(stamp) -> int:

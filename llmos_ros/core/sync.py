@@ -20,6 +20,7 @@ newest stamp seen on any input exceeds t + max_wait_s; `pop_ready(flush=True)` e
 Decisions are taken in `push`, never in `pop_ready`, so the output depends only on the frames and
 the order they arrive in, not on when the caller polls. Frames of one modality must arrive in
 stamp order; an older stamp is dropped ('stamp_backwards'), an equal one too ('stamp_repeated').
+Every drop is reported as a `core.drops.Drop` with the modality it costs (`push` returns them).
 
 Time line and jumps (J = sync.jump_s): the reference modality defines the time line.
 - A reference frame stamped more than J after the newest stamp seen, or more than J before the
@@ -43,6 +44,7 @@ from dataclasses import dataclass, field
 
 from llmos_ros import kinds
 from llmos_ros.config import Config
+from llmos_ros.core.drops import Drop, PushResult
 from llmos_ros.core.frames import Frame, frame_end_ns
 from llmos_ros.errors import ConfigError
 
@@ -115,29 +117,33 @@ class Synchronizer:
         self._ready: deque[SampleSet] = deque()
 
     # -----------------------------------------------------------------------------------------
-    def push(self, name: str, frame: Frame) -> str | None:
+    def push(self, name: str, frame: Frame) -> PushResult:
         """
-        Add one frame of modality `name`.
+        Add one frame of modality `name`; return what it caused (samples wait in `pop_ready`).
 
-        Returns the reason of a drop this push caused (the frame itself, or the oldest pending
-        or ready sample / buffered frame when a queue is full), else None.
+        The result's drops: the frame itself when a rule refuses it (then the only drop, and
+        `accepted` is False), else every pending or ready sample (reference modality) and every
+        buffered frame (its modality) that a full queue evicted.
         """
         if name not in self.mods:
-            return self._drop('unknown_modality')
+            return PushResult.refuse(self._drop(name, 'unknown_modality',
+                                                f'not one of {sorted(self.mods)}'))
         stamp = int(frame.stamp_ns)
+        drops: list[Drop] = []  # evictions (re-anchoring may emit pending samples)
         check = self._check_reference if name == self.reference else self._check_other
-        reason = check(name, stamp)
-        if reason:
-            return self._drop(reason)
+        refused = check(name, stamp, drops)
+        if refused:
+            return PushResult.refuse(refused)
         last = self._last_stamp.get(name)
         if last is not None and stamp <= last:
-            return self._drop('stamp_backwards' if stamp < last else 'stamp_repeated')
+            return PushResult.refuse(self._drop(
+                name, 'stamp_backwards' if stamp < last else 'stamp_repeated',
+                f'stamp {stamp} ns after {last} ns'))
         self._last_stamp[name] = stamp
         self.accepted[name] += 1
         self._newest_end[name] = frame_end_ns(frame)
         if self._newest_seen is None or stamp > self._newest_seen:
             self._newest_seen = stamp
-        reason = None
         hist = self._hist[name]
         hist.append(frame)
         if name == self.reference:
@@ -145,27 +151,31 @@ class Synchronizer:
             self._last_ref_t = t
             self._pending.append((t, frame))
             if len(self._pending) > self.queue_size:
-                self._pending.popleft()
-                reason = self._drop('queue_full')
-        reason = self._advance(False) or reason
-        reason = self._prune() or reason
-        return reason
+                old, _ = self._pending.popleft()
+                drops.append(self._drop(name, 'queue_full', f'pending sample at {old} ns'))
+        drops += self._advance(False)
+        drops += self._prune()
+        return PushResult([], drops)
 
     def pop_ready(self, flush: bool = False) -> list[SampleSet]:
         """Samples ready so far, oldest first; flush=True also emits every pending sample."""
         if flush:
-            self._advance(True)
+            self.flush()
         out = list(self._ready)
         self._ready.clear()
         return out
+
+    def flush(self) -> list[Drop]:
+        """Make every pending sample ready (end of a bag); the drops of a full ready queue."""
+        return self._advance(True)
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
     # -----------------------------------------------------------------------------------------
-    def _check_reference(self, name: str, stamp: int) -> str | None:
-        """Jump rule of the reference (module doc): 'stamp_jump', or None (re-anchored if due)."""
+    def _check_reference(self, name: str, stamp: int, drops: list[Drop]) -> Drop | None:
+        """Jump rule of the reference (module doc): a 'stamp_jump' drop, or None (re-anchored)."""
         last = self._last_stamp.get(name)
         if last is None:
             self._forget_off_timeline(stamp)
@@ -176,18 +186,20 @@ class Synchronizer:
             return None
         cand = self._jump_ns
         if cand is not None and stamp > cand and abs(stamp - cand) < abs(stamp - last):
-            self._reanchor()
+            drops += self._reanchor()
             return None
         self._jump_ns = stamp
-        return 'stamp_jump'
+        return self._drop(name, 'stamp_jump', f'stamp {stamp} ns is more than jump_s from the '
+                          f'time line (previous reference stamp {last} ns)')
 
-    def _check_other(self, name: str, stamp: int) -> str | None:
-        """A non-reference frame far from the reference's time line: 'off_timeline'."""
+    def _check_other(self, name: str, stamp: int, drops: list[Drop]) -> Drop | None:
+        """A non-reference frame far from the reference's time line: an 'off_timeline' drop."""
         ref_last = self._last_stamp.get(self.reference)
         if ref_last is None:
             return None
         if abs(stamp - ref_last) > self.jump_ns:
-            return 'off_timeline'
+            return self._drop(name, 'off_timeline', f'stamp {stamp} ns is more than jump_s from '
+                              f'the reference stamp {ref_last} ns')
         last = self._last_stamp.get(name)
         if last is not None and stamp < last - self.jump_ns:  # stepped back onto the time line
             del self._last_stamp[name]
@@ -204,16 +216,17 @@ class Synchronizer:
                 self._hist[other].clear()
         self._newest_seen = max(self._last_stamp.values(), default=None)
 
-    def _reanchor(self) -> None:
+    def _reanchor(self) -> list[Drop]:
         """The reference jumped for good: emit pending samples, forget every buffered frame."""
-        self._advance(True)
+        drops = self._advance(True)
         ready = self._ready
         self.reset()
         self._ready = ready
+        return drops
 
-    def _drop(self, reason: str) -> str:
+    def _drop(self, name: str, reason: str, detail: str) -> Drop:
         self.drops[reason] += 1
-        return reason
+        return Drop(name, reason, detail)
 
     def _covered(self, t: int) -> bool:
         for name in self.mods:
@@ -228,8 +241,8 @@ class Synchronizer:
                 return False
         return True
 
-    def _advance(self, flush: bool) -> str | None:
-        reason = None
+    def _advance(self, flush: bool) -> list[Drop]:
+        drops = []
         while self._pending:
             t, ref_frame = self._pending[0]
             if not (flush or self._covered(t) or self._newest_seen > t + self.max_wait_ns):
@@ -238,9 +251,10 @@ class Synchronizer:
             self._ready.append(self._sample(t, ref_frame))
             self.emitted += 1
             if len(self._ready) > self.queue_size:
-                self._ready.popleft()
-                reason = self._drop('queue_full')
-        return reason
+                old = self._ready.popleft()
+                drops.append(self._drop(self.reference, 'queue_full',
+                                        f'ready sample at {old.stamp_ns} ns not taken'))
+        return drops
 
     def _sample(self, t: int, ref_frame: Frame) -> SampleSet:
         windows: dict[str, list[Frame]] = {}
@@ -279,7 +293,7 @@ class Synchronizer:
             return frame_end_ns(frame) <= lo
         return frame.stamp_ns < lo
 
-    def _prune(self) -> str | None:
+    def _prune(self) -> list[Drop]:
         """Forget frames no pending or future sample can use; cap what is left."""
         if self._pending:
             low = self._pending[0][0]
@@ -287,7 +301,7 @@ class Synchronizer:
             low = self._newest_seen - self.max_wait_ns - self.margin_ns
             if self._last_ref_t is not None:
                 low = max(low, self._last_ref_t)
-        reason = None
+        drops = []
         for name in self.mods:
             hist = self._hist[name]
             if not hist:
@@ -306,6 +320,7 @@ class Synchronizer:
                     while len(hist) > 1:
                         hist.popleft()
             while len(hist) > cap:
-                hist.popleft()
-                reason = self._drop('queue_full')
-        return reason
+                old = hist.popleft()
+                drops.append(self._drop(name, 'queue_full', f'buffered frame at '
+                                        f'{old.stamp_ns} ns (more than {cap} waiting)'))
+        return drops

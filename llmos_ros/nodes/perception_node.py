@@ -36,6 +36,7 @@ from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from llmos_ros.belief import BeliefConfig
 from llmos_ros.checkpoint import load_checkpoint
 from llmos_ros.core import frames as F
+from llmos_ros.core.drops import Drop, DropCounter
 from llmos_ros.core.frames import frame_from_msg
 from llmos_ros.errors import ConfigError, InputError, LlmosError
 from llmos_ros.inference import Inference, PerceptionEngine, check_device
@@ -149,7 +150,7 @@ class PerceptionNode(LifecycleNode):
         self._rates: dict[str, RateTracker] = {}
         self._last_stamp: dict[str, int] = {}
         self._counts: Counter = Counter()
-        self._rejected: Counter = Counter()  # '<input>/<reason>': messages refused on arrival
+        self._refused = DropCounter()  # messages refused on arrival (conversion or pairing)
         self._latency_ms: deque = deque(maxlen=LATENCY_WINDOW)
         self._last_error_log = 0.0
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -323,12 +324,10 @@ class PerceptionNode(LifecycleNode):
         try:
             frame = frame_from_msg(msg_type, msg)
         except InputError as exc:  # oversized: refused before it is copied
-            self._rejected[f'{name}/{exc.reason}'] += 1
-            self._drop(name, exc.reason, str(exc))
+            self._refuse(Drop(name, exc.reason, str(exc)))
             return
         except (ValueError, TypeError) as exc:
-            self._rejected[f'{name}/malformed'] += 1
-            self._drop(name, 'malformed', str(exc))
+            self._refuse(Drop(name, 'malformed', str(exc)))
             return
         self._last_stamp[name] = frame.stamp_ns
         self._frame_ids[name] = frame.frame_id
@@ -336,22 +335,18 @@ class PerceptionNode(LifecycleNode):
         with self._lock:
             if self.engine is None:
                 return
-            self.engine.last_error = ''
-            before = Counter(self.engine.drops)
-            accepted = self.engine.synchronizer.accepted[name]
-            ready = self.engine.push(name, frame)
-            if self.engine.synchronizer.accepted[name] == accepted:  # the frame was refused
-                new = [k for k in self.engine.drops - before if k.startswith(f'{name}/')]
-                self._rejected[new[0] if new else f'{name}/unknown'] += 1
-            if self.engine.drops != before:
-                self._log_drop(lambda: f'input dropped: {self.engine.last_error or name}; '
-                               f'drops so far: {self._drop_summary()}')
-            if ready:
+            result = self.engine.push(name, frame)  # counts result.drops in engine.drops
+            if result.samples:
                 if self._pending is not None:
                     self._counts['superseded'] += 1
-                self._counts['superseded'] += len(ready) - 1
-                self._pending = (ready[-1], received)
+                self._counts['superseded'] += len(result.samples) - 1
+                self._pending = (result.samples[-1], received)
                 self._sample_ready.notify()
+        if result.refused:
+            self._refused.add([result.refused])
+        if result.drops:
+            self._log_drop(lambda: f'input dropped: {_describe(result.drops)}; '
+                           f'drops so far: {self._drop_summary()}')
 
     def _work(self):
         """Worker thread: preprocess, encode, fuse, decode, publish."""
@@ -361,12 +356,12 @@ class PerceptionNode(LifecycleNode):
                 return
             (sample, received), engine = taken
             try:
-                result, errors = engine.infer(sample)
+                result, drops = engine.infer(sample)  # counts its drops in engine.drops
             except Exception as exc:  # a model failure must not kill the node
                 self._drop('model', 'inference_error', repr(exc))
                 continue
-            for error in errors:
-                self._log_drop(error)
+            if drops:
+                self._log_drop(lambda drops=drops: f'input dropped: {_describe(drops)}')
             if result is None:
                 self._counts['no_usable_input'] += 1
                 continue
@@ -512,10 +507,16 @@ class PerceptionNode(LifecycleNode):
         self._debug_pub.publish(convert.frame_msg(frame))
 
     def _drop(self, name: str, reason: str, text: str):
-        if self.engine is not None:
-            with self._lock:
-                self.engine.drops[f'{name}/{reason}'] += 1
+        """Count a drop in engine.drops (thread-safe: any thread) and log it, throttled."""
+        engine = self.engine
+        if engine is not None:
+            engine.drops.add([Drop(name, reason, text)])
         self._log_drop(f'{name}: dropped ({reason}): {text}')
+
+    def _refuse(self, drop: Drop):
+        """A message that could not be converted: refused on arrival, counted and logged."""
+        self._refused.add([drop])
+        self._drop(drop.modality, drop.reason, drop.detail)
 
     def _log_drop(self, text):
         """Log a drop, throttled (counted always, logged every 2 s); text may be a callable."""
@@ -526,7 +527,7 @@ class PerceptionNode(LifecycleNode):
             self.get_logger().warning(text)
 
     def _drop_summary(self) -> str:
-        return ', '.join(f'{k}: {v}' for k, v in sorted(self.engine.drops.items()))
+        return ', '.join(f'{k}: {v}' for k, v in self.engine.drops.snapshot().items())
 
     def _publish_diagnostics(self):
         from diagnostic_msgs.msg import DiagnosticArray
@@ -546,8 +547,8 @@ class PerceptionNode(LifecycleNode):
                   'predictions_skipped': self._counts['predictions_skipped'],
                   'latency_p50_ms': f'{np.percentile(latency, 50):.2f}',
                   'latency_p99_ms': f'{np.percentile(latency, 99):.2f}'}
+        values.update({f'drops/{k}': v for k, v in self.engine.drops.snapshot().items()})
         with self._lock:
-            values.update({f'drops/{k}': v for k, v in sorted(self.engine.drops.items())})
             values['samples_formed'] = self.engine.synchronizer.emitted
         values['no_usable_input'] = self._counts['no_usable_input']
         values.update(self._qos_events.values())
@@ -574,8 +575,7 @@ class PerceptionNode(LifecycleNode):
         """
         with self._lock:
             accepted = self.engine.synchronizer.accepted[name]
-            refused = {k.partition('/')[2]: v for k, v in self._rejected.items()
-                       if k.startswith(f'{name}/')}
+        refused = self._refused.reasons(name)
         return {'received': received, 'accepted': accepted, 'refused': sum(refused.values()),
                 **{f'refused/{k}': v for k, v in sorted(refused.items())}}
 
@@ -601,6 +601,11 @@ class PerceptionNode(LifecycleNode):
         for worker in self._workers:
             worker.join(timeout=5.0)
         self._workers = []
+
+
+def _describe(drops) -> str:
+    """Drops for a log line: '<modality>/<reason>: <detail>', '; '-separated."""
+    return '; '.join(f'{d.key}: {d.detail}' for d in drops)
 
 
 def _diagnostic_array():

@@ -33,7 +33,7 @@ from typing import Iterator
 
 import numpy as np
 
-from llmos_ros.core.frames import AudioFrame, ImageFrame, TactileFrame
+from llmos_ros.core.frames import LABEL_TOPIC, AudioFrame, ImageFrame, TactileFrame
 from llmos_ros.errors import ConfigError
 
 OBJECTS = ('cube', 'sphere', 'cylinder', 'cone')
@@ -42,7 +42,6 @@ LABELS = tuple(f'{o}/{m}' for o in OBJECTS for m in MATERIALS)
 
 # Relative topic names of the input contract, in tie-break order (a label precedes frames
 # stamped at the same instant).
-LABEL_TOPIC = 'episode/label'
 CAMERA_TOPIC = 'camera/image_raw'
 AUDIO_TOPIC = 'microphone/audio'
 TACTILE_TOPIC = 'tactile/array'

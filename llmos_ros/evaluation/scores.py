@@ -1,0 +1,217 @@
+"""
+The scoring stages of llmos-eval: probes, coherence, per-subset metrics, live check, belief.
+
+Each takes the typed options and results of `options` (the model math itself is in
+`llmos_ros.models.evaluate`); `pipeline.evaluate` calls them in order.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from llmos_ros.evaluation.options import (
+    EvalOptions,
+    Labels,
+    Loaded,
+    Phases,
+    SubsetResults,
+    TestRun,
+)
+from llmos_ros.evaluation.replay import Replay
+
+
+def label_use(opts: EvalOptions, train: Replay | None, test: Replay) -> Labels:
+    """
+    Whether probe and coherence make sense: labels in both bags, sharing classes.
+
+    None shared: a note, no probe. Some test labels unseen in training: a note naming them (their
+    samples count as misclassified).
+    """
+    labelled = test.labels != ''
+    use = train is not None and labelled.any() and (train.labels != '').any()
+    if train is not None and not use:
+        which = ' and '.join(name for name, table in (('test', test), ('training', train))
+                             if not (table.labels != '').any())
+        opts.note(f'no /episode/label in the {which} bag: no probe or coherence')
+    elif train is None and labelled.any():
+        opts.note('the test bag has labels: give --train-bag for probe accuracy and coherence')
+    if not use:
+        return Labels(False, labelled)
+    seen = set(train.labels[train.labels != ''])
+    classes = set(test.labels[labelled])
+    unseen = sorted(classes - seen)
+    if not classes & seen:
+        opts.note(f"the test bag's labels {sorted(classes)[:5]} share none with the training "
+                  f"bag's {sorted(seen)[:5]}: no probe or coherence")
+        return Labels(False, labelled)
+    if unseen:
+        opts.note(f'labels of the test bag not in the training bag (counted as misclassified):'
+                  f' {unseen[:10]}')
+    return Labels(True, labelled)
+
+
+def fit_rows(rows: np.ndarray, cap: int) -> np.ndarray:
+    """At most `cap` of the (time-ordered) rows, evenly spaced; all of them when fewer."""
+    if rows.size <= cap:
+        return rows
+    return rows[np.linspace(0, rows.size - 1, cap).round().astype(int)]
+
+
+def fit_classifiers(opts: EvalOptions, train: Replay, mods, fit_counts: dict) -> dict:
+    """A coherence classifier per modality on the training bag's labelled inputs."""
+    from llmos_ros.evaluation.metrics import CoherenceClassifier
+    classifiers = {}
+    for m in mods:
+        rows = fit_rows(np.flatnonzero(train.present[m] & (train.labels != '')),
+                        opts.max_fit_samples)
+        if rows.size == 0:
+            continue
+        fit_counts[f'coherence/{m}'] = int(rows.size)
+        classifiers[m] = CoherenceClassifier(method='cnn', epochs=opts.coherence_epochs,
+                                             seed=opts.seed).fit(train.arrays[m][rows],
+                                                                 train.labels[rows])
+    return classifiers
+
+
+def classifier_accuracy(classifiers: dict, test: Replay, labels: Labels) -> dict:
+    """Each coherence classifier's accuracy on the test bag's real inputs."""
+    out = {}
+    for m, clf in classifiers.items():
+        rows = np.flatnonzero(test.present[m] & labels.test)
+        out[m] = clf.accuracy(test.arrays[m][rows], test.labels[rows]) if rows.size else None
+    return out
+
+
+def subset_metrics(opts: EvalOptions, loaded: Loaded, train: Replay | None, test: Replay,
+                   mods: list[str], classifiers: dict, labels: Labels,
+                   phases: Phases) -> SubsetResults:
+    """Every non-empty subset of the present modalities: errors, ELBO, coherence, probe."""
+    from llmos_ros.evaluation.metrics import subsets
+    from llmos_ros.models.evaluate import row_experts
+    model, device = loaded.model, loaded.device
+    out = SubsetResults()
+    full = full_rows(test, mods)
+    started = time.perf_counter()
+    # encoders once per row; every subset's posterior is fused from these
+    out.test_experts = row_experts(model, test.arrays, device, opts.batch_size)
+    train_experts = (row_experts(model, train.arrays, device, opts.batch_size) if labels.use
+                     else None)
+    for si, given in enumerate(subsets(mods)):
+        rows = np.flatnonzero(np.all([test.present[m] for m in given], axis=0))
+        entry, mu, pairs = _subset_entry(opts, loaded, test, mods, given, rows, classifiers,
+                                         labels, seed=opts.seed + si,
+                                         experts=out.test_experts)
+        phases.mark('subset_metrics')
+        if labels.use:
+            entry['probe_accuracy'] = _probe(opts, loaded, train, test, given, rows, mu,
+                                             labels, train_experts, out.fit_counts)
+        phases.mark('probes')
+        out.entries.append(entry)
+        out.pairs += pairs
+        if full.size and (len(given) == 1 or len(given) == len(mods)):
+            out.panels['+'.join(given)] = mu[np.searchsorted(rows, full)]
+    out.seconds = time.perf_counter() - started
+    return out
+
+
+def _subset_entry(opts, loaded, test, mods, given, rows, classifiers, labels, seed, experts):
+    """(report entry, latent means of rows, coherence pairs) of one subset `given`."""
+    from llmos_ros.models import evaluate
+    outside = [m for m in mods if m not in given]
+    hits = {m: [0, 0] for m in outside if m in classifiers}
+
+    def hook(idx, decoded):
+        lab = labels.test[idx]
+        if not lab.any():
+            return
+        for m, h in hits.items():
+            pred = classifiers[m].predict(decoded[m].cpu().numpy()[lab])
+            h[0] += int(np.sum(pred == test.labels[idx][lab]))
+            h[1] += int(lab.sum())
+
+    res = evaluate.subset_metrics(loaded.model, test.arrays, test.present, rows, given,
+                                  loaded.device, opts.batch_size, opts.elbo_samples,
+                                  opts.iwae_k, seed=seed, targets=mods,
+                                  chunk_hook=hook if hits else None, experts=experts)
+    entry = {'subset': list(given), 'n_samples': int(rows.size), 'probe_accuracy': None,
+             'neg_elbo': float(res['neg_elbo'].mean()) if rows.size else None,
+             'recon': {m: _error_entry(res['recon_mse'][m], res['base_mse'][m]) for m in given},
+             'cross': {m: _error_entry(res['recon_mse'][m], res['base_mse'][m])
+                       for m in outside}}
+    if opts.iwae_k:
+        entry['iwae_nll'] = float(-res['iwae_ll'].mean()) if rows.size else None
+        entry['iwae_k'] = int(opts.iwae_k)
+    pairs = [{'given': list(given), 'target': m, 'accuracy': correct / total}
+             for m, (correct, total) in hits.items() if total]
+    return entry, res['mu'], pairs
+
+
+def _error_entry(errs: np.ndarray, bases: np.ndarray) -> dict:
+    from llmos_ros.evaluation.metrics import skill_score
+    if errs.size == 0:
+        return {'mse': None, 'baseline_mse': None, 'skill': None}
+    e, b = float(errs.mean()), float(bases.mean())
+    return {'mse': e, 'baseline_mse': b, 'skill': skill_score(e, b)}
+
+
+def _probe(opts, loaded, train, test, given, rows, mu, labels, train_experts,
+           fit_counts) -> float | None:
+    """Linear-probe accuracy of subset `given`: fit on training latents, test on `mu`."""
+    from llmos_ros.evaluation.metrics import linear_probe
+    from llmos_ros.models.evaluate import encode_rows
+    trows = fit_rows(np.flatnonzero(np.all([train.present[m] for m in given], axis=0)
+                                    & (train.labels != '')), opts.max_fit_samples)
+    lab = labels.test[rows]
+    if not (trows.size and lab.any()):
+        return None
+    fit_counts['probe/' + '+'.join(given)] = int(trows.size)
+    ztr = encode_rows(loaded.model, train.arrays, trows, given, loaded.device, opts.batch_size,
+                      experts=train_experts)
+    return linear_probe(ztr, train.labels[trows], mu[lab], test.labels[rows][lab],
+                        seed=opts.seed)
+
+
+def live_check(opts: EvalOptions, loaded: Loaded, test: Replay, experts) -> float:
+    """Max |live latent (engine.infer, one sample at a time) - batched encoder| over the test."""
+    from llmos_ros.models.evaluate import encode_rows
+    if not len(test):
+        return 0.0
+    own = encode_rows(loaded.model, test.arrays, np.arange(len(test)), (), loaded.device,
+                      opts.batch_size, present=test.present, experts=experts)
+    return float(np.abs(own - test.means).max())
+
+
+def full_rows(test: Replay, mods) -> np.ndarray:
+    """Test rows where every present modality is there."""
+    return np.flatnonzero(np.all([test.present[m] for m in mods], axis=0))
+
+
+def examples(loaded: Loaded, test: Replay, mods, full: np.ndarray, n: int = 6) -> dict:
+    """Example decodings of up to n full rows, evenly spaced (plots)."""
+    from llmos_ros.models.evaluate import example_columns
+    if full.size == 0:
+        return {}
+    idx = full[np.linspace(0, full.size - 1, min(n, full.size)).astype(int)]
+    return example_columns(loaded.model, test.arrays, idx, mods, loaded.device)
+
+
+def temporal_summary(opts: EvalOptions, loaded: Loaded, train: Replay | None, run: TestRun,
+                     use_labels: bool) -> dict:
+    """Belief and surprise figures (llmos_ros.evaluation.belief_metrics) of the test stream."""
+    from llmos_ros.evaluation.belief_metrics import Track, finite, summary
+    from llmos_ros.evaluation.metrics import linear_probe
+    from llmos_ros.models.evaluate import encode_rows
+    test = run.replay
+    track = Track.from_states(run.tracker.names, test.means, run.states)
+    probe = None
+    if use_labels:
+        trows = np.flatnonzero(train.labels != '')
+        ztr = encode_rows(loaded.model, train.arrays, trows, (), loaded.device, opts.batch_size,
+                          present={k: v for k, v in train.present.items()})
+        lab = test.labels != ''
+
+        def probe(latents):
+            return linear_probe(ztr, train.labels[trows], latents[lab], test.labels[lab],
+                                seed=opts.seed)
+    return finite(summary(track, test.labels, probe))
