@@ -16,8 +16,10 @@ Calibration. Raw scores differ across modalities and models, so each is turned i
 probability with the empirical distribution of the scores of clean data (the training split):
 p = (1 + #{calibration scores >= s}) / (n + 1), the p-value of s under "m agrees with the others
 as on clean data". On clean data p is uniform on (0, 1]; p < 0.01 is the calibrated 1 % alarm.
-The calibration is stored in a JSON sidecar next to the checkpoint (`sidecar_path`) or in the
-checkpoint's extra['surprise'], and it names the model id it belongs to.
+`llmos-train` calibrates the final weights on its validation split (the held-out end of the
+training bags) and stores that in the checkpoint's extra['surprise']; this module's command line
+recalibrates on other clean bags into a JSON sidecar next to the checkpoint (`sidecar_path`),
+which is used when the checkpoint holds none. A calibration names the model id it belongs to.
 
     python -m llmos_ros.surprise --model model.pt --bag TRAIN_BAG [--out model.pt.surprise.json]
 """

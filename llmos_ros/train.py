@@ -28,7 +28,7 @@ import time
 import numpy as np
 import torch
 
-from llmos_ros.checkpoint import load_checkpoint, save_checkpoint
+from llmos_ros.checkpoint import load_checkpoint, model_id_of, save_checkpoint
 from llmos_ros.config import Config, apply_overrides, load_training_config
 from llmos_ros.core.dataset import (
     SampleTable,
@@ -339,6 +339,8 @@ def train(args) -> dict:
                      'early_stopping': stopper.state(with_weights=True)}
             if final:
                 extra['stopped'] = reason
+                if val_t is not None:
+                    extra['surprise'] = calibrate_surprise(model, cfg, val_t)
             if last_state is not None:
                 extra['last_state'] = last_state
             save_checkpoint(out, model, cfg, stats, extra=extra)
@@ -412,6 +414,25 @@ def train(args) -> dict:
         import torch.distributed as dist
         dist.destroy_process_group()
     return summary
+
+
+def calibrate_surprise(model: MultimodalVAE, cfg: Config, val_t: SampleTable) -> dict:
+    """
+    The surprise calibration (llmos_ros.surprise) of the final weights, on the validation split.
+
+    The validation samples are held out from the optimisation, so their scores are what clean
+    data the model has not fitted looks like; the calibration names the model id the checkpoint
+    will have.
+    """
+    from llmos_ros.surprise import calibrate
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    was_training = model.training
+    model.eval()
+    try:
+        cal = calibrate(model, model_id_of(state, cfg.to_dict()), val_t.arrays, val_t.present)
+    finally:
+        model.train(was_training)
+    return cal.to_dict()
 
 
 def _explicit_model_settings(args, cfg: Config) -> dict:

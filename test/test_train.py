@@ -13,6 +13,7 @@ import yaml
 
 from llmos_ros.checkpoint import load_checkpoint
 from llmos_ros.sim.make_bag import write_bag
+from llmos_ros.surprise import load_calibration
 from llmos_ros.train import main as train_main
 
 # A small network and batch so each step takes milliseconds; the pipeline is the real one.
@@ -71,6 +72,12 @@ def test_cli_trains_and_the_checkpoint_loads(bag, config, tmp_path):
     assert [s for s, _ in losses(logs)] == [1, 2, 3, 4]
     assert [s for s, _ in losses(logs, 'val')] == [3, 4]
     assert (logs / 'loss_curve.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    # the surprise is calibrated on the held-out validation split, for this very model
+    calibration, why = load_calibration(out, loaded)
+    assert calibration is not None, why
+    val = loaded.extra['samples']['val']
+    assert all(0 < calibration.counts[name] <= val for name in loaded.model.names)
+    assert all(calibration.scores[name].size > 0 for name in loaded.model.names)
 
 
 @pytest.mark.parametrize('fusion', ['poe', 'moe', 'mopoe', 'mmvae_plus'])
