@@ -19,7 +19,7 @@ as on clean data". On clean data p is uniform on (0, 1]; p < 0.01 is the calibra
 `llmos-train` calibrates the final weights on its validation split (the held-out end of the
 training bags) and stores that in the checkpoint's extra['surprise']; this module's command line
 recalibrates on other clean bags into a JSON sidecar next to the checkpoint (`sidecar_path`),
-which is used when the checkpoint holds none. A calibration names the model id it belongs to.
+which then wins over the stored one. A calibration names the model id it belongs to.
 
     python -m llmos_ros.surprise --model model.pt --bag TRAIN_BAG [--out model.pt.surprise.json]
 """
@@ -135,13 +135,14 @@ def sidecar_path(model_path) -> Path:
 
 def load_calibration(model_path, loaded) -> tuple[SurpriseCalibration | None, str]:
     """
-    The calibration of `loaded` (checkpoint extra, else the sidecar), and why there is none.
+    The calibration of `loaded` (the sidecar, else the checkpoint's), and why there is none.
 
-    A calibration made for another model id is not used (the reason says so).
+    A sidecar is an explicit recalibration, so it wins over the one llmos-train stored. A
+    calibration made for another model id is not used (the reason says so).
     """
     data, where = loaded.extra.get('surprise'), f'{model_path} extra'
     path = sidecar_path(model_path) if model_path else None
-    if data is None and path is not None and path.is_file():
+    if path is not None and path.is_file():
         where = str(path)
         try:
             data = json.loads(path.read_text())
