@@ -100,9 +100,12 @@ def test_calibrated_tail_probabilities_are_uniform_on_held_out_clean_data(sim_mo
     cal.save(sidecar_path(path))
     again, why = load_calibration(path, loaded)
     assert why == '' and again.tail('camera', 1.0) == cal.tail('camera', 1.0)
-    other = dataclasses.replace(loaded, extra={'surprise': {**cal.to_dict(), 'model_id': 'x'}})
+    # the sidecar (an explicit recalibration) wins over the checkpoint's stored one
+    stale = dataclasses.replace(loaded, extra={'surprise': {**cal.to_dict(), 'scores': {}}})
+    assert load_calibration(path, stale)[0].tail('camera', 1.0) == cal.tail('camera', 1.0)
+    other = dataclasses.replace(loaded, model_id='x')
     assert load_calibration(path, other)[0] is None
-    assert 'calibration of model x' in load_calibration(path, other)[1]
+    assert f'calibration of model {loaded.model_id}, not of x' in load_calibration(path, other)[1]
     bad = tmp_path / 'm.pt'
     sidecar_path(bad).write_text(json.dumps({'scores': 1}))
     none, why = load_calibration(bad, dataclasses.replace(loaded, extra={}))
