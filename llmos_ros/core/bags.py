@@ -18,24 +18,10 @@ from pathlib import Path
 import sys
 from typing import Any, Iterable, Iterator
 
-import numpy as np
-
-from llmos_ros.core.frames import (
-    AUDIO_CHUNK,
-    COMPRESSED_IMAGE,
-    IMAGE,
-    STRING,
-    TACTILE_ARRAY,
-    AudioFrame,
-    CompressedFrame,
-    Frame,
-    ImageFrame,
-    TactileFrame,
-)
+from llmos_ros.core.frames import STRING, Frame, stamp_to_ns
+from llmos_ros.core.messages import Flavour, frame_message, header
 from llmos_ros.errors import BagError
 
-LATENT_STATE = 'llmos_ros/msg/LatentState'
-SURPRISE = 'llmos_ros/msg/Surprise'
 CUSTOM_TYPES = ('AudioChunk', 'TactileArray', 'LatentState', 'Surprise')
 
 # Used only when neither the repo's msg/ nor an installed share/llmos_ros/msg is found; identical
@@ -287,7 +273,7 @@ def _stamp(msg, log_ns: int) -> int:
     header = getattr(msg, 'header', None)
     if header is None:
         return int(log_ns)
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+    return stamp_to_ns(header.stamp)
 
 
 def _read_truncated(path, topics):
@@ -314,42 +300,22 @@ def _read_truncated(path, topics):
 
 # -------------------------------------------------------------------------------------------------
 
-def _time(store, stamp_ns: int):
-    sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
-    return store.types['builtin_interfaces/msg/Time'](sec=sec, nanosec=nsec)
+def _bag_class(msg_type: str):
+    return typestore().types[msg_type]
+
+
+# rosbags messages take numpy arrays as they are (core/messages.py has the field mapping)
+MESSAGES = Flavour(_bag_class, lambda values: values)
 
 
 def make_header(stamp_ns: int, frame_id: str = ''):
     """A rosbags std_msgs/msg/Header."""
-    store = typestore()
-    return store.types['std_msgs/msg/Header'](stamp=_time(store, stamp_ns), frame_id=frame_id)
+    return header(stamp_ns, frame_id, MESSAGES)
 
 
 def frame_to_msg(frame: Frame) -> tuple[str, Any]:
     """Frame record -> (msg_type, rosbags message) of the contract type."""
-    store = typestore()
-    t = store.types
-    header = make_header(frame.stamp_ns, frame.frame_id)
-    if isinstance(frame, ImageFrame):
-        return IMAGE, t[IMAGE](header=header, height=int(frame.height), width=int(frame.width),
-                               encoding=str(frame.encoding),
-                               is_bigendian=int(bool(frame.is_bigendian)),
-                               step=int(frame.step),
-                               data=np.ascontiguousarray(frame.data, dtype=np.uint8).ravel())
-    if isinstance(frame, CompressedFrame):
-        return COMPRESSED_IMAGE, t[COMPRESSED_IMAGE](
-            header=header, format=str(frame.format),
-            data=np.ascontiguousarray(frame.data, dtype=np.uint8).ravel())
-    if isinstance(frame, AudioFrame):
-        return AUDIO_CHUNK, t[AUDIO_CHUNK](
-            header=header, sample_rate=int(frame.sample_rate), channels=int(frame.channels),
-            samples=np.ascontiguousarray(frame.samples, dtype=np.float32).ravel())
-    if isinstance(frame, TactileFrame):
-        return TACTILE_ARRAY, t[TACTILE_ARRAY](
-            header=header, rows=int(frame.rows), cols=int(frame.cols),
-            channels=int(frame.channels),
-            values=np.ascontiguousarray(frame.values, dtype=np.float32).ravel())
-    raise TypeError(f'not a frame record: {type(frame).__name__}')
+    return frame_message(frame, MESSAGES)
 
 
 class BagWriter:

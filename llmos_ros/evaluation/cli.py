@@ -658,7 +658,7 @@ def _tracker(args, loaded, engine):
 
 def _record_temporal(writer, tracker, state, latent: dict, frame_id: str) -> None:
     """Write llmos/belief and llmos/surprise of one sample to the --record bag."""
-    from llmos_ros.core.bags import LATENT_STATE, SURPRISE
+    from llmos_ros.core.messages import LATENT_STATE, SURPRISE
     from llmos_ros.evaluation.replay import latent_state_msg, surprise_msg
     writer.write('/llmos/belief', LATENT_STATE, state.stamp_ns,
                  latent_state_msg(tracker.belief_fields(state, latent)))

@@ -37,15 +37,7 @@ from typing import Callable
 
 import numpy as np
 
-from llmos_ros.core.bags import (
-    LATENT_STATE,
-    SURPRISE,
-    bag_info,
-    make_header,
-    norm_topic,
-    read_bag,
-    typestore,
-)
+from llmos_ros.core.bags import MESSAGES, bag_info, norm_topic, read_bag
 from llmos_ros.core.frames import (
     AUDIO_CHUNK,
     COMPRESSED_IMAGE,
@@ -54,6 +46,7 @@ from llmos_ros.core.frames import (
     TACTILE_ARRAY,
     frame_from_msg,
 )
+from llmos_ros.core.messages import latent_state_message, surprise_message
 from llmos_ros.errors import BagError, InputError
 
 LABEL_SUFFIX = '/episode/label'
@@ -380,27 +373,11 @@ def _partial_topics(cfg, seen: dict[str, str]) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------- output messages
-def _time(stamp_ns: int):
-    sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
-    return typestore().types['builtin_interfaces/msg/Time'](sec=sec, nanosec=nsec)
-
-
 def latent_state_msg(fields: dict):
     """The rosbags LatentState from `PerceptionEngine.latent_fields`, as the node publishes it."""
-    f = dict(fields)
-    for key in ('modality_ages', 'modality_weights'):
-        f[key] = np.asarray(f.get(key, []), np.float32)
-    return typestore().types[LATENT_STATE](
-        header=make_header(f.pop('stamp_ns'), f.pop('frame_id')),
-        modality_stamps=[_time(t) for t in f.pop('modality_stamps_ns')], **f)
+    return latent_state_message(fields, MESSAGES)
 
 
 def surprise_msg(fields: dict):
     """The rosbags Surprise from `llmos_ros.temporal.surprise_fields`."""
-    f = dict(fields)
-    return typestore().types[SURPRISE](
-        header=make_header(f.pop('stamp_ns'), f.pop('frame_id')), model_id=f['model_id'],
-        modalities=list(f['modalities']),
-        scores=np.asarray(f['scores'], np.float32),
-        tail_probabilities=np.asarray(f['tail_probabilities'], np.float32))
-
+    return surprise_message(fields, MESSAGES)
