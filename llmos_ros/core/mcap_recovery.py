@@ -7,7 +7,10 @@ top-level record (or its DataEnd record) into a temporary file and appends a foo
 declares no summary section, which the MCAP format allows: rosbags' public `Reader` then scans
 the data section itself (decompressing chunks, registering schemas and channels). Only the MCAP
 record framing is read here (opcode byte, uint64 length; https://mcap.dev/spec): no chunk is
-decoded, so a chunk cut in half is simply left out.
+decoded, so a chunk cut in half is simply left out. Without a summary rosbags reads in file order
+and stops at a message whose log time goes back (ReaderError, reported with the count read):
+recorders that log the receive time (rosbag2) write monotonic log times; a bag logged by header
+stamp (`nodes/recorder.py`) and cut short is read up to its first step back.
 """
 from __future__ import annotations
 
