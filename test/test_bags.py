@@ -119,10 +119,11 @@ def test_errors(tmp_path):
         BagWriter(tmp_path / 'b')
 
 
-@pytest.mark.parametrize('storage,suffix', [('mcap', '.mcap'), ('sqlite3', '.db3')])
-def test_truncated_bag(tmp_path, storage, suffix):
+@pytest.mark.parametrize('storage,suffix,compress', [
+    ('mcap', '.mcap', False), ('mcap', '.mcap', True), ('sqlite3', '.db3', False)])
+def test_truncated_bag(tmp_path, storage, suffix, compress):
     path = tmp_path / 'bag'
-    with BagWriter(path, storage=storage) as w:
+    with BagWriter(path, storage=storage, compress=compress) as w:
         for i in range(1000):  # several MCAP chunks
             w.write_frame('microphone/audio',
                           AudioFrame(i * 100 * MS, 8000, 1, np.zeros(800, np.float32)))
@@ -139,3 +140,27 @@ def test_truncated_bag(tmp_path, storage, suffix):
         assert 100 < n < 1000
     with pytest.raises(BagError, match='truncated'):
         bag_topics(path)
+
+
+def _definition_lines(text: str) -> list[str]:
+    """A .msg text without comments and blanks; Time spelled 'time', as rosbags writes it."""
+    lines = (' '.join(line.partition('#')[0].split()) for line in text.splitlines())
+    return [line.replace('builtin_interfaces/Time', 'time') for line in lines if line]
+
+
+def test_typestore_definitions_are_the_msg_files():
+    """The definitions read and written into bags are msg/*.msg, field by field and as text."""
+    from helpers import ROOT
+    from rosbags.typesys import get_types_from_msg
+
+    from llmos_ros.core.bags import CUSTOM_TYPES, msg_dir
+    folder = ROOT / 'msg'
+    assert msg_dir() == folder
+    assert sorted(CUSTOM_TYPES) == sorted(p.stem for p in folder.glob('*.msg'))
+    store = typestore()
+    for name in CUSTOM_TYPES:
+        text = (folder / f'{name}.msg').read_text()
+        msg_type = f'llmos_ros/msg/{name}'
+        assert store.fielddefs[msg_type] == get_types_from_msg(text, msg_type)[msg_type], name
+        written = store.generate_msgdef(msg_type)[0].split('=' * 80)[0]
+        assert _definition_lines(written) == _definition_lines(text), name

@@ -145,7 +145,7 @@ def test_colcon_install_layout():
     for name in _setup_py_constant('ENTRY_POINTS'):
         assert os.access(INSTALL / 'lib' / 'llmos_ros' / name, os.X_OK), name
     share = INSTALL / 'share' / 'llmos_ros'
-    for folder in ('launch', 'config'):
+    for folder in ('launch', 'config', 'msg'):  # msg: installed by rosidl, read by core/bags
         for path in (ROOT / folder).iterdir():
             if path.is_file() and not path.name.startswith('.'):
                 assert (share / folder / path.name).is_file(), path
@@ -165,11 +165,16 @@ def test_pip_install_without_ros(tmp_path):
     for tool in ('llmos-train', 'llmos-eval'):
         assert (venv / 'bin' / tool).exists(), tool
     code = ('import sys, llmos_ros.train, llmos_ros.config\n'
+            'from llmos_ros.core.bags import msg_dir, typestore\n'
+            'typestore()\n'
             'assert "rclpy" not in sys.modules\n'
-            'print(llmos_ros.__file__)')
+            'print(llmos_ros.__file__)\n'
+            'print(msg_dir())')
     out = subprocess.run([str(py), '-c', code], check=True, env=_clean_env(), cwd=tmp_path,
                          capture_output=True, text=True).stdout
-    assert str(venv) in out
+    package, messages = out.split()
+    assert str(venv) in package
+    assert str(venv) in messages  # the .msg files came with the package (setup.py data_files)
     help_text = subprocess.run([str(venv / 'bin' / 'llmos-train'), '--help'], check=True,
                                env=_clean_env(), capture_output=True, text=True).stdout
     assert '--bag' in help_text

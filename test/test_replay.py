@@ -94,7 +94,7 @@ def test_replay_delivers_every_message_in_order_with_clock(bag, rclpy_context):
     import rclpy
     from rosgraph_msgs.msg import Clock
 
-    from llmos_ros.nodes.replay import message_class
+    from llmos_ros.nodes.convert import message_class
     expected = expected_messages(bag)
     assert set(expected) == set(TOPICS)
     names = {t: t for t in TOPICS}

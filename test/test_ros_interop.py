@@ -286,7 +286,7 @@ def test_demo_records_an_mcap_bag(sim_model, tmp_path):
 
 
 def test_reconfigure_keeps_qos_overrides(sim_model, rclpy_context):
-    """Cleanup + configure re-creates the interfaces: QoS override parameters declared once."""
+    """Configure/activate re-create the interfaces: QoS override parameters declared once."""
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
 
@@ -301,9 +301,14 @@ def test_reconfigure_keeps_qos_overrides(sim_model, rclpy_context):
             assert node.set_parameters([Parameter('modalities', value=modalities)])[0].successful
             assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
             assert node._latent_pub.qos_profile.depth == 3
-            camera = [s for s in node._subs if s.topic_name == '/camera/image_raw'][0]
-            assert camera.qos_profile.reliability.name == 'RELIABLE'
-            assert len(node._subs) == (1 if modalities else 3)
+            assert node._subs == []  # subscribed at activate
+            for _ in range(2):  # subscriptions are made at each activate
+                assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+                camera = [s for s in node._subs if s.topic_name == '/camera/image_raw'][0]
+                assert camera.qos_profile.reliability.name == 'RELIABLE'
+                assert len(node._subs) == (1 if modalities else 3)
+                assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+                assert node._subs == []
             refused = node.set_parameters([Parameter('modalities', value='audio')])[0]
             assert not refused.successful and 'clean up' in refused.reason
             assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS

@@ -2,89 +2,80 @@
 rosbag2 I/O without ROS, with the `rosbags` library (MCAP and sqlite3 storage).
 
 - `typestore()`: the Kilted message store plus llmos_ros/msg/{AudioChunk,TactileArray,LatentState,
-  Surprise}.
+  Surprise}, read from the package's msg/ files (`msg_dir()`).
 - `bag_topics(path)`, `read_bag(path, topics)`: messages in log-time order, stamp = header stamp
   when the message has one, else the log time.
 - `BagWriter(path, storage)`: `write_frame`, `write_label`, `write`.
 
 Topics are matched ignoring the leading slash; bags store absolute names. Every failure raises
-`BagError` naming the bag and, for a failure while reading, how many messages were read before it.
+`BagError` naming the bag and, for a failure while reading, how many messages were read before it;
+an MCAP file cut short (no footer) is read up to its last complete record first
+(`core/mcap_recovery.py`). Only rosbags' public API (`rosbags.rosbag2`, `rosbags.typesys`) is used.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from functools import lru_cache
 import os
 from pathlib import Path
-import sys
 from typing import Any, Iterable, Iterator
 
-import numpy as np
-
-from llmos_ros.core.frames import (
-    AUDIO_CHUNK,
-    COMPRESSED_IMAGE,
-    IMAGE,
-    STRING,
-    TACTILE_ARRAY,
-    WRENCH_STAMPED,
-    AudioFrame,
-    CompressedFrame,
-    Frame,
-    ImageFrame,
-    TactileFrame,
-    WrenchFrame,
-)
+from llmos_ros.core.frames import STRING, Frame, stamp_to_ns
+from llmos_ros.core.mcap_recovery import complete_part, mcap_file
+from llmos_ros.core.messages import Flavour, frame_message, header
 from llmos_ros.errors import BagError
 
-LATENT_STATE = 'llmos_ros/msg/LatentState'
-SURPRISE = 'llmos_ros/msg/Surprise'
 CUSTOM_TYPES = ('AudioChunk', 'TactileArray', 'LatentState', 'Surprise')
-
-# Used only when neither the repo's msg/ nor an installed share/llmos_ros/msg is found; identical
-# definitions (comments left out) to the .msg files.
-_EMBEDDED_MSGS = {
-    'AudioChunk': 'std_msgs/Header header\nuint32 sample_rate\nuint16 channels\n'
-                  'float32[] samples\n',
-    'TactileArray': 'std_msgs/Header header\nuint16 rows\nuint16 cols\nuint16 channels\n'
-                    'float32[] values\n',
-    'LatentState': 'std_msgs/Header header\nstring model_id\nstring fusion\nfloat32[] mean\n'
-                   'float32[] std\nuint32 shared_dim\nuint32 private_dim\n'
-                   'string[] private_modalities\nstring[] modalities\n'
-                   'builtin_interfaces/Time[] modality_stamps\n'
-                   'float32[] modality_ages\nfloat32[] modality_weights\n',
-    'Surprise': 'std_msgs/Header header\nstring model_id\nstring[] modalities\n'
-                'float32[] scores\nfloat32[] tail_probabilities\n',
-}
-
 
 def norm_topic(topic: str) -> str:
     """Absolute topic name: '/camera/image_raw' for 'camera/image_raw' or '/camera/image_raw'."""
     return '/' + str(topic).strip().lstrip('/')
 
 
-def msg_dir() -> Path | None:
-    """Folder holding this package's .msg files (repo msg/ or an installed share/llmos_ros/msg)."""
-    here = Path(__file__).resolve()
-    candidates = [here.parents[2] / 'msg']
+def msg_dir() -> Path:
+    """
+    Folder of this package's .msg files (CUSTOM_TYPES), where the package has them.
+
+    Looked for in a source checkout (msg/ beside llmos_ros/), in share/llmos_ros/msg of every
+    prefix on AMENT_PREFIX_PATH (a colcon install: rosidl_generate_interfaces installs them
+    there), and where `pip install` put setup.py's data files (share/llmos_ros/msg of its
+    scheme, found through the installed distribution's file list). BagError names the places
+    looked at when none holds them all.
+    """
+    candidates = [Path(__file__).resolve().parents[2] / 'msg']
     prefixes = [p for p in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep) if p]
-    prefixes += [sys.prefix]
     candidates += [Path(p) / 'share' / 'llmos_ros' / 'msg' for p in prefixes]
-    for c in candidates:
-        if all((c / f'{name}.msg').is_file() for name in CUSTOM_TYPES):
-            return c
-    return None
+    candidates += _pip_installed_msg_dirs()
+    for folder in candidates:
+        if all((folder / f'{name}.msg').is_file() for name in CUSTOM_TYPES):
+            return folder
+    raise BagError(f'the llmos_ros message definitions ({", ".join(CUSTOM_TYPES)}.msg) are '
+                   f'in none of {", ".join(map(str, dict.fromkeys(candidates)))}: install the '
+                   f'package (colcon build or pip install) or run from its source checkout')
+
+
+def _pip_installed_msg_dirs() -> list[Path]:
+    """Folders of the .msg files the installed llmos_ros distribution lists (pip data files)."""
+    from importlib import metadata
+    try:
+        dist = metadata.distribution('llmos_ros')
+    except metadata.PackageNotFoundError:
+        return []
+    folders = (Path(dist.locate_file(f)).resolve().parent for f in dist.files or []
+               if f.suffix == '.msg')
+    return list(dict.fromkeys(folders))
 
 
 @lru_cache(maxsize=1)
 def typestore():
-    """Kilted (or the newest known) type store with the llmos_ros messages registered."""
+    """Kilted (or the newest known) type store with the llmos_ros messages from `msg_dir()`."""
     from rosbags.typesys import Stores, get_types_from_msg, get_typestore
     store = get_typestore(getattr(Stores, 'ROS2_KILTED', Stores.LATEST))
     folder = msg_dir()
     types: dict = {}
     for name in CUSTOM_TYPES:
-        text = (folder / f'{name}.msg').read_text() if folder else _EMBEDDED_MSGS[name]
-        types.update(get_types_from_msg(text, f'llmos_ros/msg/{name}'))
+        types.update(get_types_from_msg((folder / f'{name}.msg').read_text(),
+                                        f'llmos_ros/msg/{name}'))
     store.register(types)
     return store
 
@@ -104,104 +95,51 @@ def _check_path(path) -> Path:
     return p
 
 
-def _open(path):
-    """Open a bag; None for an MCAP file that has no footer (truncated), read by _scan_mcap."""
+@contextmanager
+def _reader(path) -> Iterator[tuple[Any, bool]]:
+    """
+    (open rosbags Reader, cut short) of a bag; closed afterwards.
+
+    An MCAP file without a valid footer (a recording cut short) is read up to its last complete
+    record (`core/mcap_recovery.py`) and flagged, so callers say how much was readable.
+    """
     from rosbags.rosbag2 import Reader
     p = _check_path(path)
-    reader = Reader(p)
+    reader, failure = Reader(p), None
     try:
         reader.open()
     except Exception as exc:  # noqa: BLE001 - rosbags raises many kinds on bad files
-        if _mcap_file(p) is not None:
-            return None
-        raise BagError(f'cannot open bag {path}: corrupt, truncated or not a bag '
-                       f'(0 messages read): {type(exc).__name__}: {exc}') from None
-    return reader
-
-
-def _open_full(path):
-    reader = _open(path)
-    if reader is None:
-        n = sum(1 for _ in _scan_mcap(_mcap_file(Path(path)), path))
-        raise BagError(f'bag {path} is truncated or corrupt: the MCAP file has no valid '
-                       f'footer; {n} messages are readable before the cut')
-    return reader
-
-
-def _mcap_file(p: Path) -> Path | None:
-    """The MCAP file of a bag path if it starts with the MCAP magic, else None."""
-    if p.is_dir():
-        files = sorted(p.glob('*.mcap'))
-        if len(files) != 1:
-            return None
-        p = files[0]
-    try:
-        with open(p, 'rb') as f:
-            return p if f.read(8) == MCAP_MAGIC else None
-    except OSError:
-        return None
-
-
-MCAP_MAGIC = b'\x89MCAP0\r\n'
-
-
-def _scan_mcap(file: Path, path):
-    """
-    Yield (topic, msg_type, log_ns, raw) of an MCAP file in file order, record by record.
-
-    Stops at the first incomplete or undecodable record (a truncated file); used only when the
-    file cannot be opened normally.
-    """
-    import struct
-    try:
-        from rosbags.rosbag2.storage_mcap import DECOMPRESSORS
-    except ImportError:  # pragma: no cover - private rosbags API
-        DECOMPRESSORS = {'': lambda x, _: x}
-    data = memoryview(file.read_bytes())
-    schemas: dict[int, str] = {}
-    channels: dict[int, tuple[str, str]] = {}
-
-    def string(buf, off):
-        (n,) = struct.unpack_from('<I', buf, off)
-        return bytes(buf[off + 4:off + 4 + n]).decode(), off + 4 + n
-
-    def records(buf, off, end):
-        while off + 9 <= end:
-            op = buf[off]
-            (n,) = struct.unpack_from('<Q', buf, off + 1)
-            if off + 9 + n > end:
-                return
-            yield op, buf[off + 9:off + 9 + n]
-            off += 9 + n
-
-    def handle(op, body):
-        if op == 0x03:  # schema
-            (sid,) = struct.unpack_from('<H', body, 0)
-            schemas[sid], _ = string(body, 2)
-        elif op == 0x04:  # channel
-            cid, sid = struct.unpack_from('<HH', body, 0)
-            topic, _ = string(body, 4)
-            channels[cid] = (topic, schemas.get(sid, ''))
-        elif op == 0x05:  # message
-            (cid,) = struct.unpack_from('<H', body, 0)
-            (log_ns,) = struct.unpack_from('<Q', body, 6)
-            if cid in channels:
-                topic, mtype = channels[cid]
-                yield topic, mtype, int(log_ns), bytes(body[22:])
-        elif op == 0x06:  # chunk
-            _, _, size, _ = struct.unpack_from('<QQQI', body, 0)
-            comp, off = string(body, 28)
-            (n,) = struct.unpack_from('<Q', body, off)
-            inner = DECOMPRESSORS[comp](bytes(body[off + 8:off + 8 + n]), size)
-            inner = memoryview(inner)
-            for op2, body2 in records(inner, 0, len(inner)):
-                yield from handle(op2, body2)
-
-    try:
-        for op, body in records(data, 8, len(data)):
-            yield from handle(op, body)
-    except Exception:  # noqa: BLE001 - a damaged record ends the readable part
+        failure = f'{type(exc).__name__}: {exc}'
+    if failure is None:
+        try:
+            yield reader, False
+        finally:
+            reader.close()
         return
+    file = mcap_file(p)
+    if file is None:
+        raise BagError(f'cannot open bag {path}: corrupt, truncated or not a bag '
+                       f'(0 messages read): {failure}')
+    with complete_part(file) as part:
+        reader = Reader(part) if part is not None else None
+        try:
+            if reader is None:
+                raise ValueError('no complete record after the MCAP header')
+            reader.open()
+        except Exception as exc:  # noqa: BLE001
+            raise BagError(f'cannot open bag {path}: corrupt, truncated or not a bag '
+                           f'(0 messages read): {failure}; {type(exc).__name__}: {exc}') from None
+        try:
+            yield reader, True
+        finally:
+            reader.close()
+
+
+def _refuse_cut(path, reader, cut: bool) -> None:
+    """BagError for a bag cut short, with the count of messages readable before the cut."""
+    if cut:
+        raise BagError(f'bag {path} is truncated or corrupt: the MCAP file has no valid '
+                       f'footer; {reader.message_count} messages are readable before the cut')
 
 
 def _register_bag_types(reader, path) -> None:
@@ -228,25 +166,21 @@ def _register_bag_types(reader, path) -> None:
 
 def bag_topics(path) -> dict[str, str]:
     """{absolute topic: message type} of a bag."""
-    reader = _open_full(path)
-    try:
+    with _reader(path) as (reader, cut):
+        _refuse_cut(path, reader, cut)
         return {c.topic: c.msgtype for c in reader.connections}
-    finally:
-        reader.close()
 
 
 def bag_info(path) -> dict[str, Any]:
     """Topics, per-topic message counts, start/end log times of a bag."""
-    reader = _open_full(path)
-    try:
+    with _reader(path) as (reader, cut):
+        _refuse_cut(path, reader, cut)
         counts: dict[str, int] = {}
         for c in reader.connections:
             counts[c.topic] = counts.get(c.topic, 0) + int(c.msgcount)
         return {'topics': {c.topic: c.msgtype for c in reader.connections}, 'counts': counts,
                 'start_ns': int(reader.start_time), 'end_ns': int(reader.end_time),
                 'message_count': int(reader.message_count)}
-    finally:
-        reader.close()
 
 
 def read_bag(path, topics: Iterable[str] | None = None) -> Iterator[tuple[str, str, int, Any]]:
@@ -254,110 +188,56 @@ def read_bag(path, topics: Iterable[str] | None = None) -> Iterator[tuple[str, s
     Yield (topic, msg_type, stamp_ns, msg) in log-time order.
 
     stamp_ns is header.stamp when the message has a header, else the log time. `topics` may be
-    relative or absolute; unknown topics are simply not read. Raises BagError.
+    relative or absolute; unknown topics are simply not read. Raises BagError; a bag cut short
+    yields what it holds, then raises BagError with the count read.
     """
-    reader = _open(path)
-    if reader is None:
-        yield from _read_truncated(path, topics)
-        return
     n = 0
-    try:
+    with _reader(path) as (reader, cut):
         _register_bag_types(reader, path)
         store = typestore()
         conns = reader.connections
         if topics is not None:
             wanted = {norm_topic(t) for t in topics}
             conns = [c for c in conns if norm_topic(c.topic) in wanted]
-            if not conns:
-                return
         deserialize = store.deserialize_cdr
         try:
-            for conn, log_ns, raw in reader.messages(connections=conns):
+            for conn, log_ns, raw in (reader.messages(connections=conns) if conns else ()):
                 msg = deserialize(raw, conn.msgtype)
                 n += 1
                 yield conn.topic, conn.msgtype, _stamp(msg, log_ns), msg
-        except BagError:
-            raise
         except Exception as exc:  # noqa: BLE001
             raise BagError(f'bag {path} is corrupt or truncated: failed after {n} messages '
                            f'read: {type(exc).__name__}: {exc}') from None
-    finally:
-        reader.close()
+        if cut:
+            raise BagError(f'bag {path} is truncated or corrupt (the MCAP file has no valid '
+                           f'footer): {n} messages read before the cut')
 
 
 def _stamp(msg, log_ns: int) -> int:
     header = getattr(msg, 'header', None)
     if header is None:
         return int(log_ns)
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
-def _read_truncated(path, topics):
-    """Yield what a truncated MCAP file holds, then raise BagError with the count."""
-    store = typestore()
-    wanted = None if topics is None else {norm_topic(t) for t in topics}
-    n = 0
-    for topic, mtype, log_ns, raw in _scan_mcap(_mcap_file(Path(path)), path):
-        if mtype not in store.fielddefs:
-            raise BagError(f'bag {path}: unknown message type {mtype} on {topic} '
-                           f'(truncated file, {n} messages read)')
-        n += 1
-        if wanted is not None and norm_topic(topic) not in wanted:
-            continue
-        try:
-            msg = store.deserialize_cdr(raw, mtype)
-        except Exception as exc:  # noqa: BLE001
-            raise BagError(f'bag {path} is corrupt: message {n} cannot be decoded '
-                           f'({exc})') from None
-        yield topic, mtype, _stamp(msg, log_ns), msg
-    raise BagError(f'bag {path} is truncated or corrupt (the MCAP file has no valid footer): '
-                   f'{n} messages read before the cut')
+    return stamp_to_ns(header.stamp)
 
 
 # -------------------------------------------------------------------------------------------------
 
-def _time(store, stamp_ns: int):
-    sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
-    return store.types['builtin_interfaces/msg/Time'](sec=sec, nanosec=nsec)
+def _bag_class(msg_type: str):
+    return typestore().types[msg_type]
+
+
+# rosbags messages take numpy arrays as they are (core/messages.py has the field mapping)
+MESSAGES = Flavour(_bag_class, lambda values: values)
 
 
 def make_header(stamp_ns: int, frame_id: str = ''):
     """A rosbags std_msgs/msg/Header."""
-    store = typestore()
-    return store.types['std_msgs/msg/Header'](stamp=_time(store, stamp_ns), frame_id=frame_id)
+    return header(stamp_ns, frame_id, MESSAGES)
 
 
 def frame_to_msg(frame: Frame) -> tuple[str, Any]:
     """Frame record -> (msg_type, rosbags message) of the contract type."""
-    store = typestore()
-    t = store.types
-    header = make_header(frame.stamp_ns, frame.frame_id)
-    if isinstance(frame, ImageFrame):
-        return IMAGE, t[IMAGE](header=header, height=int(frame.height), width=int(frame.width),
-                               encoding=str(frame.encoding),
-                               is_bigendian=int(bool(frame.is_bigendian)),
-                               step=int(frame.step),
-                               data=np.ascontiguousarray(frame.data, dtype=np.uint8).ravel())
-    if isinstance(frame, CompressedFrame):
-        return COMPRESSED_IMAGE, t[COMPRESSED_IMAGE](
-            header=header, format=str(frame.format),
-            data=np.ascontiguousarray(frame.data, dtype=np.uint8).ravel())
-    if isinstance(frame, AudioFrame):
-        return AUDIO_CHUNK, t[AUDIO_CHUNK](
-            header=header, sample_rate=int(frame.sample_rate), channels=int(frame.channels),
-            samples=np.ascontiguousarray(frame.samples, dtype=np.float32).ravel())
-    if isinstance(frame, TactileFrame):
-        return TACTILE_ARRAY, t[TACTILE_ARRAY](
-            header=header, rows=int(frame.rows), cols=int(frame.cols),
-            channels=int(frame.channels),
-            values=np.ascontiguousarray(frame.values, dtype=np.float32).ravel())
-    if isinstance(frame, WrenchFrame):
-        vec = t['geometry_msgs/msg/Vector3']
-        fx, fy, fz, tx, ty, tz = (float(v) for v in frame.values)
-        wrench = t['geometry_msgs/msg/Wrench'](force=vec(x=fx, y=fy, z=fz),
-                                               torque=vec(x=tx, y=ty, z=tz))
-        return WRENCH_STAMPED, t[WRENCH_STAMPED](header=header, wrench=wrench)
-    raise TypeError(f'not a frame record: {type(frame).__name__}')
+    return frame_message(frame, MESSAGES)
 
 
 class BagWriter:

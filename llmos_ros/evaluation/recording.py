@@ -3,16 +3,20 @@ llmos-eval --record: the test bag's inputs plus the live outputs, in one MCAP ba
 
 `Recorder.message` writes each input as read; `Recorder.result` writes, per evaluated sample,
 /llmos/belief, /llmos/surprise, /llmos/latent and /llmos/prediction/<modality> -- the messages
-the node publishes, built with the rosbags type store from the same fields
-(`latent_state_msg`, `surprise_msg`).
+the node publishes, built with the rosbags type store from the same fields and the same field
+mapping (core/messages.py) as the node's.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from llmos_ros.core.bags import LATENT_STATE, SURPRISE, BagWriter, make_header, typestore
+from llmos_ros.core.bags import MESSAGES, BagWriter
+from llmos_ros.core.messages import (
+    LATENT_STATE,
+    SURPRISE,
+    latent_state_message,
+    surprise_message,
+)
 
 
 class Recorder:
@@ -46,26 +50,11 @@ class Recorder:
         self.writer.close()
 
 
-def _time(stamp_ns: int):
-    sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
-    return typestore().types['builtin_interfaces/msg/Time'](sec=sec, nanosec=nsec)
-
-
 def latent_state_msg(fields: dict):
     """The rosbags LatentState from `PerceptionEngine.latent_fields`, as the node publishes it."""
-    f = dict(fields)
-    for key in ('modality_ages', 'modality_weights'):
-        f[key] = np.asarray(f.get(key, []), np.float32)
-    return typestore().types[LATENT_STATE](
-        header=make_header(f.pop('stamp_ns'), f.pop('frame_id')),
-        modality_stamps=[_time(t) for t in f.pop('modality_stamps_ns')], **f)
+    return latent_state_message(fields, MESSAGES)
 
 
 def surprise_msg(fields: dict):
     """The rosbags Surprise from `llmos_ros.temporal.surprise_fields`."""
-    f = dict(fields)
-    return typestore().types[SURPRISE](
-        header=make_header(f.pop('stamp_ns'), f.pop('frame_id')), model_id=f['model_id'],
-        modalities=list(f['modalities']),
-        scores=np.asarray(f['scores'], np.float32),
-        tail_probabilities=np.asarray(f['tail_probabilities'], np.float32))
+    return surprise_message(fields, MESSAGES)

@@ -1,36 +1,49 @@
-"""Conversions between the core's records/arrays and ROS messages (the only rclpy-side glue)."""
+"""
+Records and output fields as rclpy messages: the rclpy flavour of `llmos_ros.core.messages`.
+
+The field mapping lives in core/messages.py and is shared with the bag writer (rosbags); this
+module only says where rclpy classes come from and how an array field is filled.
+"""
 from __future__ import annotations
+
+import array
+import importlib
 
 import numpy as np
 
 from llmos_ros import kinds
 from llmos_ros.config import ModalityConfig
-from llmos_ros.core import frames as F
+from llmos_ros.core import messages
 
 
 def message_class(msg_type: str):
-    """The rclpy message class of a contract type name such as 'sensor_msgs/msg/Image'."""
-    from diagnostic_msgs.msg import DiagnosticArray
-    from geometry_msgs.msg import WrenchStamped
-    from rosgraph_msgs.msg import Clock
-    from sensor_msgs.msg import CompressedImage, Image
-    from std_msgs.msg import String
+    """
+    The rclpy class of a type name: 'pkg/msg/Type' (as bags store it) or 'pkg/Type'.
 
-    from llmos_ros.msg import AudioChunk, LatentState, Surprise, TactileArray
-    classes = {F.IMAGE: Image, F.COMPRESSED_IMAGE: CompressedImage, F.AUDIO_CHUNK: AudioChunk,
-               F.TACTILE_ARRAY: TactileArray, F.WRENCH_STAMPED: WrenchStamped, F.STRING: String,
-               'llmos_ros/msg/LatentState': LatentState, 'llmos_ros/msg/Surprise': Surprise,
-               'diagnostic_msgs/msg/DiagnosticArray': DiagnosticArray,
-               'rosgraph_msgs/msg/Clock': Clock}
+    ValueError names the type when it is malformed or its package is not installed.
+    """
+    parts = str(msg_type).split('/')
+    if len(parts) == 2:
+        parts = [parts[0], 'msg', parts[1]]
+    if len(parts) != 3 or not all(parts):
+        raise ValueError(f'message type {msg_type!r} is not of the form pkg/msg/Type')
     try:
-        return classes[msg_type]
-    except KeyError:
-        raise ValueError(f'unsupported message type {msg_type}') from None
+        return getattr(importlib.import_module(f'{parts[0]}.{parts[1]}'), parts[2])
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f'message type {msg_type} cannot be imported: {exc}') from None
+
+
+def _array(values: np.ndarray):
+    """An rclpy array field: array.array from the bytes (rclpy copies numpy value by value)."""
+    return array.array(values.dtype.char, values.tobytes())
+
+
+RCLPY = messages.Flavour(message_class, _array)
 
 
 def time_msg(stamp_ns: int):
-    from builtin_interfaces.msg import Time
-    return Time(sec=int(stamp_ns // 1_000_000_000), nanosec=int(stamp_ns % 1_000_000_000))
+    """builtin_interfaces/msg/Time of integer nanoseconds."""
+    return messages.time_message(stamp_ns, RCLPY)
 
 
 def prediction_type(mod: ModalityConfig):
@@ -40,55 +53,14 @@ def prediction_type(mod: ModalityConfig):
 
 def latent_state(fields: dict):
     """LatentState from `PerceptionEngine.latent_fields` (see msg/LatentState.msg)."""
-    from llmos_ros.msg import LatentState
-    msg = LatentState(model_id=fields['model_id'], fusion=fields['fusion'],
-                      shared_dim=int(fields['shared_dim']),
-                      private_dim=int(fields['private_dim']),
-                      private_modalities=list(fields['private_modalities']),
-                      modalities=list(fields['modalities']),
-                      modality_stamps=[time_msg(t) for t in fields['modality_stamps_ns']])
-    msg.header.stamp = time_msg(fields['stamp_ns'])
-    msg.header.frame_id = fields['frame_id']
-    msg.mean = fields['mean']
-    msg.std = fields['std']
-    msg.modality_ages = np.asarray(fields.get('modality_ages', []), np.float32)
-    msg.modality_weights = np.asarray(fields.get('modality_weights', []), np.float32)
-    return msg
+    return messages.latent_state_message(fields, RCLPY)
 
 
 def surprise(fields: dict):
     """Surprise from `llmos_ros.temporal.surprise_fields` (see msg/Surprise.msg)."""
-    from llmos_ros.msg import Surprise
-    msg = Surprise(model_id=fields['model_id'], modalities=list(fields['modalities']))
-    msg.header.stamp = time_msg(fields['stamp_ns'])
-    msg.header.frame_id = fields['frame_id']
-    msg.scores = np.asarray(fields['scores'], np.float32)
-    msg.tail_probabilities = np.asarray(fields['tail_probabilities'], np.float32)
-    return msg
+    return messages.surprise_message(fields, RCLPY)
 
 
 def frame_msg(frame):
     """A core frame record as the rclpy message of its contract type."""
-    if isinstance(frame, F.ImageFrame):
-        msg = message_class(F.IMAGE)(height=frame.height, width=frame.width,
-                                     encoding=frame.encoding,
-                                     is_bigendian=int(frame.is_bigendian), step=frame.step)
-        msg.data = frame.data.tobytes()
-    elif isinstance(frame, F.AudioFrame):
-        msg = message_class(F.AUDIO_CHUNK)(sample_rate=frame.sample_rate,
-                                           channels=frame.channels)
-        msg.samples = np.asarray(frame.samples, np.float32)
-    elif isinstance(frame, F.TactileFrame):
-        msg = message_class(F.TACTILE_ARRAY)(rows=frame.rows, cols=frame.cols,
-                                             channels=frame.channels)
-        msg.values = np.asarray(frame.values, np.float32)
-    elif isinstance(frame, F.WrenchFrame):
-        msg = message_class(F.WRENCH_STAMPED)()
-        w = msg.wrench
-        (w.force.x, w.force.y, w.force.z, w.torque.x, w.torque.y, w.torque.z) = (
-            float(v) for v in frame.values)
-    else:
-        raise TypeError(f'no message for {type(frame).__name__}')
-    msg.header.stamp = time_msg(frame.stamp_ns)
-    msg.header.frame_id = frame.frame_id
-    return msg
+    return messages.frame_message(frame, RCLPY)[1]

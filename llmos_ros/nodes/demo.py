@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 
+from llmos_ros.core.frames import stamp_to_ns
 from llmos_ros.errors import LlmosError
 
 DEFAULT_WORKDIR = Path.home() / '.cache' / 'llmos_ros' / 'demo'
@@ -97,10 +98,6 @@ class Summary:
                                  qos_overriding_options=overridable())
 
     @staticmethod
-    def _ns(stamp) -> int:
-        return stamp.sec * 1_000_000_000 + stamp.nanosec
-
-    @staticmethod
     def _array(kind: str, msg) -> np.ndarray:
         if kind == 'camera':
             return np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width, -1)
@@ -108,10 +105,10 @@ class Summary:
 
     def on_latent(self, msg):
         now = self.node.get_clock().now().nanoseconds
-        stamp = self._ns(msg.header.stamp)
+        stamp = stamp_to_ns(msg.header.stamp)
         with self.lock:
             self.latents.append((now, stamp, tuple(msg.modalities)))
-            self.modality_stamps[stamp] = {m: self._ns(s) for m, s in
+            self.modality_stamps[stamp] = {m: stamp_to_ns(s) for m, s in
                                            zip(msg.modalities, msg.modality_stamps)}
             while len(self.modality_stamps) > 300:
                 self.modality_stamps.pop(next(iter(self.modality_stamps)))
@@ -119,7 +116,7 @@ class Summary:
     def on_input(self, kind, msg):
         with self.lock:
             frames = self.inputs[kind]
-            frames[self._ns(msg.header.stamp)] = self._array(kind, msg)
+            frames[stamp_to_ns(msg.header.stamp)] = self._array(kind, msg)
             while len(frames) > 300:
                 frames.pop(next(iter(frames)))
 
@@ -127,7 +124,7 @@ class Summary:
         """Mean absolute error against the input the prediction stands for (never seen by it)."""
         pred = self._array(kind, msg).astype(np.float32)
         with self.lock:
-            used = self.modality_stamps.get(self._ns(msg.header.stamp), {}).get(kind)
+            used = self.modality_stamps.get(stamp_to_ns(msg.header.stamp), {}).get(kind)
             actual = self.inputs[kind].get(used)
         if actual is not None and actual.shape == pred.shape:
             self.errors[kind].append(float(np.abs(pred - actual.astype(np.float32)).mean()))

@@ -21,7 +21,6 @@ the node logs one line that names the input devices there are and exits with sta
 """
 from __future__ import annotations
 
-import array
 import queue
 import threading
 import time
@@ -29,7 +28,9 @@ import time
 import numpy as np
 from rclpy.node import Node
 
+from llmos_ros.core.frames import AudioFrame
 from llmos_ros.errors import ConfigError
+from llmos_ros.nodes import convert
 from llmos_ros.nodes import diagnostics as diag
 from llmos_ros.nodes.qos import QosEvents, create_sensor_publisher
 from llmos_ros.nodes.runtime import Param, declare_parameters, run_node
@@ -132,7 +133,6 @@ class MicrophoneNode(Node):
                               f'{self.sample_format} at {self.sample_rate} Hz: {exc}') from None
 
         from llmos_ros.msg import AudioChunk
-        self._msg_type = AudioChunk
         self.qos_events = QosEvents(self)
         self._pub = create_sensor_publisher(self, AudioChunk, AUDIO_TOPIC, events=self.qos_events)
         self.tracker = diag.RateTracker()
@@ -239,16 +239,11 @@ class MicrophoneNode(Node):
     def _publish(self, block: np.ndarray) -> None:
         # `block` starts the pending frames, which end at the newest frame received.
         stamp_ns = self._stamp_ns(self._frames_in - self._pending_frames)
-        msg = self._msg_type()
-        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 10**9)
-        msg.header.frame_id = self.frame_id
-        msg.sample_rate = self.sample_rate
-        msg.channels = self.channels
         samples = block.reshape(-1).astype(np.float32)
         if self._scale != 1.0:
             samples /= np.float32(self._scale)
-        msg.samples = array.array('f', samples.tobytes())
-        self._pub.publish(msg)
+        self._pub.publish(convert.frame_msg(AudioFrame(stamp_ns, self.sample_rate, self.channels,
+                                                       samples, self.frame_id)))
         self.counts['chunks'] += 1
         self.tracker.tick(stamp_ns=stamp_ns)
 

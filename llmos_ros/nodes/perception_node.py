@@ -1,10 +1,18 @@
 """
 perception_node: sensor topics in, fused latent state and cross-modal predictions out.
 
-A lifecycle node: configure loads the checkpoint and subscribes, activate starts publishing.
-With `autostart` (default) it configures and activates itself; a failed configure (a bad
-parameter, an unknown device, a missing, mismatched or tampered checkpoint) leaves it up and
-unconfigured, the reason logged once and published in /diagnostics (ERROR, 'unconfigured: ...').
+A lifecycle node (REP 2005 states, driven through `<node>/change_state` or by `autostart`):
+  configure   checks the parameters, loads the checkpoint (engine, belief tracker) and creates
+              the publishers; a failure (a bad parameter, an unknown device, a missing,
+              mismatched or tampered checkpoint) leaves the node up and unconfigured, the reason
+              logged once and published in /diagnostics (ERROR, 'unconfigured: ...');
+  activate    forgets every frame and sample from before (no stale output), subscribes to the
+              inputs and starts the workers;
+  deactivate  destroys the subscriptions and stops the workers: an inactive node neither
+              converts nor pairs nor publishes;
+  cleanup     destroys the publishers and frees the model;
+  shutdown    (from any state) all of the above.
+/diagnostics is published in every state (it reports the state).
 
 Inputs (relative, remappable, sensor-data QoS per REP 2003), those of the model's modalities:
   camera/image_raw (or .../compressed), microphone/audio, tactile/array or tactile/image.
@@ -53,6 +61,7 @@ from llmos_ros.surprise import load_calibration
 from llmos_ros.temporal import TemporalTracker
 
 LATENCY_WINDOW = 1000
+WORKER_JOIN_S = 5.0  # deactivate waits this long for a worker to finish its sample
 AUDIO_DEBUG_S = 1.0  # seconds of input audio shown in the debug image
 
 PARAMETERS = {
@@ -142,7 +151,7 @@ class PerceptionNode(LifecycleNode):
         self._sample_ready = threading.Condition(self._lock)  # wakes the latent worker
         self._result_ready = threading.Condition(self._lock)  # wakes the prediction worker
         self._workers: list[threading.Thread] = []
-        self._running = False
+        self._stop = threading.Event()  # set to stop the workers of one activation
         self._subs, self._pred_pubs = [], {}
         self._latent_pub = self._diag_pub = self._diag_timer = None
         self._tracker: TemporalTracker | None = None
@@ -219,7 +228,8 @@ class PerceptionNode(LifecycleNode):
         self._configured_once = True
         self._prediction_period = self._rate_period()
         self._audio_iterations = self.get_parameter('audio_prediction_iterations').value
-        self._create_interfaces()
+        self._rates = {name: RateTracker() for name in self.engine.active}
+        self._create_publishers()
         self.get_logger().info(
             f'model {self.engine.model_id} ({self.engine.cfg.model.fusion}) on {device}; inputs: '
             + ', '.join(f'{n} <- {self._topic(n)[0]}' for n in self.engine.active))
@@ -247,28 +257,62 @@ class PerceptionNode(LifecycleNode):
         return 1.0 / rate if rate > 0 else 0.0
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
-        self._running = True
-        self._workers = [threading.Thread(target=self._work, name='llmos_latent', daemon=True),
-                         threading.Thread(target=self._predict_work, name='llmos_prediction',
-                                          daemon=True)]
+        """Start from empty buffers, subscribe and start the workers, then publish."""
+        self._forget_inputs()
+        result = super().on_activate(state)  # activates the lifecycle publishers
+        self._create_subscriptions()
+        self._stop = threading.Event()
+        self._workers = [threading.Thread(target=self._work, args=(self._stop,),
+                                          name='llmos_latent', daemon=True),
+                         threading.Thread(target=self._predict_work, args=(self._stop,),
+                                          name='llmos_prediction', daemon=True)]
         for worker in self._workers:
             worker.start()
-        return super().on_activate(state)
+        return result
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
-        self._stop_worker()
+        """Unsubscribe and stop the workers (a sample being published finishes first)."""
+        self._destroy_subscriptions()
+        self._stop_workers()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
-        self._stop_worker()
-        self._destroy_interfaces()
-        self.engine = None
+        self._release()
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
-        self._stop_worker()
-        self._destroy_interfaces()
+        """From any state: stop, unsubscribe, free the model; /diagnostics stops too."""
+        self._release()
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
         return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: State) -> TransitionCallbackReturn:
+        """A transition raised: free everything and fall back to unconfigured."""
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        """Free what configure and activate made: subscriptions, workers, publishers, model."""
+        self._destroy_subscriptions()
+        self._stop_workers()
+        self._destroy_publishers()
+        with self._lock:
+            self.engine = None
+            self._tracker = None
+            self._pending = self._pending_prediction = None
+            self._last_inputs.clear()
+
+    def _forget_inputs(self) -> None:
+        """Drop buffered frames, pending samples and the belief: activate starts afresh."""
+        with self._lock:
+            self.engine.synchronizer.reset()
+            self._pending = self._pending_prediction = None
+            self._last_inputs.clear()
+            if self._tracker is not None:
+                self._tracker = TemporalTracker(self.engine, self._tracker.cfg,
+                                                self._tracker.calibration)
 
     # --- interfaces ----------------------------------------------------------------------------
     def _topic(self, name: str) -> tuple[str, str]:
@@ -279,7 +323,8 @@ class PerceptionNode(LifecycleNode):
             return topic + '/compressed', F.COMPRESSED_IMAGE
         return topic, msg_type
 
-    def _create_interfaces(self):
+    def _create_publishers(self):
+        """Configure: the output publishers (lifecycle: silent until activated)."""
         from sensor_msgs.msg import Image
 
         from llmos_ros.msg import LatentState
@@ -295,26 +340,32 @@ class PerceptionNode(LifecycleNode):
         self._debug_pub = create_publisher(self, Image, 'llmos/debug_image', reliable_qos(5),
                                            events, lifecycle=True)
         self._create_belief_interfaces()
-        for name in self.engine.active:
-            topic, msg_type = self._topic(name)
-            self._rates[name] = RateTracker()
-            self._subs.append(create_sensor_subscription(
-                self, convert.message_class(msg_type), topic,
-                lambda msg, n=name, t=msg_type: self._on_input(n, t, msg), events=events))
         self.destroy_timer(self._diag_timer)
         self._diag_timer = self.create_timer(self._diag_period(), self._publish_diagnostics)
 
-    def _destroy_interfaces(self):
-        for sub in self._subs:
-            self.destroy_subscription(sub)
-        self._subs = []
+    def _destroy_publishers(self):
+        """Cleanup: the output publishers (/diagnostics lives on: it reports the state)."""
         for pub in [self._latent_pub, self._debug_pub, self._belief_pub, self._surprise_pub,
                     *self._pred_pubs.values()]:
             if pub is not None:
-                self.destroy_publisher(pub)
-        # /diagnostics lives on: it reports the state
+                self.destroy_lifecycle_publisher(pub)
         self._latent_pub = self._debug_pub = self._belief_pub = self._surprise_pub = None
         self._pred_pubs = {}
+
+    def _create_subscriptions(self):
+        """Activate: one sensor-data subscription per active modality."""
+        for name in self.engine.active:
+            topic, msg_type = self._topic(name)
+            self._subs.append(create_sensor_subscription(
+                self, convert.message_class(msg_type), topic,
+                lambda msg, n=name, t=msg_type: self._on_input(n, t, msg),
+                events=self._qos_events))
+
+    def _destroy_subscriptions(self):
+        """Deactivate: no input reaches the node any more."""
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
 
     # --- data path -----------------------------------------------------------------------------
     def _on_input(self, name: str, msg_type: str, msg):
@@ -348,10 +399,10 @@ class PerceptionNode(LifecycleNode):
             self._log_drop(lambda: f'input dropped: {_describe(result.drops)}; '
                            f'drops so far: {self._drop_summary()}')
 
-    def _work(self):
-        """Worker thread: preprocess, encode, fuse, decode, publish."""
+    def _work(self, stop: threading.Event):
+        """Worker thread: preprocess, encode, fuse, decode, publish; returns once `stop` is set."""
         while True:
-            taken = self._take(self._sample_ready, '_pending')
+            taken = self._take(self._sample_ready, '_pending', stop)
             if taken is None:
                 return
             (sample, received), engine = taken
@@ -381,21 +432,21 @@ class PerceptionNode(LifecycleNode):
                     self._pending_prediction = result
                     self._result_ready.notify()
 
-    def _take(self, ready: threading.Condition, slot: str):
+    def _take(self, ready: threading.Condition, slot: str, stop: threading.Event):
         """Wait for the freshest item in `slot` and take it: (item, engine), None when stopping."""
         with self._lock:
-            while self._running and getattr(self, slot) is None:
+            while not stop.is_set() and getattr(self, slot) is None:
                 ready.wait(0.5)
-            if not self._running:
+            if stop.is_set():
                 return None
             item = getattr(self, slot)
             setattr(self, slot, None)
             return item, self.engine
 
-    def _predict_work(self):
+    def _predict_work(self, stop: threading.Event):
         """Second worker: cross-modal predictions, never delaying the next latent state."""
         while True:
-            taken = self._take(self._result_ready, '_pending_prediction')
+            taken = self._take(self._result_ready, '_pending_prediction', stop)
             if taken is None:
                 return
             result, engine = taken
@@ -412,7 +463,7 @@ class PerceptionNode(LifecycleNode):
             rest = self._prediction_period - (time.monotonic() - started)
             if rest > 0:  # at most prediction_rate_hz: predictions yield the CPU to latents
                 with self._lock:
-                    self._result_ready.wait_for(lambda: not self._running, rest)
+                    self._result_ready.wait_for(stop.is_set, rest)
 
     def _publish_latent(self, result: Inference):
         self._latent_pub.publish(convert.latent_state(
@@ -590,16 +641,20 @@ class PerceptionNode(LifecycleNode):
         self._diag_pub.publish(array)
 
     def destroy_node(self):
-        self._stop_worker()
+        self._release()
         super().destroy_node()
 
-    def _stop_worker(self):
+    def _stop_workers(self):
+        """Stop this activation's workers and wait for them (a sample in flight finishes)."""
         with self._lock:
-            self._running = False
+            self._stop.set()
             self._sample_ready.notify_all()
             self._result_ready.notify_all()
         for worker in self._workers:
-            worker.join(timeout=5.0)
+            worker.join(timeout=WORKER_JOIN_S)
+            if worker.is_alive():
+                self.get_logger().warning(f'{worker.name} still busy after {WORKER_JOIN_S} s; '
+                                          'it stops after its current sample')
         self._workers = []
 
 

@@ -9,6 +9,7 @@ rclpy serializes, which rosbags and rosbag2 read alike.
 from __future__ import annotations
 
 from llmos_ros.core.bags import BagWriter
+from llmos_ros.core.frames import stamp_to_ns
 from llmos_ros.nodes import convert
 from llmos_ros.nodes.qos import overridable, reliable_qos, sensor_qos
 
@@ -50,7 +51,7 @@ class BagRecorder:
 
     def _write(self, topic: str, msg_type: str, msg) -> None:
         header = getattr(msg, 'header', None)
-        stamp_ns = (header.stamp.sec * 1_000_000_000 + header.stamp.nanosec if header is not None
+        stamp_ns = (stamp_to_ns(header.stamp) if header is not None
                     else self._node.get_clock().now().nanoseconds)
         self.writer.write_raw(topic, msg_type, stamp_ns, self._serialize(msg))
         self.counts[topic] = self.counts.get(topic, 0) + 1

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
-import importlib
 import itertools
 import json
 from pathlib import Path
@@ -50,7 +49,9 @@ import signal
 import sys
 import time
 
+from llmos_ros.core.bags import norm_topic
 from llmos_ros.errors import BagError, LlmosError
+from llmos_ros.nodes.convert import message_class, time_msg
 
 EXIT_OK = 0
 EXIT_ROS_ERROR = 1
@@ -97,10 +98,6 @@ def parse_args(argv) -> argparse.Namespace:
     return args
 
 
-def norm_topic(topic: str) -> str:
-    return '/' + str(topic).strip().lstrip('/')
-
-
 def parse_remaps(items) -> dict[str, str]:
     """{absolute bag topic: output name} from OLD:=NEW items."""
     remaps = {}
@@ -110,20 +107,6 @@ def parse_remaps(items) -> dict[str, str]:
             raise UsageError(f'--remap expects OLD:=NEW, got {item!r}')
         remaps[norm_topic(old)] = new.strip()
     return remaps
-
-
-def message_class(msg_type: str):
-    """Return the rclpy class of 'pkg/msg/Type' or 'pkg/Type'; None if it cannot be imported."""
-    parts = msg_type.split('/')
-    if len(parts) == 2:
-        parts = [parts[0], 'msg', parts[1]]
-    if len(parts) != 3 or not all(parts):
-        return None
-    try:
-        module = importlib.import_module(f'{parts[0]}.{parts[1]}')
-        return getattr(module, parts[2])
-    except (ImportError, AttributeError):
-        return None
 
 
 def _resolve_path(path) -> Path:
@@ -214,8 +197,9 @@ class Player:
                        else ReliabilityPolicy.RELIABLE)
         for topic in sorted(wanted):
             msg_type = bag_topics[topic]
-            cls = message_class(msg_type)
-            if cls is None:
+            try:
+                cls = message_class(msg_type)
+            except ValueError:
                 self.skipped[topic] = {'type': msg_type, 'messages': int(counts.get(topic, 0)),
                                        'reason': 'message type not installed'}
                 log(f'warning: skipping {topic}: message type {msg_type} cannot be imported '
@@ -268,10 +252,8 @@ class Player:
             time.sleep(0.02)
 
     def _publish_clock(self, stamp_ns: int) -> None:
-        from builtin_interfaces.msg import Time
         from rosgraph_msgs.msg import Clock
-        self.clock_pub.publish(Clock(clock=Time(sec=int(stamp_ns // 1_000_000_000),
-                                                nanosec=int(stamp_ns % 1_000_000_000))))
+        self.clock_pub.publish(Clock(clock=time_msg(stamp_ns)))
         self.clock_count += 1
 
     def play_once(self) -> None:

@@ -16,13 +16,11 @@ at runtime (e.g. `ros2 param set /llmos_sim_source enable_tactile false`).
 """
 from __future__ import annotations
 
-import array
 from collections import Counter
 import dataclasses
 import threading
 import time
 
-from builtin_interfaces.msg import Time
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -33,6 +31,7 @@ from std_msgs.msg import String
 
 from llmos_ros.errors import LlmosError
 from llmos_ros.msg import AudioChunk, TactileArray
+from llmos_ros.nodes import convert
 from llmos_ros.nodes.qos import create_sensor_publisher, overridable
 from llmos_ros.sim.scene import (
     AUDIO_TOPIC,
@@ -48,10 +47,6 @@ ENABLE = {'enable_camera': CAMERA_TOPIC, 'enable_audio': AUDIO_TOPIC,
 LABEL_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
                        reliability=ReliabilityPolicy.RELIABLE,
                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
-
-
-def _time(stamp_ns: int) -> Time:
-    return Time(sec=int(stamp_ns // 1_000_000_000), nanosec=int(stamp_ns % 1_000_000_000))
 
 
 class SimSourceNode(Node):
@@ -126,7 +121,7 @@ class SimSourceNode(Node):
         """Pacing thread: publish each scheduled message when its stamp time arrives."""
         scene, mono0 = self.scene, time.monotonic()
         try:
-            for stamp, topic, index in scene.schedule(self.duration_s or None, by_arrival=True):
+            for _stamp, topic, index in scene.schedule(self.duration_s or None, by_arrival=True):
                 due = mono0 + (scene.available_ns(topic, index) - self.start_ns) * 1e-9
                 delay = due - time.monotonic()
                 if delay > 0:
@@ -141,7 +136,7 @@ class SimSourceNode(Node):
                 if lag > self.max_lag_s and topic != LABEL_TOPIC:
                     self.dropped[topic] += 1
                     continue
-                self._pubs[topic].publish(self._message(topic, scene.render(topic, index), stamp))
+                self._pubs[topic].publish(self._message(topic, scene.render(topic, index)))
                 self.counts[topic] += 1
         except Exception as exc:  # noqa: B902 - a dying thread must say why
             if self._stop.is_set() or not self.context.ok():
@@ -151,29 +146,10 @@ class SimSourceNode(Node):
         finally:
             self.finished.set()
 
-    def _message(self, topic: str, item, stamp: int):
-        if topic == CAMERA_TOPIC:
-            msg = Image()
-            msg.height, msg.width, msg.step = item.height, item.width, item.step
-            msg.encoding = item.encoding
-            msg.is_bigendian = False
-            msg.data = item.data.tobytes()
-            frame_id = item.frame_id
-        elif topic == AUDIO_TOPIC:
-            msg = AudioChunk()
-            msg.sample_rate, msg.channels = item.sample_rate, item.channels
-            msg.samples = array.array('f', item.samples.tobytes())
-            frame_id = item.frame_id
-        elif topic == TACTILE_TOPIC:
-            msg = TactileArray()
-            msg.rows, msg.cols, msg.channels = item.rows, item.cols, item.channels
-            msg.values = array.array('f', item.values.tobytes())
-            frame_id = item.frame_id
-        else:
-            return String(data=item)
-        msg.header.stamp = _time(stamp)
-        msg.header.frame_id = frame_id
-        return msg
+    @staticmethod
+    def _message(topic: str, item):
+        """The message of a rendered item: the label's String, else the frame's message."""
+        return String(data=item) if topic == LABEL_TOPIC else convert.frame_msg(item)
 
     def stats(self) -> dict:
         return {'counts': dict(self.counts), 'dropped': dict(self.dropped),
