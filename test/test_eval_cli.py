@@ -151,6 +151,26 @@ def test_metrics_equal_hand_computed(env, table):
     assert entry['iwae_nll'] == pytest.approx(float(-iwae.mean()), rel=1e-4)
 
 
+def test_belief_probe_is_fitted_on_training_beliefs(env):
+    """Each probe reads the representation it was fitted on: beliefs for the belief probe."""
+    from llmos_ros.belief import BeliefConfig
+    from llmos_ros.evaluation.metrics import linear_probe
+    from llmos_ros.evaluation.replay import replay
+    from llmos_ros.inference import PerceptionEngine
+    from llmos_ros.temporal import TemporalTracker
+
+    def beliefs(bag):
+        engine = PerceptionEngine(env['loaded'])
+        tracker, means = TemporalTracker(engine, BeliefConfig(), None), []
+        rep = replay(bag, engine, on_result=lambda r: means.append(tracker.step(r).belief.mean))
+        return np.asarray(means), rep.labels
+
+    (btr, ltr), (bte, lte) = beliefs(env['dir'] / 'train'), beliefs(env['dir'] / 'test')
+    a, b = ltr != '', lte != ''
+    expected = linear_probe(btr[a], ltr[a], bte[b], lte[b], seed=0)
+    assert env['report']['belief_surprise']['belief_probe_accuracy'] == pytest.approx(expected)
+
+
 def test_throughput_and_latency_consistent(env):
     report = env['report']
     tp, lat = report['throughput'], report['latency_ms']

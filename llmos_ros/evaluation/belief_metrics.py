@@ -21,7 +21,12 @@ import numpy as np
 DEFINITIONS = {
     'belief_jitter_ratio': 'mean |step of the per-frame latent mean| / mean |step of the belief '
                            'mean| within episodes (> 1: the belief is smoother)',
-    'belief_probe_accuracy': 'the probe fitted on training latents, applied to the belief mean',
+    'latent_probe_accuracy': 'a linear probe fitted on the per-frame latents of the training bag, '
+                             'applied to the per-frame latents of the test bag',
+    'belief_probe_accuracy': 'a linear probe fitted on the belief means of the training bag (the '
+                             'live path over its first meta.max_fit_samples samples, in order), '
+                             'applied to the belief means of the test bag: each probe reads the '
+                             'representation it was fitted on',
     'surprise_false_alarm_rate': 'fraction of scored samples with tail probability < 0.01 '
                                  '(calibrated: about 0.01 on clean data)',
 }
@@ -94,8 +99,13 @@ def auroc(positives: np.ndarray, negatives: np.ndarray) -> float | None:
                  / (pos.size * neg.size))
 
 
-def summary(track: Track, labels: np.ndarray, probe=None) -> dict:
-    """The belief and surprise figures of one stream; `probe(latents) -> accuracy` if labels."""
+def summary(track: Track, labels: np.ndarray, probe=None, belief_probe=None) -> dict:
+    """
+    The belief and surprise figures of one stream.
+
+    With labels, `probe(latents) -> accuracy` scores the per-frame latents and `belief_probe`
+    the belief means (each fitted on the same representation of the training bag).
+    """
     out = {'n_samples': int(len(track.stamps)),
            'belief_resets': int(np.sum(track.resets != '')),
            'belief_jitter_ratio': jitter_ratio(track, labels),
@@ -108,7 +118,8 @@ def summary(track: Track, labels: np.ndarray, probe=None) -> dict:
            'calibrated': bool(np.isfinite(track.tails).any())}
     if probe is not None:
         out['latent_probe_accuracy'] = probe(track.latent)
-        out['belief_probe_accuracy'] = probe(track.belief)
+    if belief_probe is not None:
+        out['belief_probe_accuracy'] = belief_probe(track.belief)
     return out
 
 

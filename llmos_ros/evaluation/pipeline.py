@@ -28,6 +28,7 @@ from llmos_ros.evaluation.scores import (
     live_check,
     subset_metrics,
     temporal_summary,
+    tracker_for,
 )
 from llmos_ros.outputs import check_output_dir
 
@@ -137,7 +138,7 @@ def replay_test_bag(opts: EvalOptions, loaded: Loaded) -> TestRun:
     from llmos_ros.evaluation.replay import replay
     from llmos_ros.inference import PerceptionEngine
     engine = PerceptionEngine(loaded.checkpoint, opts.device)
-    run = TestRun(None, _tracker(opts, loaded, engine), [])
+    run = TestRun(None, tracker_for(opts, loaded, engine), [])
     recorder = Recorder(loaded.out / 'recorded', engine, opts.frame_id) if opts.record else None
 
     def on_result(result):
@@ -180,17 +181,6 @@ def check_test_run(opts: EvalOptions, test: Replay, engine) -> None:
     for m, err in test.first_errors.items():
         if m in test.present and not test.present[m].any():
             opts.note(f'modality {m} was unusable in every sample: {err}')
-
-
-def _tracker(opts: EvalOptions, loaded: Loaded, engine):
-    """The belief/surprise tracker of the test stream (default BeliefConfig, calibration)."""
-    from llmos_ros.belief import BeliefConfig
-    from llmos_ros.surprise import load_calibration
-    from llmos_ros.temporal import TemporalTracker
-    calibration, why = load_calibration(opts.model, loaded.checkpoint)
-    if calibration is None:
-        opts.note(f'surprise tail probabilities are NaN: {why}')
-    return TemporalTracker(engine, BeliefConfig(), calibration)
 
 
 def build_results(opts: EvalOptions, loaded: Loaded, train: Replay | None, run: TestRun,

@@ -204,14 +204,48 @@ def temporal_summary(opts: EvalOptions, loaded: Loaded, train: Replay | None, ru
     from llmos_ros.models.evaluate import encode_rows
     test = run.replay
     track = Track.from_states(run.tracker.names, test.means, run.states)
-    probe = None
+    probe = belief_probe = None
     if use_labels:
         trows = np.flatnonzero(train.labels != '')
         ztr = encode_rows(loaded.model, train.arrays, trows, (), loaded.device, opts.batch_size,
                           present={k: v for k, v in train.present.items()})
         lab = test.labels != ''
+        beliefs, belief_labels = train_beliefs(opts, loaded)
+        known = belief_labels != ''
 
         def probe(latents):
             return linear_probe(ztr, train.labels[trows], latents[lab], test.labels[lab],
                                 seed=opts.seed)
-    return finite(summary(track, test.labels, probe))
+
+        def belief_probe(means):
+            return linear_probe(beliefs[known], belief_labels[known], means[lab],
+                                test.labels[lab], seed=opts.seed)
+    return finite(summary(track, test.labels, probe, belief_probe))
+
+
+def train_beliefs(opts: EvalOptions, loaded: Loaded) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Belief means and labels of the training bag: the live path (engine + tracker) over its first
+    `max_fit_samples` samples in time order, so the belief probe is fitted on beliefs.
+    """
+    from llmos_ros.evaluation.replay import replay
+    from llmos_ros.inference import PerceptionEngine
+    engine = PerceptionEngine(loaded.checkpoint, opts.device)
+    tracker = tracker_for(opts, loaded, engine, quiet=True)
+    means = []
+    rep = replay(opts.train_bag, engine, max_samples=opts.max_fit_samples,
+                 progress=not opts.quiet, desc='train bag beliefs',
+                 on_result=lambda result: means.append(tracker.step(result).belief.mean))
+    return np.asarray(means, np.float64).reshape(len(means), -1), rep.labels
+
+
+
+def tracker_for(opts: EvalOptions, loaded: Loaded, engine, quiet: bool = False):
+    """A belief/surprise tracker of `engine`'s stream (default BeliefConfig, the calibration)."""
+    from llmos_ros.belief import BeliefConfig
+    from llmos_ros.surprise import load_calibration
+    from llmos_ros.temporal import TemporalTracker
+    calibration, why = load_calibration(opts.model, loaded.checkpoint)
+    if calibration is None and not quiet:
+        opts.note(f'surprise tail probabilities are NaN: {why}')
+    return TemporalTracker(engine, BeliefConfig(), calibration)
