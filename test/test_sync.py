@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 
 from llmos_ros.config import Config, ModalityConfig, SyncConfig
-from llmos_ros.core.frames import AudioFrame, ImageFrame, TactileFrame
 from llmos_ros.core.sync import Synchronizer
 from llmos_ros.errors import ConfigError
+from llmos_ros.kinds.audio import AudioFrame
+from llmos_ros.kinds.image import ImageFrame
+from llmos_ros.kinds.taxels import TactileFrame
 
 MS = 1_000_000
 

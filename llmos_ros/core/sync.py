@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from llmos_ros import kinds
 from llmos_ros.config import Config
 from llmos_ros.core.drops import Drop, PushResult
-from llmos_ros.core.frames import Frame, frame_end_ns
+from llmos_ros.core.frames import Frame
 from llmos_ros.errors import ConfigError
 
 NS = 1_000_000_000
@@ -141,13 +141,13 @@ class Synchronizer:
                 f'stamp {stamp} ns after {last} ns'))
         self._last_stamp[name] = stamp
         self.accepted[name] += 1
-        self._newest_end[name] = frame_end_ns(frame)
+        self._newest_end[name] = frame.end_ns
         if self._newest_seen is None or stamp > self._newest_seen:
             self._newest_seen = stamp
         hist = self._hist[name]
         hist.append(frame)
         if name == self.reference:
-            t = frame_end_ns(frame)  # the stamp, or the end of a frame spanning time
+            t = frame.end_ns  # the stamp, or the end of a frame spanning time
             self._last_ref_t = t
             self._pending.append((t, frame))
             if len(self._pending) > self.queue_size:
@@ -268,7 +268,7 @@ class Synchronizer:
             if name in self.window_ns:
                 lo = t - self.window_ns[name]
                 win = [fr for fr in hist if fr.stamp_ns < t and not self._before(name, fr, lo)]
-                fresh = bool(win) and frame_end_ns(win[-1]) >= t - self.max_age_ns[name]
+                fresh = bool(win) and win[-1].end_ns >= t - self.max_age_ns[name]
             else:
                 win = []
                 for fr in reversed(hist):
@@ -290,7 +290,7 @@ class Synchronizer:
         An audio chunk (spans time) ending at lo misses [lo, t); a frame stamped lo is in it.
         """
         if self.kinds[name].spans_time:
-            return frame_end_ns(frame) <= lo
+            return frame.end_ns <= lo
         return frame.stamp_ns < lo
 
     def _prune(self) -> list[Drop]:

@@ -5,7 +5,8 @@ With a window (`window_s` > 0, default 0.32 s), the frames stamped in [t - windo
 `grid_hz` grid (llmos_ros.kinds.grid), shape (channels, steps, rows * cols), taxels in
 row-major order; with `window_s: 0`, the newest frame, (rows, cols, channels) -> (channels,
 rows, cols). Predictions are published as TactileArrays in sensor units (of a window: its
-newest step). Bad input raises InputError 'type', 'size', 'nan' or 'empty'.
+newest step). Bad input raises InputError 'type', 'size', 'nan', 'empty' or 'too_large'. Drawn
+as a heat map of channel 0.
 
 Default window 0.32 s: slip, vibration and texture show within a few hundred milliseconds of
 contact; 32 steps of the 100 Hz grid suit sensors of 100 Hz (one frame a step) to 1 kHz (ten
@@ -13,11 +14,13 @@ frames averaged a step).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from llmos_ros.core.frames import TACTILE_ARRAY, Frame, TactileFrame
+from llmos_ros.core.frames import Frame, check_limit, header_fields
+from llmos_ros.core.messages import Flavour, array_field, header
 from llmos_ros.errors import InputError
 from llmos_ros.kinds.base import Kind
 from llmos_ros.kinds.grid import grid_steps, grid_window
@@ -25,15 +28,45 @@ from llmos_ros.kinds.grid import grid_steps, grid_window
 if TYPE_CHECKING:
     from llmos_ros.config import ModalityConfig
 
+TACTILE_ARRAY = 'llmos_ros/msg/TactileArray'
+MAX_TAXEL_VALUES = 1024 * 1024  # of one message, checked before a copy ('too_large')
+
+
+@dataclass(frozen=True)
+class TactileFrame(Frame):
+    """One llmos_ros/TactileArray."""
+
+    stamp_ns: int
+    rows: int
+    cols: int
+    channels: int
+    values: np.ndarray  # float32, flat, row-major, channel fastest
+    frame_id: str = ''
+
 
 class TaxelKind(Kind):
     """Taxel arrays (module doc)."""
 
     name = 'taxels'
     message_types = (TACTILE_ARRAY,)
+    frame_types = (TactileFrame,)
     prediction_type = TACTILE_ARRAY
     default_window_s = 0.32
     reference_rank = 1
+
+    def frame_from_msg(self, msg_type: str, msg: Any) -> Frame:
+        """A TactileArray, its values as float32."""
+        check_limit('taxel values', len(msg.values), MAX_TAXEL_VALUES)
+        stamp, frame_id = header_fields(msg)
+        return TactileFrame(stamp, int(msg.rows), int(msg.cols), int(msg.channels),
+                            np.asarray(msg.values, dtype=np.float32).ravel(), frame_id)
+
+    def frame_message(self, frame: Frame, flavour: Flavour) -> tuple[str, Any]:
+        """A TactileArray."""
+        return TACTILE_ARRAY, flavour.message_class(TACTILE_ARRAY)(
+            header=header(frame.stamp_ns, frame.frame_id, flavour), rows=int(frame.rows),
+            cols=int(frame.cols), channels=int(frame.channels),
+            values=array_field(frame.values, np.float32, flavour))
 
     def shape(self, mod: ModalityConfig) -> tuple[int, ...]:
         """(channels, steps, rows * cols) with a window, else (channels, rows, cols)."""
@@ -65,6 +98,11 @@ class TaxelKind(Kind):
         """A TactileArray (rows, cols, channels) in sensor units."""
         values = np.ascontiguousarray(raw.transpose(1, 2, 0))
         return TactileFrame(stamp_ns, *values.shape, values.ravel(), frame_id)
+
+    def frames_picture(self, frames: Sequence[Frame]) -> np.ndarray:
+        """Channel 0 of the newest frame, (rows, cols)."""
+        fr = frames[-1]
+        return np.asarray(fr.values, np.float64).reshape(fr.rows, fr.cols, fr.channels)[..., 0]
 
     def role(self, topic: str) -> str:
         """Taxel arrays are 'tactile'."""

@@ -33,8 +33,11 @@ from typing import Iterator
 
 import numpy as np
 
-from llmos_ros.core.frames import LABEL_TOPIC, AudioFrame, ImageFrame, TactileFrame
+from llmos_ros.core.frames import LABEL_TOPIC
 from llmos_ros.errors import ConfigError
+from llmos_ros.kinds.audio import AudioFrame
+from llmos_ros.kinds.image import ImageFrame
+from llmos_ros.kinds.taxels import TactileFrame
 
 OBJECTS = ('cube', 'sphere', 'cylinder', 'cone')
 MATERIALS = ('metal', 'wood', 'rubber')
