@@ -215,7 +215,7 @@ class _Buffers:
         i, drops = self.n, []
         for name, window in s.windows.items():
             try:
-                self.arrays[name][i] = preps[name](window, s.stamp_ns)
+                self.arrays[name][i] = preps[name](window, s.window_end(name))
             except InputError as exc:
                 drops.append(Drop(name, exc.reason, str(exc)))
                 self.arrays[name][i] = 0.0
