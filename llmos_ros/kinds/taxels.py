@@ -22,8 +22,7 @@ import numpy as np
 from llmos_ros.core.frames import Frame, check_limit, header_fields
 from llmos_ros.core.messages import Flavour, array_field, header
 from llmos_ros.errors import InputError
-from llmos_ros.kinds.base import Kind
-from llmos_ros.kinds.grid import grid_steps, grid_window
+from llmos_ros.kinds.grid import GridKind
 
 if TYPE_CHECKING:
     from llmos_ros.config import ModalityConfig
@@ -44,15 +43,15 @@ class TactileFrame(Frame):
     frame_id: str = ''
 
 
-class TaxelKind(Kind):
+class TaxelKind(GridKind):
     """Taxel arrays (module doc)."""
 
     name = 'taxels'
     message_types = (TACTILE_ARRAY,)
     frame_types = (TactileFrame,)
     prediction_type = TACTILE_ARRAY
-    default_window_s = 0.32
     reference_rank = 1
+    noun = 'taxel'
 
     def frame_from_msg(self, msg_type: str, msg: Any) -> Frame:
         """A TactileArray, its values as float32."""
@@ -68,30 +67,29 @@ class TaxelKind(Kind):
             cols=int(frame.cols), channels=int(frame.channels),
             values=array_field(frame.values, np.float32, flavour))
 
-    def shape(self, mod: ModalityConfig) -> tuple[int, ...]:
-        """(channels, steps, rows * cols) with a window, else (channels, rows, cols)."""
-        if mod.window_s > 0:
-            return (mod.channels, grid_steps(mod), mod.rows * mod.cols)
+    def frame_shape(self, mod: ModalityConfig) -> tuple[int, ...]:
+        """(channels, rows, cols)."""
         return (mod.channels, mod.rows, mod.cols)
 
-    def validate(self, mod: ModalityConfig, frame: Frame) -> None:
-        """Type, size (as configured) and finiteness of one frame."""
-        self._values(mod, frame)
-
-    def preprocess(self, mod: ModalityConfig, window: Sequence[Frame],
-                   stamp_ns: int | None) -> np.ndarray:
-        """The window on the grid, or the newest frame (`window_s: 0`)."""
-        if mod.window_s <= 0:
-            return self._values(mod, window[-1])
-        n = int(mod.rows) * int(mod.cols)
-        values = [self._values(mod, fr).reshape(int(mod.channels), n) for fr in window]
-        return grid_window(values, [int(fr.stamp_ns) for fr in window], mod, stamp_ns, 'taxel')
+    def frame_values(self, mod: ModalityConfig, fr: Frame) -> np.ndarray:
+        """Type, size (as configured) and finiteness; (channels, rows, cols) float32."""
+        if not isinstance(fr, TactileFrame):
+            raise InputError('type', f'expected a taxel array, got {type(fr).__name__}')
+        rows, cols, ch = int(fr.rows), int(fr.cols), int(fr.channels)
+        vals = np.asarray(fr.values, dtype=np.float32).ravel()
+        if vals.size != rows * cols * ch:
+            raise InputError('size', f'taxel array holds {vals.size} values, expected rows {rows}'
+                             f' x cols {cols} x channels {ch} = {rows * cols * ch}')
+        if (rows, cols, ch) != (mod.rows, mod.cols, mod.channels):
+            raise InputError('size', f'taxel array is {rows}x{cols}x{ch}, the model expects '
+                             f'{mod.rows}x{mod.cols}x{mod.channels}')
+        if not np.isfinite(vals).all():
+            raise InputError('nan', 'taxel array holds NaN or inf values')
+        return np.ascontiguousarray(vals.reshape(rows, cols, ch).transpose(2, 0, 1))
 
     def inverse(self, mod: ModalityConfig, array: np.ndarray) -> np.ndarray:
         """(channels, rows, cols); of a window, its newest step."""
-        if mod.window_s > 0:
-            return array[:, -1, :].reshape(mod.channels, mod.rows, mod.cols)
-        return array
+        return self.newest_step(mod, array).reshape(self.frame_shape(mod))
 
     def prediction_frame(self, mod: ModalityConfig, raw: np.ndarray, stamp_ns: int,
                          frame_id: str, iterations: int = 4) -> Frame:
@@ -112,20 +110,3 @@ class TaxelKind(Kind):
         """The array size of the first frame."""
         return {'rows': int(frame.rows), 'cols': int(frame.cols),
                 'channels': int(frame.channels)}
-
-    @staticmethod
-    def _values(mod: ModalityConfig, fr: Frame) -> np.ndarray:
-        """A checked frame as a (channels, rows, cols) float32 array; InputError if unusable."""
-        if not isinstance(fr, TactileFrame):
-            raise InputError('type', f'expected a taxel array, got {type(fr).__name__}')
-        rows, cols, ch = int(fr.rows), int(fr.cols), int(fr.channels)
-        vals = np.asarray(fr.values, dtype=np.float32).ravel()
-        if vals.size != rows * cols * ch:
-            raise InputError('size', f'taxel array holds {vals.size} values, expected rows {rows}'
-                             f' x cols {cols} x channels {ch} = {rows * cols * ch}')
-        if (rows, cols, ch) != (mod.rows, mod.cols, mod.channels):
-            raise InputError('size', f'taxel array is {rows}x{cols}x{ch}, the model expects '
-                             f'{mod.rows}x{mod.cols}x{mod.channels}')
-        if not np.isfinite(vals).all():
-            raise InputError('nan', 'taxel array holds NaN or inf values')
-        return np.ascontiguousarray(vals.reshape(rows, cols, ch).transpose(2, 0, 1))

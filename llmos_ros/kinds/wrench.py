@@ -23,8 +23,7 @@ import numpy as np
 from llmos_ros.core.frames import Frame, header_fields
 from llmos_ros.core.messages import Flavour, header
 from llmos_ros.errors import InputError
-from llmos_ros.kinds.base import Kind
-from llmos_ros.kinds.grid import grid_steps, grid_window
+from llmos_ros.kinds.grid import GridKind
 
 if TYPE_CHECKING:
     from llmos_ros.config import ModalityConfig
@@ -44,15 +43,15 @@ class WrenchFrame(Frame):
     frame_id: str = ''
 
 
-class WrenchKind(Kind):
+class WrenchKind(GridKind):
     """Force-torque sensors (module doc)."""
 
     name = 'wrench'
     message_types = (WRENCH_STAMPED,)
     frame_types = (WrenchFrame,)
     prediction_type = WRENCH_STAMPED
-    default_window_s = 0.32
     reference_rank = 3
+    noun = 'wrench'
     picture_span_s = 1.0
 
     def frame_from_msg(self, msg_type: str, msg: Any) -> Frame:
@@ -70,25 +69,22 @@ class WrenchKind(Kind):
         return WRENCH_STAMPED, flavour.message_class(WRENCH_STAMPED)(
             header=header(frame.stamp_ns, frame.frame_id, flavour), wrench=wrench)
 
-    def shape(self, mod: ModalityConfig) -> tuple[int, ...]:
-        """(6, steps, 1) with a window, else (6, 1, 1)."""
-        return (AXES, grid_steps(mod) if mod.window_s > 0 else 1, 1)
+    def frame_shape(self, mod: ModalityConfig) -> tuple[int, ...]:
+        """(6, 1, 1)."""
+        return (AXES, 1, 1)
 
-    def validate(self, mod: ModalityConfig, frame: Frame) -> None:
-        """Type and finiteness of one frame."""
-        self._values(frame)
-
-    def preprocess(self, mod: ModalityConfig, window: Sequence[Frame],
-                   stamp_ns: int | None) -> np.ndarray:
-        """The window on the grid, or the newest frame (`window_s: 0`)."""
-        if mod.window_s <= 0:
-            return self._values(window[-1])
-        return grid_window([self._values(fr)[:, 0, :] for fr in window],
-                           [int(fr.stamp_ns) for fr in window], mod, stamp_ns, 'wrench')
+    def frame_values(self, mod: ModalityConfig, fr: Frame) -> np.ndarray:
+        """Type and finiteness; (6, 1, 1) float32."""
+        if not isinstance(fr, WrenchFrame):
+            raise InputError('type', f'expected a wrench, got {type(fr).__name__}')
+        vals = np.asarray(fr.values, dtype=np.float32).reshape(AXES, 1, 1)
+        if not np.isfinite(vals).all():
+            raise InputError('nan', 'wrench holds NaN or inf values')
+        return vals
 
     def inverse(self, mod: ModalityConfig, array: np.ndarray) -> np.ndarray:
         """The six axes of the newest step, (6,)."""
-        return np.ascontiguousarray(array[:, -1, 0])
+        return np.ascontiguousarray(self.newest_step(mod, array)[:, 0])
 
     def prediction_frame(self, mod: ModalityConfig, raw: np.ndarray, stamp_ns: int,
                          frame_id: str, iterations: int = 4) -> Frame:
@@ -102,13 +98,3 @@ class WrenchKind(Kind):
     def frames_picture(self, frames: Sequence[Frame]) -> np.ndarray:
         """The six axes (rows) of the frames, oldest first (columns)."""
         return np.stack([np.asarray(fr.values, np.float64).reshape(AXES) for fr in frames], 1)
-
-    @staticmethod
-    def _values(fr: Frame) -> np.ndarray:
-        """A checked frame as a (6, 1, 1) float32 array; InputError if unusable."""
-        if not isinstance(fr, WrenchFrame):
-            raise InputError('type', f'expected a wrench, got {type(fr).__name__}')
-        vals = np.asarray(fr.values, dtype=np.float32).reshape(AXES, 1, 1)
-        if not np.isfinite(vals).all():
-            raise InputError('nan', 'wrench holds NaN or inf values')
-        return vals
