@@ -83,15 +83,15 @@ def _tile(picture: np.ndarray, kind: Kind, row: list) -> np.ndarray:
     import cv2
     if picture.ndim == 3:
         return cv2.resize(picture, (TILE, TILE), interpolation=cv2.INTER_NEAREST)
-    if kind.time_frequency:
-        level = (picture - picture.max() + DB_RANGE) / DB_RANGE
-        colour, picture, interpolation = cv2.COLORMAP_MAGMA, level[::-1], cv2.INTER_LINEAR
-    else:
+    if kind.time_frequency:  # dB below the peak, low frequencies at the bottom
+        level = (picture[::-1] - picture.max() + DB_RANGE) / DB_RANGE
+        colour, interpolation = cv2.COLORMAP_MAGMA, cv2.INTER_LINEAR
+    else:  # a heat map on the row's shared scale
         values = [p[np.isfinite(p)] for p in row if p is not None and p.ndim == 2]
         lo = min([0.0] + [float(v.min()) for v in values if v.size])
         hi = max([lo] + [float(v.max()) for v in values if v.size])
-        picture = (np.nan_to_num(picture) - lo) / (hi - lo if hi > lo else 1.0)
+        level = (np.nan_to_num(picture) - lo) / (hi - lo if hi > lo else 1.0)
         colour, interpolation = cv2.COLORMAP_JET, cv2.INTER_NEAREST
-    level = np.clip(picture * 255.0, 0, 255).astype(np.uint8)
+    level = np.clip(level * 255.0, 0, 255).astype(np.uint8)
     rgb = cv2.cvtColor(cv2.applyColorMap(level, colour), cv2.COLOR_BGR2RGB)
     return cv2.resize(rgb, (TILE, TILE), interpolation=interpolation)
