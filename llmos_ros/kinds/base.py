@@ -6,10 +6,11 @@ reads and the frame records they become (both directions, `frame_from_msg` / `fr
 the model array a window of records becomes (shape, validation, preprocessing, inverse), how the
 synchronizer pairs it (the newest frame, or a causal time window), the message its prediction is
 published as, how a bag topic becomes a modality config and how it is drawn (`picture`,
-`frames_picture`). Training, evaluation and the live
-node reach a kind only through `get(name)` / `of(mod)`, so adding a sensor is one module with a
-`Kind` subclass and one `register` line in llmos_ros/kinds/__init__.py. Kinds are ROS-free:
-message types are names ('sensor_msgs/msg/Image'); the node layer turns them into classes.
+`frames_picture`). Training, evaluation and the live node reach a kind only through
+`get(name)` / `of(mod)` and the message dispatch below, so adding a sensor is one module with
+its records and a `Kind` subclass and one `register` line in llmos_ros/kinds/__init__.py.
+Kinds are ROS-free: message types are names ('sensor_msgs/msg/Image'); the node layer turns
+them into classes, and messages are built through a `core.messages.Flavour`.
 """
 from __future__ import annotations
 
