@@ -117,7 +117,7 @@ class PerceptionEngine:
             if not window:
                 continue
             try:
-                arrays[name] = self.preprocessors[name](window, sample.stamp_ns)
+                arrays[name] = self.preprocessors[name](window, sample.window_end(name))
             except InputError as exc:
                 drops.append(Drop(name, exc.reason, str(exc)))
         self.drops.add(drops)

@@ -5,11 +5,13 @@ import pytest
 from llmos_ros.config import Config, ModalityConfig
 from llmos_ros.core.bag_samples import BagSamples, check_topics, labels_at
 from llmos_ros.core.bags import BagWriter
-from llmos_ros.core.frames import IMAGE, STRING, ImageFrame, TactileFrame
+from llmos_ros.core.frames import STRING
 from llmos_ros.core.pairing import Pairer
 from llmos_ros.core.preprocess import Preprocessor
 from llmos_ros.core.sync import Synchronizer
 from llmos_ros.errors import BagError
+from llmos_ros.kinds.image import IMAGE, ImageFrame
+from llmos_ros.kinds.taxels import TactileFrame
 
 MS = 1_000_000
 T0 = 1_700_000_000 * 1_000_000_000

@@ -13,14 +13,11 @@ from llmos_ros.core.bags import (
     read_bag,
     typestore,
 )
-from llmos_ros.core.frames import (
-    AudioFrame,
-    CompressedFrame,
-    ImageFrame,
-    TactileFrame,
-    frame_from_msg,
-)
 from llmos_ros.errors import BagError
+from llmos_ros.kinds import frame_from_msg
+from llmos_ros.kinds.audio import AudioFrame
+from llmos_ros.kinds.image import CompressedFrame, ImageFrame
+from llmos_ros.kinds.taxels import TactileFrame
 
 MS = 1_000_000
 

@@ -11,10 +11,12 @@ from llmos_ros.core.dataset import (
     normalize,
     split_by_time,
 )
-from llmos_ros.core.frames import AudioFrame, ImageFrame, TactileFrame
 from llmos_ros.core.preprocess import Preprocessor
 from llmos_ros.core.sync import Synchronizer
 from llmos_ros.errors import BagError
+from llmos_ros.kinds.audio import AudioFrame
+from llmos_ros.kinds.image import ImageFrame
+from llmos_ros.kinds.taxels import TactileFrame
 
 MS = 1_000_000
 T0 = 1_700_000_000 * 1_000_000_000
@@ -100,8 +102,8 @@ def test_same_path_as_live_and_stats(bag):
         np.testing.assert_array_equal(direct.present[name], post.present[name])
     # a live loop (pair() + Preprocessor on the frames) gives the same arrays
     from llmos_ros.core.bags import read_bag
-    from llmos_ros.core.frames import frame_from_msg
     from llmos_ros.core.pairing import pair
+    from llmos_ros.kinds import frame_from_msg
     sync = Synchronizer(cfg)
     by_topic = {m.topic: n for n, m in cfg.modalities.items()}
     preps = {n: Preprocessor(m, stats) for n, m in cfg.modalities.items()}
@@ -170,7 +172,7 @@ def test_taxel_windows_are_identical_in_training_evaluation_and_live(tmp_path):
     live = []
     engine = PerceptionEngine(loaded)
     from llmos_ros.core.bags import read_bag
-    from llmos_ros.core.frames import frame_from_msg
+    from llmos_ros.kinds import frame_from_msg
     by_topic = {m.topic: n for n, m in cfg.modalities.items()}
     for topic, mtype, _, msg in read_bag(path, list(by_topic)):
         for sample in engine.push(by_topic[topic], frame_from_msg(mtype, msg)).samples:

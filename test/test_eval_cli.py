@@ -13,9 +13,10 @@ import torch
 from llmos_ros.checkpoint import load_checkpoint
 from llmos_ros.core.bags import BagWriter, bag_info, read_bag
 from llmos_ros.core.dataset import build_samples
-from llmos_ros.core.frames import STRING, ImageFrame
+from llmos_ros.core.frames import STRING
 from llmos_ros.evaluation.cli import main
 from llmos_ros.evaluation.report import load_report, validate_report
+from llmos_ros.kinds.image import ImageFrame
 from llmos_ros.sim.make_bag import write_bag
 from llmos_ros.sim.scene import SceneConfig
 

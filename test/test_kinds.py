@@ -4,22 +4,26 @@ import pytest
 
 from llmos_ros import kinds
 from llmos_ros.config import Config, ModalityConfig
-from llmos_ros.core import frames as F
+from llmos_ros.core.frames import STRING
 from llmos_ros.core.preprocess import Preprocessor
 from llmos_ros.core.sync import reference_modality
 from llmos_ros.errors import ConfigError, InputError
+from llmos_ros.kinds.audio import AUDIO_CHUNK, AudioFrame
+from llmos_ros.kinds.image import COMPRESSED_IMAGE, IMAGE, ImageFrame
+from llmos_ros.kinds.taxels import TACTILE_ARRAY, TactileFrame
+from llmos_ros.kinds.wrench import WRENCH_STAMPED, WrenchFrame
 
 MS = 1_000_000
 
 
 def test_registry_names_types_and_lookup():
     assert kinds.names() == ('image', 'audio', 'taxels', 'wrench')
-    assert kinds.for_message_type(F.COMPRESSED_IMAGE) is kinds.get('image')
-    assert kinds.for_message_type(F.AUDIO_CHUNK).name == 'audio'
-    assert kinds.for_message_type(F.TACTILE_ARRAY).name == 'taxels'
-    assert kinds.for_message_type(F.WRENCH_STAMPED).name == 'wrench'
-    assert kinds.for_message_type(F.STRING) is None
-    assert kinds.message_types_by_kind()['image'] == (F.IMAGE, F.COMPRESSED_IMAGE)
+    assert kinds.for_message_type(COMPRESSED_IMAGE) is kinds.get('image')
+    assert kinds.for_message_type(AUDIO_CHUNK).name == 'audio'
+    assert kinds.for_message_type(TACTILE_ARRAY).name == 'taxels'
+    assert kinds.for_message_type(WRENCH_STAMPED).name == 'wrench'
+    assert kinds.for_message_type(STRING) is None
+    assert kinds.message_types_by_kind()['image'] == (IMAGE, COMPRESSED_IMAGE)
     with pytest.raises(ConfigError, match=r"unknown modality kind 'video'; known: \('image'"):
         kinds.get('video')
 
@@ -30,11 +34,32 @@ def test_a_kind_or_message_type_registers_once():
 
     class Sonar(kinds.Kind):
         name = 'sonar'
-        message_types = (F.AUDIO_CHUNK,)
+        message_types = (AUDIO_CHUNK,)
 
     with pytest.raises(ValueError, match="read by kind 'audio'"):
         kinds.register(Sonar())
-    assert 'sonar' not in kinds.names()
+
+    class Echo(kinds.Kind):
+        name = 'echo'
+        frame_types = (AudioFrame,)
+
+    with pytest.raises(ValueError, match="AudioFrame is a record of kind 'audio'"):
+        kinds.register(Echo())
+    assert 'sonar' not in kinds.names() and 'echo' not in kinds.names()
+
+
+def test_messages_and_records_dispatch_through_the_registry():
+    from llmos_ros.core.bags import MESSAGES
+    wrench = WrenchFrame(1_000_000_005, np.arange(6, dtype=np.float32), 'ft_link')
+    msg_type, msg = kinds.frame_message(wrench, MESSAGES)  # a rosbags message
+    assert msg_type == WRENCH_STAMPED and msg.wrench.torque.z == 5.0
+    frame = kinds.frame_from_msg(msg_type, msg)
+    assert isinstance(frame, WrenchFrame) and frame.values.tolist() == list(range(6))
+    assert frame.end_ns == frame.stamp_ns == 1_000_000_005 and frame.frame_id == 'ft_link'
+    with pytest.raises(ValueError, match='not a sensor input type of a modality kind: ' + STRING):
+        kinds.frame_from_msg(STRING, msg)
+    with pytest.raises(TypeError, match='not a frame record: str'):
+        kinds.frame_message('text', MESSAGES)
 
 
 def test_unknown_kind_error_names_the_modality():
@@ -66,18 +91,18 @@ def test_reference_is_the_first_modality_of_the_lowest_rank():
 # Per kind: a modality, a good window ending at t = 100 ms and a frame of another kind.
 RGB = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
 CASES = {
-    'image': (ModalityConfig('cam', 'image', '/c', F.IMAGE, height=4, width=6, channels=3),
-              [F.ImageFrame(90 * MS, 'rgb8', 4, 6, 18, False, RGB.ravel())]),
-    'audio': (ModalityConfig('mic', 'audio', '/m', F.AUDIO_CHUNK, sample_rate=8000,
+    'image': (ModalityConfig('cam', 'image', '/c', IMAGE, height=4, width=6, channels=3),
+              [ImageFrame(90 * MS, 'rgb8', 4, 6, 18, False, RGB.ravel())]),
+    'audio': (ModalityConfig('mic', 'audio', '/m', AUDIO_CHUNK, sample_rate=8000,
                              window_s=0.064, n_mels=8, hop_s=0.008),
-              [F.AudioFrame(36 * MS, 8000, 1,
+              [AudioFrame(36 * MS, 8000, 1,
                             np.sin(np.arange(512, dtype=np.float32) * 0.3))]),
-    'taxels': (ModalityConfig('skin', 'taxels', '/s', F.TACTILE_ARRAY, rows=2, cols=3,
+    'taxels': (ModalityConfig('skin', 'taxels', '/s', TACTILE_ARRAY, rows=2, cols=3,
                               channels=2, window_s=0.02),
-               [F.TactileFrame(s * MS, 2, 3, 2, np.arange(12, dtype=np.float32) * s)
+               [TactileFrame(s * MS, 2, 3, 2, np.arange(12, dtype=np.float32) * s)
                 for s in (85, 95)]),
-    'wrench': (ModalityConfig('ft', 'wrench', '/w', F.WRENCH_STAMPED, window_s=0.02),
-               [F.WrenchFrame(s * MS, np.arange(6, dtype=np.float32) * s) for s in (85, 95)]),
+    'wrench': (ModalityConfig('ft', 'wrench', '/w', WRENCH_STAMPED, window_s=0.02),
+               [WrenchFrame(s * MS, np.arange(6, dtype=np.float32) * s) for s in (85, 95)]),
 }
 
 

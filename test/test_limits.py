@@ -8,13 +8,21 @@ import numpy as np
 import pytest
 
 from llmos_ros.config import ModalityConfig
-from llmos_ros.core import frames as F
 from llmos_ros.core import preprocess as P
 from llmos_ros.core.bags import frame_to_msg, make_header, typestore
-from llmos_ros.core.frames import AudioFrame, CompressedFrame, ImageFrame, frame_from_msg
 from llmos_ros.errors import InputError
 from llmos_ros.kinds import audio as A
+from llmos_ros.kinds import frame_from_msg
 from llmos_ros.kinds import image as IMG
+from llmos_ros.kinds.audio import AUDIO_CHUNK, MAX_AUDIO_VALUES, AudioFrame
+from llmos_ros.kinds.image import (
+    COMPRESSED_IMAGE,
+    IMAGE,
+    MAX_IMAGE_BYTES,
+    CompressedFrame,
+    ImageFrame,
+)
+from llmos_ros.kinds.taxels import MAX_TAXEL_VALUES, TACTILE_ARRAY, TactileFrame
 
 
 def audio_mod():
@@ -39,7 +47,7 @@ def test_png_bomb_is_refused_from_its_header():
     data = np.frombuffer(png_bomb(12000, 12000), np.uint8)
     assert data.size < 1_000_000
     frame = CompressedFrame(1, 'png', data)
-    prep = P.Preprocessor(ModalityConfig('camera', 'image', '/c', F.COMPRESSED_IMAGE,
+    prep = P.Preprocessor(ModalityConfig('camera', 'image', '/c', COMPRESSED_IMAGE,
                                          height=8, width=8, channels=1))
     with pytest.raises(InputError, match=r'declares 12000x12000 pixels.*not decoded') as info:
         prep.validate(frame)
@@ -59,26 +67,26 @@ def test_header_sizes_of_real_png_and_jpeg():
 def test_huge_raw_image_is_refused_before_copy():
     store = typestore()
     data = np.zeros(8000 * 8000 * 3, np.uint8)  # 192 MB, pages never touched
-    msg = store.types[F.IMAGE](header=make_header(1), height=8000, width=8000,
+    msg = store.types[IMAGE](header=make_header(1), height=8000, width=8000,
                                encoding='rgb8', is_bigendian=0, step=24000, data=data)
     with pytest.raises(InputError, match=r'image 8000x8000: pixels 64000000 is above the limit'):
-        frame_from_msg(F.IMAGE, msg)
-    lying = store.types[F.IMAGE](header=make_header(1), height=2, width=2, encoding='rgb8',
-                                 is_bigendian=0, step=6, data=np.zeros(F.MAX_IMAGE_BYTES + 1,
+        frame_from_msg(IMAGE, msg)
+    lying = store.types[IMAGE](header=make_header(1), height=2, width=2, encoding='rgb8',
+                                 is_bigendian=0, step=6, data=np.zeros(MAX_IMAGE_BYTES + 1,
                                                                        np.uint8))
     with pytest.raises(InputError, match='image data bytes'):
-        frame_from_msg(F.IMAGE, lying)
+        frame_from_msg(IMAGE, lying)
 
 
 def test_oversized_audio_and_taxel_messages_are_refused():
-    _, msg = frame_to_msg(AudioFrame(1, 16000, 1, np.zeros(F.MAX_AUDIO_VALUES + 1,
+    _, msg = frame_to_msg(AudioFrame(1, 16000, 1, np.zeros(MAX_AUDIO_VALUES + 1,
                                                                 np.float32)))
     with pytest.raises(InputError, match='audio chunk values'):
-        frame_from_msg(F.AUDIO_CHUNK, msg)
-    _, msg = frame_to_msg(F.TactileFrame(1, 1, 1, 1, np.zeros(F.MAX_TAXEL_VALUES + 1,
+        frame_from_msg(AUDIO_CHUNK, msg)
+    _, msg = frame_to_msg(TactileFrame(1, 1, 1, 1, np.zeros(MAX_TAXEL_VALUES + 1,
                                                                 np.float32)))
     with pytest.raises(InputError, match='taxel values'):
-        frame_from_msg(F.TACTILE_ARRAY, msg)
+        frame_from_msg(TACTILE_ARRAY, msg)
 
 
 @pytest.mark.parametrize('rate, samples, channels, reason, match', [
@@ -115,4 +123,4 @@ def test_resampled_length_matches_the_rate():
 def test_a_plain_image_frame_is_unaffected():
     frame = ImageFrame(1, 'mono8', 2, 2, 2, False, np.zeros(4, np.uint8))
     _, msg = frame_to_msg(frame)
-    assert frame_from_msg(F.IMAGE, msg).height == 2
+    assert frame_from_msg(IMAGE, msg).height == 2

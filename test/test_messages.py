@@ -2,24 +2,29 @@
 import numpy as np
 import pytest
 
-from llmos_ros.core import frames as F
 from llmos_ros.core.bags import MESSAGES, typestore
+from llmos_ros.core.frames import stamp_to_ns
 from llmos_ros.core.messages import (
-    frame_message,
     latent_state_message,
     surprise_message,
     time_message,
 )
+from llmos_ros.kinds import frame_from_msg, frame_message
+from llmos_ros.kinds.audio import AudioFrame
+from llmos_ros.kinds.image import CompressedFrame, ImageFrame
+from llmos_ros.kinds.taxels import TactileFrame
+from llmos_ros.kinds.wrench import WrenchFrame
 
 pytestmark = pytest.mark.ros
 
 STAMP = 1_700_000_123_999_999_999
 RNG = np.random.default_rng(5)
 FRAMES = [
-    F.ImageFrame(STAMP, 'rgb8', 2, 3, 9, False, RNG.integers(0, 256, 18, dtype=np.uint8), 'cam'),
-    F.CompressedFrame(STAMP + 1, 'png', RNG.integers(0, 256, 21, dtype=np.uint8), 'cam'),
-    F.AudioFrame(STAMP + 2, 44100, 2, RNG.standard_normal(8).astype(np.float32), 'mic'),
-    F.TactileFrame(STAMP + 3, 2, 2, 3, RNG.standard_normal(12).astype(np.float32), 'skin'),
+    ImageFrame(STAMP, 'rgb8', 2, 3, 9, False, RNG.integers(0, 256, 18, dtype=np.uint8), 'cam'),
+    CompressedFrame(STAMP + 1, 'png', RNG.integers(0, 256, 21, dtype=np.uint8), 'cam'),
+    AudioFrame(STAMP + 2, 44100, 2, RNG.standard_normal(8).astype(np.float32), 'mic'),
+    TactileFrame(STAMP + 3, 2, 2, 3, RNG.standard_normal(12).astype(np.float32), 'skin'),
+    WrenchFrame(STAMP + 4, RNG.standard_normal(6).astype(np.float32), 'ft_link'),
 ]
 LATENT = {'stamp_ns': STAMP, 'frame_id': 'llmos', 'model_id': 'abc', 'fusion': 'mmvae_plus',
           'mean': RNG.standard_normal(6).astype(np.float32), 'std': np.full(6, 0.5, np.float32),
@@ -54,8 +59,8 @@ def test_frame_round_trip_in_both_flavours(frame):
     ros_type, ros_msg = frame_message(frame, RCLPY)
     bag_type, bag_msg = frame_message(frame, MESSAGES)
     assert ros_type == bag_type
-    _equal_frames(F.frame_from_msg(ros_type, ros_msg), frame)
-    _equal_frames(F.frame_from_msg(bag_type, bag_msg), frame)
+    _equal_frames(frame_from_msg(ros_type, ros_msg), frame)
+    _equal_frames(frame_from_msg(bag_type, bag_msg), frame)
     _same(ros_msg, bag_msg, bag_type)
 
 
@@ -66,7 +71,7 @@ def test_outputs_equal_in_both_flavours():
     _same(convert.latent_state(LATENT), latent_state_message(LATENT, MESSAGES), LATENT_STATE)
     _same(convert.surprise(SURPRISE), surprise_message(SURPRISE, MESSAGES), SURPRISE_TYPE)
     msg = convert.latent_state(LATENT)
-    assert [F.stamp_to_ns(t) for t in msg.modality_stamps] == LATENT['modality_stamps_ns']
+    assert [stamp_to_ns(t) for t in msg.modality_stamps] == LATENT['modality_stamps_ns']
     np.testing.assert_array_equal(np.asarray(msg.mean, np.float32), LATENT['mean'])
 
 
@@ -76,7 +81,7 @@ def test_stamps_round_trip(stamp_ns):
     for stamp in (time_msg(stamp_ns), time_message(stamp_ns, MESSAGES),
                   time_message(stamp_ns, RCLPY)):
         assert 0 <= stamp.nanosec < 10**9
-        assert F.stamp_to_ns(stamp) == stamp_ns
+        assert stamp_to_ns(stamp) == stamp_ns
 
 
 def test_message_class_names_what_it_cannot_import():

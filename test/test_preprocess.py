@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 
 from llmos_ros.config import ModalityConfig
-from llmos_ros.core.frames import AudioFrame, CompressedFrame, ImageFrame, TactileFrame
 from llmos_ros.core.preprocess import Preprocessor, compute_stats
 from llmos_ros.errors import InputError
-from llmos_ros.kinds.audio import audio_window, log_mel, resample
+from llmos_ros.kinds.audio import AudioFrame, audio_window, log_mel, resample
+from llmos_ros.kinds.image import CompressedFrame, ImageFrame
+from llmos_ros.kinds.taxels import TactileFrame
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)  # H=5, W=7

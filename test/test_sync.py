@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 
 from llmos_ros.config import Config, ModalityConfig, SyncConfig
-from llmos_ros.core.frames import AudioFrame, ImageFrame, TactileFrame
 from llmos_ros.core.sync import Synchronizer
 from llmos_ros.errors import ConfigError
+from llmos_ros.kinds.audio import AudioFrame
+from llmos_ros.kinds.image import ImageFrame
+from llmos_ros.kinds.taxels import TactileFrame
 
 MS = 1_000_000
 
@@ -283,3 +285,30 @@ def test_drop_counter_counts_every_drop_from_two_threads():
     assert counter.snapshot() == {'no_modality': n, 'camera/size': n}
     assert counter.total() == 2 * n and counter.reasons('camera') == {'size': n}
     assert all(0 <= v <= n for s in snapshots for v in s.values())
+
+
+@pytest.mark.parametrize('kind', ['taxels', 'wrench'])
+def test_a_windowed_reference_holds_its_own_frame(kind):
+    """Only a windowed taxel (or wrench) stream: each window is (t - window_s, t], not empty."""
+    from llmos_ros.core.preprocess import Preprocessor
+    from llmos_ros.kinds.wrench import WrenchFrame
+    mod = ModalityConfig('touch', kind, '/touch', 'x', rows=1, cols=1, channels=1,
+                         window_s=0.05, grid_hz=100.0)
+    sync = Synchronizer(Config(modalities={'touch': mod}, sync=SyncConfig(max_wait_s=0.1)))
+    stamps = list(range(0, 300, 10))
+    for t in stamps:
+        values = np.full(1 if kind == 'taxels' else 6, t, np.float32)
+        sync.push('touch', TactileFrame(t * MS, 1, 1, 1, values) if kind == 'taxels'
+                  else WrenchFrame(t * MS, values))
+    samples = sync.pop_ready(flush=True)
+    assert [s.stamp_ns for s in samples] == [t * MS for t in stamps]
+    prep = Preprocessor(mod)
+    for s in samples:
+        t = s.stamp_ns // MS
+        assert [fr.stamp_ns // MS for fr in s.windows['touch']] == \
+            [u for u in stamps if t - 50 < u <= t]
+        assert s.window_end('touch') == s.stamp_ns + 1 and s.stamps['touch'] == s.stamp_ns
+        grid = prep(s.windows['touch'], s.window_end('touch'))  # no 'empty' drop
+        assert grid.shape[1] == 5 and grid[0, -1, 0] == t  # the newest step is its own frame
+        if t >= 40:
+            assert grid[0, :, 0].tolist() == [t - 40, t - 30, t - 20, t - 10, t]

@@ -8,7 +8,9 @@ import pytest
 import yaml
 
 from llmos_ros.core.bags import BagWriter
-from llmos_ros.core.frames import AudioFrame, ImageFrame, TactileFrame
+from llmos_ros.kinds.audio import AudioFrame
+from llmos_ros.kinds.image import ImageFrame
+from llmos_ros.kinds.taxels import TactileFrame
 from llmos_ros.train import main as train_main
 
 SMALL = {'model': {'hidden': 16, 'latent_dim': 4, 'private_dim': 2, 'warmup_steps': 2},

@@ -12,9 +12,10 @@ import torch
 from llmos_ros.config import ModalityConfig
 from llmos_ros.core.bags import BagWriter, bag_topics, read_bag
 from llmos_ros.core.dataset import infer_modalities
-from llmos_ros.core.frames import WRENCH_STAMPED, WrenchFrame, frame_from_msg
 from llmos_ros.core.preprocess import Preprocessor, compute_stats
 from llmos_ros.errors import InputError
+from llmos_ros.kinds import frame_from_msg
+from llmos_ros.kinds.wrench import WRENCH_STAMPED, WrenchFrame
 from llmos_ros.sim.make_bag import DEFAULT_START_NS
 from llmos_ros.sim.scene import CAMERA_TOPIC, LABEL_TOPIC, Scene, SceneConfig
 
@@ -82,7 +83,7 @@ def test_newest_frame_without_a_window_and_the_inverse_round_trip():
     (None, 'type'),
 ])
 def test_bad_wrench_is_an_input_error(frame, reason):
-    from llmos_ros.core.frames import TactileFrame
+    from llmos_ros.kinds.taxels import TactileFrame
     frame = frame or TactileFrame(0, 1, 1, 1, np.zeros(1, np.float32))
     with pytest.raises(InputError) as err:
         Preprocessor(wrench_mod()).validate(frame)

@@ -23,12 +23,7 @@ from llmos_ros import kinds
 from llmos_ros.config import Config
 from llmos_ros.core.bags import bag_info, bag_topics, norm_topic, read_bag
 from llmos_ros.core.drops import Drop, PushResult
-from llmos_ros.core.frames import (
-    LABEL_TOPIC,
-    STRING,
-    Frame,
-    frame_from_msg,
-)
+from llmos_ros.core.frames import LABEL_TOPIC, STRING, Frame
 from llmos_ros.errors import BagError, InputError
 
 KIND_TYPES = kinds.message_types_by_kind()  # message types a modality kind can read
@@ -192,7 +187,7 @@ class BagSamples:
         if name is None:
             return step
         try:
-            step.frame = frame_from_msg(mtype, msg)
+            step.frame = kinds.frame_from_msg(mtype, msg)
         except (ValueError, AttributeError) as exc:
             step.result = PushResult.refuse(Drop(name, 'type', f'{topic} ({mtype}): {exc}'))
         except InputError as exc:

@@ -20,9 +20,10 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from llmos_ros import kinds
 from llmos_ros.core.frames import STRING, Frame, stamp_to_ns
 from llmos_ros.core.mcap_recovery import complete_part, mcap_file
-from llmos_ros.core.messages import Flavour, frame_message, header
+from llmos_ros.core.messages import Flavour, header
 from llmos_ros.errors import BagError
 
 CUSTOM_TYPES = ('AudioChunk', 'TactileArray', 'LatentState', 'Surprise')
@@ -237,7 +238,7 @@ def make_header(stamp_ns: int, frame_id: str = ''):
 
 def frame_to_msg(frame: Frame) -> tuple[str, Any]:
     """Frame record -> (msg_type, rosbags message) of the contract type."""
-    return frame_message(frame, MESSAGES)
+    return kinds.frame_message(frame, MESSAGES)
 
 
 class BagWriter:

@@ -23,19 +23,14 @@ from llmos_ros.config import Config, ModalityConfig
 from llmos_ros.core.bag_samples import BagSamples
 from llmos_ros.core.bags import bag_topics, norm_topic, read_bag
 from llmos_ros.core.drops import Drop, DropCounter
-from llmos_ros.core.frames import (
-    AUDIO_CHUNK,
-    COMPRESSED_IMAGE,
-    IMAGE,
-    LABEL_TOPIC,
-    STRING,
-    TACTILE_ARRAY,
-    frame_from_msg,
-)
+from llmos_ros.core.frames import LABEL_TOPIC, STRING
 from llmos_ros.core.pairing import Pairer
 from llmos_ros.core.preprocess import Preprocessor, apply_stats, compute_stats
 from llmos_ros.core.sync import Synchronizer, reference_modality
 from llmos_ros.errors import BagError, InputError
+from llmos_ros.kinds.audio import AUDIO_CHUNK
+from llmos_ros.kinds.image import COMPRESSED_IMAGE, IMAGE
+from llmos_ros.kinds.taxels import TACTILE_ARRAY
 
 # the input contract (../shared/spec): topic name (namespaced or not) -> its message type
 CONTRACT_TYPES = {'/camera/image_raw': IMAGE, '/camera/image_raw/compressed': COMPRESSED_IMAGE,
@@ -98,7 +93,7 @@ def infer_modalities(bag_paths) -> dict[str, ModalityConfig]:
             continue
         kind = kinds.for_message_type(mtype)
         try:
-            fields = kind.from_topic(mtype, frame_from_msg(mtype, first[3]))
+            fields = kind.from_topic(mtype, kinds.frame_from_msg(mtype, first[3]))
         except InputError as exc:
             raise BagError(f'bag {path}: first message on {topic} is unusable: {exc}') from None
         mods[role] = ModalityConfig(role, kind.name, topic, mtype, **fields)
@@ -220,7 +215,7 @@ class _Buffers:
         i, drops = self.n, []
         for name, window in s.windows.items():
             try:
-                self.arrays[name][i] = preps[name](window, s.stamp_ns)
+                self.arrays[name][i] = preps[name](window, s.window_end(name))
             except InputError as exc:
                 drops.append(Drop(name, exc.reason, str(exc)))
                 self.arrays[name][i] = 0.0

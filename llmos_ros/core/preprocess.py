@@ -119,7 +119,8 @@ class Preprocessor:
         """
         Preprocess one window (the frames the synchronizer paired for this modality).
 
-        stamp_ns is the sample time; windows end there (causal). Raises InputError.
+        stamp_ns is where the window ends (exclusive), the sample time but for a windowed
+        reference (`SampleSet.window_end`): causal. Raises InputError.
         """
         return apply_stats(self.raw(window, stamp_ns), self.stats)
 

@@ -12,6 +12,12 @@ modality needs is its kind's (llmos_ros.kinds: `windowed`, `spans_time`):
 - windowed, frames spanning time (audio): the chunks overlapping [t - window_s, t) (a chunk
   starting at t is not used).
 
+The reference itself: not windowed, its own frame; windowed and spanning time (audio), as
+above (its chunk ends at t); windowed at an instant (taxels or wrench with a window as the
+reference), the frames stamped in (t - window_s, t], so the window holds its own frame at t.
+That window ends at t + 1 ns (`SampleSet.window_end`; [t + 1 ns - window_s, t + 1 ns) in
+integer nanoseconds), and the preprocessor grids it from there.
+
 A modality whose newest usable frame is older than t - max_age_s (for audio: whose newest chunk
 ends before t - max_age_s) is absent from the sample. A pending sample is emitted once every other
 modality covers t (an image/taxel frame stamped >= t, an audio chunk ending >= t) or once the
@@ -45,7 +51,7 @@ from dataclasses import dataclass, field
 from llmos_ros import kinds
 from llmos_ros.config import Config
 from llmos_ros.core.drops import Drop, PushResult
-from llmos_ros.core.frames import Frame, frame_end_ns
+from llmos_ros.core.frames import Frame
 from llmos_ros.errors import ConfigError
 
 NS = 1_000_000_000
@@ -58,10 +64,15 @@ class SampleSet:
     stamp_ns: int
     windows: dict[str, list[Frame]]
     stamps: dict[str, int] = field(default_factory=dict)  # header stamp of the newest frame used
+    ends: dict[str, int] = field(default_factory=dict)  # window ends other than stamp_ns
 
     @property
     def present(self) -> set[str]:
         return set(self.windows)
+
+    def window_end(self, name: str) -> int:
+        """Where the window of `name` ends (exclusive): stamp_ns, or t + 1 ns (module doc)."""
+        return self.ends.get(name, self.stamp_ns)
 
 
 def reference_modality(cfg: Config) -> str:
@@ -141,13 +152,13 @@ class Synchronizer:
                 f'stamp {stamp} ns after {last} ns'))
         self._last_stamp[name] = stamp
         self.accepted[name] += 1
-        self._newest_end[name] = frame_end_ns(frame)
+        self._newest_end[name] = frame.end_ns
         if self._newest_seen is None or stamp > self._newest_seen:
             self._newest_seen = stamp
         hist = self._hist[name]
         hist.append(frame)
         if name == self.reference:
-            t = frame_end_ns(frame)  # the stamp, or the end of a frame spanning time
+            t = frame.end_ns  # the stamp, or the end of a frame spanning time
             self._last_ref_t = t
             self._pending.append((t, frame))
             if len(self._pending) > self.queue_size:
@@ -259,16 +270,21 @@ class Synchronizer:
     def _sample(self, t: int, ref_frame: Frame) -> SampleSet:
         windows: dict[str, list[Frame]] = {}
         stamps: dict[str, int] = {}
+        ends: dict[str, int] = {}
         for name in self.mods:
-            if name == self.reference and not self.kinds[name].spans_time:
+            own = name == self.reference and not self.kinds[name].spans_time
+            if own and name not in self.window_ns:
                 windows[name] = [ref_frame]
                 stamps[name] = int(ref_frame.stamp_ns)
                 continue
             hist = self._hist[name]
             if name in self.window_ns:
-                lo = t - self.window_ns[name]
-                win = [fr for fr in hist if fr.stamp_ns < t and not self._before(name, fr, lo)]
-                fresh = bool(win) and frame_end_ns(win[-1]) >= t - self.max_age_ns[name]
+                end = t + 1 if own else t  # a windowed reference holds its frame at t
+                if end != t:
+                    ends[name] = end
+                lo = end - self.window_ns[name]
+                win = [fr for fr in hist if fr.stamp_ns < end and not self._before(name, fr, lo)]
+                fresh = bool(win) and win[-1].end_ns >= t - self.max_age_ns[name]
             else:
                 win = []
                 for fr in reversed(hist):
@@ -281,7 +297,7 @@ class Synchronizer:
                 stamps[name] = int(win[-1].stamp_ns)
             else:
                 self.absent[name] += 1
-        return SampleSet(t, windows, stamps)
+        return SampleSet(t, windows, stamps, ends)
 
     def _before(self, name: str, frame: Frame, lo: int) -> bool:
         """
@@ -290,7 +306,7 @@ class Synchronizer:
         An audio chunk (spans time) ending at lo misses [lo, t); a frame stamped lo is in it.
         """
         if self.kinds[name].spans_time:
-            return frame_end_ns(frame) <= lo
+            return frame.end_ns <= lo
         return frame.stamp_ns < lo
 
     def _prune(self) -> list[Drop]:

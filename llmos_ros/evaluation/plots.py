@@ -5,7 +5,8 @@ Evaluation plots (matplotlib, Agg backend, PNG files); ROS-free, arrays in, file
   number of modalities given.
 - `plot_latent_projection(latents, labels, path)`: 2-D PCA of latent means coloured by label.
 - `plot_examples(columns, path, kind)`: inputs beside reconstructions and cross-modal
-  predictions; images as images, audio log-mel spectrograms (1, n_mels, frames) as spectrograms.
+  predictions, each drawn as its kind's `picture` (images as images, audio log-mel
+  spectrograms as spectrograms, a wrench as its six axes over time).
 - `plot_comparison(results_a, results_b, path)`: two reports' per-subset figures side by side.
 
 `results` is the dict described in llmos_ros.evaluation.report.
@@ -20,6 +21,8 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from llmos_ros import kinds  # noqa: E402
 
 
 def subset_label(subset: Sequence[str]) -> str:
@@ -149,22 +152,17 @@ def plot_latent_projection(latents, labels, path, max_points: int = 3000) -> Pat
     return _save(fig, path)
 
 
-def _show(ax, a: np.ndarray, kind: str, vmin: float, vmax: float) -> None:
-    """Draw one sample: (C, H, W) image (1 or 3 channels) or (1, n_mels, frames) spectrogram."""
-    a = np.asarray(a, dtype=np.float64)
-    if a.ndim == 3 and a.shape[0] == 3 and kind != 'audio':
-        rgb = np.clip((a.transpose(1, 2, 0) - vmin) / max(vmax - vmin, 1e-12), 0, 1)
-        ax.imshow(rgb, interpolation='nearest')
+def _show(ax, a: np.ndarray, kind: kinds.Kind, vmin: float, vmax: float) -> None:
+    """Draw one sample as its kind's picture: RGB, a spectrogram or a grey image."""
+    picture = kind.picture(np.asarray(a, dtype=np.float64))
+    if picture.ndim == 3:
+        ax.imshow(np.clip((picture - vmin) / max(vmax - vmin, 1e-12), 0, 1),
+                  interpolation='nearest')
+    elif kind.time_frequency:
+        ax.imshow(picture, origin='lower', aspect='auto', cmap='magma', vmin=vmin, vmax=vmax,
+                  interpolation='nearest')
     else:
-        if a.ndim == 3:
-            img = a[0] if a.shape[0] == 1 else a.mean(axis=0)
-        else:
-            img = a.reshape(1, -1) if a.ndim < 2 else a.reshape(-1, a.shape[-1])
-        if kind == 'audio':
-            ax.imshow(img, origin='lower', aspect='auto', cmap='magma', vmin=vmin, vmax=vmax,
-                      interpolation='nearest')
-        else:
-            ax.imshow(img, cmap='gray', vmin=vmin, vmax=vmax, interpolation='nearest')
+        ax.imshow(picture, cmap='gray', vmin=vmin, vmax=vmax, interpolation='nearest')
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -176,9 +174,11 @@ def plot_examples(columns: Mapping[str, object], path, kind: str = 'image',
 
     columns: {title: array [N, *shape]} with the same N and shape for every entry, e.g.
     {'input': x, 'recon (image)': r, 'from audio': c}; the first entry sets the colour scale of
-    its row. kind 'audio' draws (1, n_mels, frames) as spectrograms (mel bins upwards, time to
-    the right); other kinds draw (C, H, W) as grey (C=1), RGB (C=3) or channel-mean images.
+    its row. Each array is drawn as the `picture` of the modality kind named `kind`: RGB, grey,
+    or for time-frequency kinds (audio) a spectrogram (frequency upwards, time to the right).
     """
+    drawer = kinds.get(kind)
+    spectra = drawer.time_frequency
     cols = {k: np.asarray(v.detach().cpu() if hasattr(v, 'detach') else v, dtype=np.float64)
             for k, v in columns.items()}
     if not cols:
@@ -186,7 +186,7 @@ def plot_examples(columns: Mapping[str, object], path, kind: str = 'image',
     n = min(min(len(v) for v in cols.values()), max_rows)
     names = list(cols)
     fig, axes = plt.subplots(max(n, 1), len(names), squeeze=False,
-                             figsize=(1.6 * len(names) * (1.4 if kind == 'audio' else 1.0),
+                             figsize=(1.6 * len(names) * (1.4 if spectra else 1.0),
                                       1.5 * max(n, 1) + 0.4))
     first = cols[names[0]]
     for r in range(n):
@@ -194,12 +194,12 @@ def plot_examples(columns: Mapping[str, object], path, kind: str = 'image',
         if vmax <= vmin:
             vmax = vmin + 1.0
         for c, name in enumerate(names):
-            _show(axes[r][c], cols[name][r], kind, vmin, vmax)
+            _show(axes[r][c], cols[name][r], drawer, vmin, vmax)
             if r == 0:
                 axes[r][c].set_title(name, fontsize=8)
-            if kind == 'audio' and c == 0:
-                axes[r][c].set_ylabel('mel bin', fontsize=7)
-            if kind == 'audio' and r == n - 1:
+            if spectra and c == 0:
+                axes[r][c].set_ylabel('frequency bin', fontsize=7)
+            if spectra and r == n - 1:
                 axes[r][c].set_xlabel('frame (time)', fontsize=7)
     if n == 0:
         for ax in axes[0]:

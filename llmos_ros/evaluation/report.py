@@ -408,7 +408,7 @@ def write_report(out_dir, results: Mapping, latents=None, labels=None,
     latents: optional [N, D] latent means, or {subset label: [N, D]}, for the PCA plot;
     labels: optional [N] labels colouring it. examples: optional
     {modality: {column title: array [n, *shape]}}, e.g. {'image': {'input': x, 'recon': r,
-    'from audio': c}}, one grid plot per modality, drawn as spectrograms for kind 'audio'.
+    'from audio': c}}, one grid plot per modality, each drawn by its kind (`Kind.picture`).
     Returns {'json': ..., 'markdown': ..., <plot name>: ...}.
     """
     out = Path(out_dir)

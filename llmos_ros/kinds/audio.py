@@ -6,7 +6,7 @@ Reads llmos_ros/AudioChunk at any sample rate. Paired as the chunks overlapping
 model's rate (windowed sinc), the last `window_s` seconds ending at the sample time (zeros in
 front when short), then a causal log-mel spectrogram. Predictions are published as the
 Griffin-Lim waveform of the model's window at its rate. Bad input raises InputError
-'type', 'sample_rate', 'size', 'nan' or 'too_large'.
+'type', 'sample_rate', 'size', 'nan' or 'too_large'. Drawn as spectrograms.
 
 Default window 1.5 s: a spoken word or a contact sound lasts up to about 1 s, and the frame that
 shows its cause can come up to about 0.5 s after it ends, so a window ending at a camera frame
@@ -14,19 +14,23 @@ holds the whole event; a longer one mixes in the event before it.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from llmos_ros.core.frames import AUDIO_CHUNK, AudioFrame, Frame
+from llmos_ros.core.frames import Frame, check_limit, header_fields
+from llmos_ros.core.messages import Flavour, array_field, header
 from llmos_ros.errors import InputError
 from llmos_ros.kinds.base import Kind
 
 if TYPE_CHECKING:
     from llmos_ros.config import ModalityConfig
 
+AUDIO_CHUNK = 'llmos_ros/msg/AudioChunk'
+MAX_AUDIO_VALUES = 4 * 1024 * 1024  # samples x channels of one message, checked before a copy
 # AudioChunk sample rates outside [MIN, MAX] are refused ('sample_rate'), chunks longer than
 # MAX_CHUNK_S or with more than MAX_CHANNELS channels too ('too_large'): this bounds the
 # resampler's work per chunk. A rate whose exact ratio to the model's needs more than MAX_PHASES
@@ -38,6 +42,30 @@ MAX_CHUNK_S = 2.0
 MAX_CHANNELS = 64
 MAX_PHASES = 1024
 LOG_FLOOR = 1e-6  # added to mel power before the log
+PICTURE_N_FFT = 256  # FFT size of the debug picture's spectrogram
+
+
+@dataclass(frozen=True)
+class AudioFrame(Frame):
+    """One llmos_ros/AudioChunk."""
+
+    stamp_ns: int  # capture time of the first sample
+    sample_rate: int
+    channels: int
+    samples: np.ndarray  # float32, flat, interleaved
+    frame_id: str = ''
+
+    @property
+    def n_frames(self) -> int:
+        """Samples per channel."""
+        return int(self.samples.size // max(self.channels, 1))
+
+    @property
+    def end_ns(self) -> int:
+        """Stamp just after the last sample (start of the next chunk)."""
+        if self.sample_rate <= 0:
+            return self.stamp_ns
+        return self.stamp_ns + int(round(self.n_frames * 1e9 / self.sample_rate))
 
 
 def resample(x: np.ndarray, src_rate: int, dst_rate: int, half_taps: int = 16) -> np.ndarray:
@@ -250,8 +278,25 @@ class AudioKind(Kind):
     message_types = (AUDIO_CHUNK,)
     prediction_type = AUDIO_CHUNK
     default_window_s = 1.5
+    frame_types = (AudioFrame,)
     spans_time = True
     reference_rank = 2
+    time_frequency = True
+    picture_span_s = 1.0
+
+    def frame_from_msg(self, msg_type: str, msg: Any) -> Frame:
+        """An AudioChunk, its samples as float32 (size checked before the copy)."""
+        check_limit('audio chunk values', len(msg.samples), MAX_AUDIO_VALUES)
+        stamp, frame_id = header_fields(msg)
+        return AudioFrame(stamp, int(msg.sample_rate), int(msg.channels),
+                          np.asarray(msg.samples, dtype=np.float32).ravel(), frame_id)
+
+    def frame_message(self, frame: Frame, flavour: Flavour) -> tuple[str, Any]:
+        """An AudioChunk."""
+        return AUDIO_CHUNK, flavour.message_class(AUDIO_CHUNK)(
+            header=header(frame.stamp_ns, frame.frame_id, flavour),
+            sample_rate=int(frame.sample_rate), channels=int(frame.channels),
+            samples=array_field(frame.samples, np.float32, flavour))
 
     def windowed(self, mod: ModalityConfig) -> bool:
         """Audio is always a window of chunks."""
@@ -275,6 +320,22 @@ class AudioKind(Kind):
         """A mono chunk at the model's rate: Griffin-Lim of the predicted spectrogram."""
         wave = log_mel_to_waveform(raw, mod, n_iter=iterations)
         return AudioFrame(stamp_ns, int(mod.sample_rate), 1, wave, frame_id)
+
+    def frames_picture(self, frames: Sequence[Frame]) -> np.ndarray:
+        """
+        Consecutive chunks (first channel) as a spectrogram in dB, (frequency, time).
+
+        Frequency bins run upwards (row 0 lowest), about 128 columns of time.
+        """
+        samples = np.concatenate([np.asarray(f.samples, np.float32).reshape(
+            -1, max(f.channels, 1))[:, 0] for f in frames])
+        n = PICTURE_N_FFT
+        samples = np.pad(samples, (0, max(0, n - samples.size)))
+        hop = max(n // 4, (samples.size - n) // 128 or 1)
+        window = _hann(n)
+        spec = np.abs(np.stack([np.fft.rfft(samples[s:s + n] * window)
+                                for s in range(0, samples.size - n + 1, hop)], 1))
+        return 20.0 * np.log10(spec + 1e-6)
 
     def from_topic(self, msg_type: str, frame: Frame) -> dict:
         """The model runs at the sample rate of the first chunk."""

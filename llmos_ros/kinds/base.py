@@ -2,16 +2,19 @@
 The interface of a modality kind, and the registry of kinds by name.
 
 A kind is everything the pipeline knows about one sort of sensor stream: the ROS messages it
-reads, the model array it becomes (shape, validation, preprocessing, inverse), how the
+reads and the frame records they become (both directions, `frame_from_msg` / `frame_message`),
+the model array a window of records becomes (shape, validation, preprocessing, inverse), how the
 synchronizer pairs it (the newest frame, or a causal time window), the message its prediction is
-published as and how a bag topic becomes a modality config. Training, evaluation and the live
-node reach a kind only through `get(name)` / `of(mod)`, so adding a sensor is one module with a
-`Kind` subclass and one `register` line in llmos_ros/kinds/__init__.py. Kinds are ROS-free:
-message types are names ('sensor_msgs/msg/Image'); the node layer turns them into classes.
+published as, how a bag topic becomes a modality config and how it is drawn (`picture`,
+`frames_picture`). Training, evaluation and the live node reach a kind only through
+`get(name)` / `of(mod)` and the message dispatch below, so adding a sensor is one module with
+its records and a `Kind` subclass and one `register` line in llmos_ros/kinds/__init__.py.
+Kinds are ROS-free: message types are names ('sensor_msgs/msg/Image'); the node layer turns
+them into classes, and messages are built through a `core.messages.Flavour`.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -20,6 +23,7 @@ from llmos_ros.errors import ConfigError
 
 if TYPE_CHECKING:
     from llmos_ros.config import ModalityConfig
+    from llmos_ros.core.messages import Flavour
 
 
 class Kind:
@@ -30,21 +34,40 @@ class Kind:
     - `name`: the value of `ModalityConfig.kind`;
     - `message_types`: input ROS types a modality of this kind reads (the node subscribes with
       the modality's `msg_type`, which must be one of them);
+    - `frame_types`: the `Frame` record classes of those messages (defined in the kind's module);
     - `prediction_type`: ROS type of `llmos/prediction/<modality>`;
     - `default_window_s`: the causal window a config's `window_s: -1` stands for (0: none);
     - `spans_time`: frames cover [stamp, end) (audio chunks), so a window takes the frames that
       overlap it and a reference frame's sample ends at its end; otherwise a frame is an
       instant, in a window [t - window_s, t) when stamped in it;
     - `reference_rank`: preference as the sample clock when `sync.reference` is not set (the
-      lowest-ranked kind present wins: a camera before taxels before audio).
+      lowest-ranked kind present wins: a camera before taxels before audio);
+    - `time_frequency`: pictures have frequency upwards and time to the right (spectrograms);
+    - `picture_span_s`: seconds of input frames the debug picture draws (0: the newest frame).
     """
 
     name: str = ''
     message_types: tuple[str, ...] = ()
+    frame_types: tuple[type, ...] = ()
     prediction_type: str = ''
     default_window_s: float = 0.0
     spans_time: bool = False
     reference_rank: int = 10
+    time_frequency: bool = False
+    picture_span_s: float = 0.0
+
+    def frame_from_msg(self, msg_type: str, msg: Any) -> Frame:
+        """
+        An rclpy or rosbags message of one of `message_types` -> its frame record.
+
+        Fields are read by name (both flavours have the same); InputError('too_large') before
+        copying a message beyond the kind's size limits.
+        """
+        raise NotImplementedError
+
+    def frame_message(self, frame: Frame, flavour: Flavour) -> tuple[str, Any]:
+        """A record of one of `frame_types` -> (type name, message) in `flavour`."""
+        raise NotImplementedError
 
     def windowed(self, mod: ModalityConfig) -> bool:
         """Paired as a causal time window (else: the newest frame at the sample time)."""
@@ -76,6 +99,24 @@ class Kind:
         """
         raise NotImplementedError
 
+    def picture(self, array: np.ndarray) -> np.ndarray:
+        """
+        A model array (of `shape`) as a picture: 2-D (rows, columns) or RGB (rows, columns, 3).
+
+        Values keep the array's units; the caller scales them. The default is the channel mean.
+        """
+        return np.asarray(array, np.float64).mean(axis=0)
+
+    def frames_picture(self, frames: Sequence[Frame]) -> np.ndarray:
+        """
+        The newest input frames (oldest first; see `picture_span_s`) as a picture.
+
+        uint8 RGB (rows, columns, 3) is shown as it is; a 2-D float array is coloured by the
+        caller (a heat map, or a spectrogram in dB when `time_frequency`). The default: no
+        picture, an empty array.
+        """
+        return np.zeros((0, 0))
+
     def role(self, topic: str) -> str:
         """The modality name `dataset.infer_modalities` gives a bag topic of this kind."""
         return self.name
@@ -96,6 +137,10 @@ def register(kind: Kind) -> Kind:
         other = for_message_type(t)
         if other is not None:
             raise ValueError(f'{t} is read by kind {other.name!r} already')
+    for record in kind.frame_types:
+        other = _for_record(record)
+        if other is not None:
+            raise ValueError(f'{record.__name__} is a record of kind {other.name!r} already')
     _KINDS[kind.name] = kind
     return kind
 
@@ -130,3 +175,29 @@ def for_message_type(msg_type: str) -> Kind | None:
 def message_types_by_kind() -> dict[str, tuple[str, ...]]:
     """{kind name: message types it reads} of the registered kinds."""
     return {k.name: k.message_types for k in _KINDS.values()}
+
+
+def _for_record(record: type) -> Kind | None:
+    """The kind whose `frame_types` holds the record class (None: none)."""
+    return next((k for k in _KINDS.values() if record in k.frame_types), None)
+
+
+def frame_from_msg(msg_type: str, msg: Any) -> Frame:
+    """
+    An rclpy or rosbags message of a type some kind reads -> its frame record.
+
+    InputError('too_large') before copying an oversized message; ValueError for a type no
+    registered kind reads.
+    """
+    kind = for_message_type(msg_type)
+    if kind is None:
+        raise ValueError(f'not a sensor input type of a modality kind: {msg_type}')
+    return kind.frame_from_msg(msg_type, msg)
+
+
+def frame_message(frame: Frame, flavour: Flavour) -> tuple[str, Any]:
+    """A frame record as (type name, message) in `flavour`; TypeError for other objects."""
+    kind = _for_record(type(frame))
+    if kind is None:
+        raise TypeError(f'not a frame record: {type(frame).__name__}')
+    return kind.frame_message(frame, flavour)

@@ -1,10 +1,11 @@
 """
-Causal time windows of instantaneous frames on a fixed time grid (taxels, wrench).
+Causal time windows of instantaneous frames on a time grid; `GridKind` (taxels, wrench).
 
 The frames stamped in [t - window_s, t) are averaged into the `grid_steps(mod)` bins of the
 `grid_hz` grid: bin k covers [t - window_s + k dt, t - window_s + (k + 1) dt). An empty bin
 holds the bin before it (zero-order hold), empty leading bins the first filled one. Sensors of
 any rate map onto the same array: at 100 Hz one frame a bin, at 1 kHz ten averaged.
+The window ends where the synchronizer says (`SampleSet.window_end`).
 """
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from llmos_ros.core.frames import Frame
 from llmos_ros.errors import ConfigError, InputError
+from llmos_ros.kinds.base import Kind
 
 if TYPE_CHECKING:
     from llmos_ros.config import ModalityConfig
@@ -54,3 +57,50 @@ def grid_window(values: Sequence[np.ndarray], stamps_ns: Sequence[int], mod: Mod
     src = np.maximum.accumulate(np.where(counts > 0, np.arange(steps), -1))
     src[src < 0] = filled[0]
     return np.ascontiguousarray(out[src].transpose(1, 0, 2), dtype=np.float32)
+
+
+class GridKind(Kind):
+    """
+    A kind of instantaneous frames, each a (channels, n) array, paired as a grid window.
+
+    With `window_s` > 0 (default 0.32 s) the frames of the window on the grid, shape
+    (channels, steps, n); with `window_s: 0` the newest frame, `frame_shape`. A subclass gives
+    `frame_shape` and `frame_values` (its checked frame), its own `inverse` and `noun` (what
+    an error calls one frame).
+    """
+
+    default_window_s = 0.32
+    noun = 'frame'
+
+    def frame_shape(self, mod: ModalityConfig) -> tuple[int, ...]:
+        """Model shape of one frame (no window); its first axis is the channels."""
+        raise NotImplementedError
+
+    def frame_values(self, mod: ModalityConfig, frame: Frame) -> np.ndarray:
+        """A checked frame as a float32 array of `frame_shape`; InputError if unusable."""
+        raise NotImplementedError
+
+    def shape(self, mod: ModalityConfig) -> tuple[int, ...]:
+        """(channels, steps, n) with a window, else `frame_shape`."""
+        one = self.frame_shape(mod)
+        if mod.window_s > 0:
+            return (one[0], grid_steps(mod), int(np.prod(one[1:])))
+        return one
+
+    def validate(self, mod: ModalityConfig, frame: Frame) -> None:
+        """The checks of `frame_values`."""
+        self.frame_values(mod, frame)
+
+    def preprocess(self, mod: ModalityConfig, window: Sequence[Frame],
+                   stamp_ns: int | None) -> np.ndarray:
+        """The window on the grid, or the newest frame (`window_s: 0`)."""
+        if mod.window_s <= 0:
+            return self.frame_values(mod, window[-1])
+        values = [self.frame_values(mod, fr) for fr in window]
+        return grid_window([v.reshape(v.shape[0], -1) for v in values],
+                           [int(fr.stamp_ns) for fr in window], mod, stamp_ns, self.noun)
+
+    def newest_step(self, mod: ModalityConfig, array: np.ndarray) -> np.ndarray:
+        """The newest step of a model array (of a window, its last), (channels, n)."""
+        array = np.asarray(array)
+        return array[:, -1, :] if mod.window_s > 0 else array.reshape(array.shape[0], -1)

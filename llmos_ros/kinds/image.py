@@ -5,29 +5,31 @@ Reads sensor_msgs/Image (rgb8, bgr8, mono8, rgba8, bgra8, mono16 and the cv_brid
 CompressedImage (jpeg / png). Paired as the newest frame at the sample time. Preprocessing:
 decoded, converted to the model's channels (1 = grey, 3 = RGB), resized with `cv2.INTER_AREA`,
 scaled to [0, 1]; predictions are published as mono8 / rgb8 Images at the model's size.
-Bad input raises InputError 'type', 'encoding', 'size', 'decode' or 'too_large'.
+Bad input raises InputError 'type', 'encoding', 'size', 'decode' or 'too_large'. Drawn as RGB
+(or grey) pictures.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
 
 import cv2
 import numpy as np
 
-from llmos_ros.core.frames import (
-    COMPRESSED_IMAGE,
-    IMAGE,
-    MAX_IMAGE_PIXELS,
-    CompressedFrame,
-    Frame,
-    ImageFrame,
-)
+from llmos_ros.core.frames import Frame, check_limit, header_fields
+from llmos_ros.core.messages import Flavour, array_field, header
 from llmos_ros.errors import InputError
 from llmos_ros.kinds.base import Kind
 
 if TYPE_CHECKING:
     from llmos_ros.config import ModalityConfig
 
+IMAGE = 'sensor_msgs/msg/Image'
+COMPRESSED_IMAGE = 'sensor_msgs/msg/CompressedImage'
+# Size limits, checked on the message before any copy or decode (InputError 'too_large'):
+MAX_IMAGE_PIXELS = 4096 * 4096  # raw or compressed (declared size); 4K UHD fits
+MAX_IMAGE_BYTES = 64 * 1024 * 1024  # raw image data (4096 x 4096 rgba8 = 64 MiB)
+MAX_COMPRESSED_BYTES = 16 * 1024 * 1024
 MAX_SIDE = 64  # inferred image modalities are downscaled to at most this many pixels a side
 _MONO = ('mono8', 'mono16', '8uc1', '16uc1')
 
@@ -37,6 +39,30 @@ _ENCODINGS = {
     'mono8': (1, 1, 'mono'), 'mono16': (1, 2, 'mono'),
     '8uc1': (1, 1, 'mono'), '8uc3': (3, 1, 'bgr'), '8uc4': (4, 1, 'bgr'), '16uc1': (1, 2, 'mono'),
 }
+
+
+@dataclass(frozen=True)
+class ImageFrame(Frame):
+    """One sensor_msgs/Image."""
+
+    stamp_ns: int
+    encoding: str
+    height: int
+    width: int
+    step: int
+    is_bigendian: bool
+    data: np.ndarray  # uint8, flat, as in the message
+    frame_id: str = ''
+
+
+@dataclass(frozen=True)
+class CompressedFrame(Frame):
+    """One sensor_msgs/CompressedImage."""
+
+    stamp_ns: int
+    format: str  # e.g. 'jpeg', 'png', 'rgb8; jpeg compressed bgr8'
+    data: np.ndarray  # uint8, flat
+    frame_id: str = ''
 
 
 def decode_image(frame: ImageFrame | CompressedFrame) -> np.ndarray:
@@ -165,8 +191,35 @@ class ImageKind(Kind):
 
     name = 'image'
     message_types = (IMAGE, COMPRESSED_IMAGE)
+    frame_types = (ImageFrame, CompressedFrame)
     prediction_type = IMAGE
     reference_rank = 0
+
+    def frame_from_msg(self, msg_type: str, msg: Any) -> Frame:
+        """An Image or CompressedImage, its data as uint8 (sizes checked before the copy)."""
+        stamp, frame_id = header_fields(msg)
+        if msg_type == COMPRESSED_IMAGE:
+            check_limit('compressed image bytes', len(msg.data), MAX_COMPRESSED_BYTES)
+            return CompressedFrame(stamp, str(msg.format),
+                                   np.frombuffer(bytes(msg.data), np.uint8), frame_id)
+        check_limit(f'image {msg.width}x{msg.height}: pixels', int(msg.height) * int(msg.width),
+                    MAX_IMAGE_PIXELS)
+        check_limit('image data bytes', len(msg.data), MAX_IMAGE_BYTES)
+        return ImageFrame(stamp, str(msg.encoding), int(msg.height), int(msg.width),
+                          int(msg.step), bool(msg.is_bigendian),
+                          np.frombuffer(bytes(msg.data), np.uint8), frame_id)
+
+    def frame_message(self, frame: Frame, flavour: Flavour) -> tuple[str, Any]:
+        """An Image or CompressedImage."""
+        head = header(frame.stamp_ns, frame.frame_id, flavour)
+        data = array_field(frame.data, np.uint8, flavour)
+        if isinstance(frame, CompressedFrame):
+            return COMPRESSED_IMAGE, flavour.message_class(COMPRESSED_IMAGE)(
+                header=head, format=str(frame.format), data=data)
+        return IMAGE, flavour.message_class(IMAGE)(
+            header=head, height=int(frame.height), width=int(frame.width),
+            encoding=str(frame.encoding), is_bigendian=int(bool(frame.is_bigendian)),
+            step=int(frame.step), data=data)
 
     def windowed(self, mod: ModalityConfig) -> bool:
         """Images are never windowed: the newest frame at the sample time."""
@@ -199,6 +252,17 @@ class ImageKind(Kind):
         h, w, c = pixels.shape
         return ImageFrame(stamp_ns, 'mono8' if c == 1 else 'rgb8', h, w, w * c, False,
                           np.ascontiguousarray(pixels).ravel(), frame_id)
+
+    def picture(self, array: np.ndarray) -> np.ndarray:
+        """RGB (height, width, 3) of a 3-channel image, else the channel mean (height, width)."""
+        array = np.asarray(array, np.float64)
+        return array.transpose(1, 2, 0) if array.shape[0] == 3 else array.mean(axis=0)
+
+    def frames_picture(self, frames: Sequence[Frame]) -> np.ndarray:
+        """The newest frame decoded, uint8 RGB (mono as grey); InputError if it cannot be."""
+        rgb = decode_image(frames[-1])
+        rgb = np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb
+        return (rgb * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)
 
     def role(self, topic: str) -> str:
         """'tactile_image' for a topic named tactile (optical tactile sensors), else 'camera'."""

@@ -67,6 +67,25 @@ def poe(mus: torch.Tensor, logvars: torch.Tensor, mask: torch.Tensor,
     return mu, logvar
 
 
+def subset_poe(mus: torch.Tensor, logvars: torch.Tensor, masks: torch.Tensor,
+               prior_expert: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    `poe` of several expert subsets at once: masks [S, M, B] -> mu, logvar [S, B, D].
+
+    The experts [M, B, D] are repeated per subset and fused in one batched product (MoPoE's
+    mixture components, MVAE's ELBO terms).
+    """
+    s = masks.shape[0]
+    m, b, d = mus.shape
+
+    def tile(x: torch.Tensor) -> torch.Tensor:
+        return x.unsqueeze(0).expand(s, m, b, d).transpose(0, 1).reshape(m, s * b, d)
+
+    mu, logvar = poe(tile(mus), tile(logvars), masks.transpose(0, 1).reshape(m, s * b),
+                     prior_expert=prior_expert)
+    return mu.reshape(s, b, d), logvar.reshape(s, b, d)
+
+
 def gaussian_mixture_moments(mus: torch.Tensor, logvars: torch.Tensor, weights: torch.Tensor
                              ) -> tuple[torch.Tensor, torch.Tensor]:
     """

@@ -63,4 +63,4 @@ def surprise(fields: dict):
 
 def frame_msg(frame):
     """A core frame record as the rclpy message of its contract type."""
-    return messages.frame_message(frame, RCLPY)[1]
+    return kinds.frame_message(frame, RCLPY)[1]

@@ -28,8 +28,8 @@ import time
 import numpy as np
 from rclpy.node import Node
 
-from llmos_ros.core.frames import AudioFrame
 from llmos_ros.errors import ConfigError
+from llmos_ros.kinds.audio import AudioFrame
 from llmos_ros.nodes import convert
 from llmos_ros.nodes import diagnostics as diag
 from llmos_ros.nodes.qos import QosEvents, create_sensor_publisher

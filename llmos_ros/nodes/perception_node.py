@@ -41,13 +41,13 @@ import numpy as np
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 
+from llmos_ros import kinds
 from llmos_ros.belief import BeliefConfig
 from llmos_ros.checkpoint import load_checkpoint
-from llmos_ros.core import frames as F
 from llmos_ros.core.drops import Drop, DropCounter
-from llmos_ros.core.frames import frame_from_msg
 from llmos_ros.errors import ConfigError, InputError, LlmosError
 from llmos_ros.inference import Inference, PerceptionEngine, check_device
+from llmos_ros.kinds.image import COMPRESSED_IMAGE, IMAGE, ImageFrame
 from llmos_ros.nodes import convert
 from llmos_ros.nodes.diagnostics import ERROR, OK, WARN, RateTracker, make_status
 from llmos_ros.nodes.qos import (
@@ -62,7 +62,6 @@ from llmos_ros.temporal import TemporalTracker
 
 LATENCY_WINDOW = 1000
 WORKER_JOIN_S = 5.0  # deactivate waits this long for a worker to finish its sample
-AUDIO_DEBUG_S = 1.0  # seconds of input audio shown in the debug image
 
 PARAMETERS = {
     'model_path': Param('', 'checkpoint from llmos-train; empty: stay unconfigured',
@@ -140,7 +139,7 @@ class PerceptionNode(LifecycleNode):
         self._apply_live(declare_parameters(self, PARAMETERS))
         self._qos_events = QosEvents(self)
         self._frame_ids: dict[str, str] = {}  # modality -> frame_id of its newest input
-        self._last_inputs: dict = {}  # modality -> newest input frame(s), for the debug image
+        self._last_inputs: dict = {}  # modality -> deque of its newest frames, for the debug image
         self._debug_pub = None
         self._last_debug = -1e9
         self._declare_belief_parameters()
@@ -319,8 +318,8 @@ class PerceptionNode(LifecycleNode):
         mod = self.engine.cfg.modalities[name]
         topic, msg_type = mod.topic.lstrip('/'), mod.msg_type
         transport = self.get_parameter('camera_transport').value
-        if msg_type == F.IMAGE and name == 'camera' and transport == 'compressed':
-            return topic + '/compressed', F.COMPRESSED_IMAGE
+        if msg_type == IMAGE and name == 'camera' and transport == 'compressed':
+            return topic + '/compressed', COMPRESSED_IMAGE
         return topic, msg_type
 
     def _create_publishers(self):
@@ -373,7 +372,7 @@ class PerceptionNode(LifecycleNode):
         received = time.monotonic()
         self._rates[name].tick(received)
         try:
-            frame = frame_from_msg(msg_type, msg)
+            frame = kinds.frame_from_msg(msg_type, msg)
         except InputError as exc:  # oversized: refused before it is copied
             self._refuse(Drop(name, exc.reason, str(exc)))
             return
@@ -528,15 +527,13 @@ class PerceptionNode(LifecycleNode):
 
     # --- debug image ---------------------------------------------------------------------------
     def _keep_for_debug(self, name: str, frame) -> None:
-        """Keep the newest input (audio: the last AUDIO_DEBUG_S of chunks) for the debug image."""
+        """Keep the newest input frames (its kind's `picture_span_s`) for the debug image."""
+        span_ns = kinds.of(self.engine.cfg.modalities[name]).picture_span_s * 1e9
         with self._lock:
-            if not isinstance(frame, F.AudioFrame):
-                self._last_inputs[name] = frame
-                return
-            chunks = self._last_inputs.setdefault(name, deque())
-            chunks.append(frame)
-            while chunks and frame.end_ns - chunks[0].stamp_ns > AUDIO_DEBUG_S * 1e9:
-                chunks.popleft()
+            kept = self._last_inputs.setdefault(name, deque())
+            kept.append(frame)
+            while len(kept) > 1 and frame.end_ns - kept[0].stamp_ns > span_ns:
+                kept.popleft()
 
     def _debug_wanted(self) -> bool:
         """A debug image is due: subscribed, and its period has passed."""
@@ -548,13 +545,14 @@ class PerceptionNode(LifecycleNode):
         from llmos_ros.core import debug_view
         self._last_debug = time.monotonic()
         with self._lock:
-            inputs = {name: (list(f) if isinstance(f, deque) else f)
-                      for name, f in self._last_inputs.items()}
-        picture = debug_view.render(list(engine.names), inputs, frames, list(result.modalities),
+            inputs = {name: list(kept) for name, kept in self._last_inputs.items()}
+        modalities = engine.cfg.modalities
+        picture = debug_view.render({name: kinds.of(modalities[name]) for name in engine.names},
+                                    inputs, frames, list(result.modalities),
                                     float(np.mean(result.std)))
         height, width = picture.shape[:2]
-        frame = F.ImageFrame(result.stamp_ns, 'rgb8', height, width, width * 3, False,
-                             picture.ravel(), self._live['frame_id'])
+        frame = ImageFrame(result.stamp_ns, 'rgb8', height, width, width * 3, False,
+                           picture.ravel(), self._live['frame_id'])
         self._debug_pub.publish(convert.frame_msg(frame))
 
     def _drop(self, name: str, reason: str, text: str):

@@ -33,17 +33,10 @@ from llmos_ros.errors import LlmosError
 from llmos_ros.msg import AudioChunk, TactileArray
 from llmos_ros.nodes import convert
 from llmos_ros.nodes.qos import create_sensor_publisher, overridable
-from llmos_ros.sim.scene import (
-    AUDIO_TOPIC,
-    CAMERA_TOPIC,
-    LABEL_TOPIC,
-    TACTILE_TOPIC,
-    Scene,
-    SceneConfig,
-)
+from llmos_ros.sim.scene import LABEL_TOPIC, STREAMS, Scene, SceneConfig
 
-ENABLE = {'enable_camera': CAMERA_TOPIC, 'enable_audio': AUDIO_TOPIC,
-          'enable_tactile': TACTILE_TOPIC}
+ENABLE = {f'enable_{name}': topic for name, topic in STREAMS.items()}  # parameter -> topic
+MESSAGES = {'camera': Image, 'audio': AudioChunk, 'tactile': TactileArray}  # by stream
 LABEL_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
                        reliability=ReliabilityPolicy.RELIABLE,
                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -82,9 +75,8 @@ class SimSourceNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._pubs = {
-            CAMERA_TOPIC: create_sensor_publisher(self, Image, CAMERA_TOPIC),
-            AUDIO_TOPIC: create_sensor_publisher(self, AudioChunk, AUDIO_TOPIC),
-            TACTILE_TOPIC: create_sensor_publisher(self, TactileArray, TACTILE_TOPIC),
+            **{topic: create_sensor_publisher(self, MESSAGES[name], topic)
+               for name, topic in STREAMS.items()},
             LABEL_TOPIC: self.create_publisher(String, LABEL_TOPIC, LABEL_QOS,
                                                qos_overriding_options=overridable()),
         }

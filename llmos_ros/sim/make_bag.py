@@ -22,18 +22,10 @@ from pathlib import Path
 import sys
 
 from llmos_ros.errors import ConfigError, LlmosError
-from llmos_ros.sim.scene import (
-    AUDIO_TOPIC,
-    CAMERA_TOPIC,
-    LABEL_TOPIC,
-    TACTILE_TOPIC,
-    Scene,
-    SceneConfig,
-)
+from llmos_ros.sim.scene import LABEL_TOPIC, STREAMS, Scene, SceneConfig
 
 # 2023-11-14T22:13:20Z: a fixed, realistic start so the same arguments give the same bag.
 DEFAULT_START_NS = 1_700_000_000 * 1_000_000_000
-STREAMS = {'camera': CAMERA_TOPIC, 'audio': AUDIO_TOPIC, 'tactile': TACTILE_TOPIC}
 EVENT_KINDS = ('swap', 'freeze', 'silence')
 SWAP_SEED_OFFSET = 7919  # the swap source scene's seed: seed + this
 

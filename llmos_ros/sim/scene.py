@@ -33,8 +33,11 @@ from typing import Iterator
 
 import numpy as np
 
-from llmos_ros.core.frames import LABEL_TOPIC, AudioFrame, ImageFrame, TactileFrame
+from llmos_ros.core.frames import LABEL_TOPIC
 from llmos_ros.errors import ConfigError
+from llmos_ros.kinds.audio import AudioFrame
+from llmos_ros.kinds.image import ImageFrame
+from llmos_ros.kinds.taxels import TactileFrame
 
 OBJECTS = ('cube', 'sphere', 'cylinder', 'cone')
 MATERIALS = ('metal', 'wood', 'rubber')
@@ -45,7 +48,8 @@ LABELS = tuple(f'{o}/{m}' for o in OBJECTS for m in MATERIALS)
 CAMERA_TOPIC = 'camera/image_raw'
 AUDIO_TOPIC = 'microphone/audio'
 TACTILE_TOPIC = 'tactile/array'
-TOPICS = (LABEL_TOPIC, CAMERA_TOPIC, AUDIO_TOPIC, TACTILE_TOPIC)
+STREAMS = {'camera': CAMERA_TOPIC, 'audio': AUDIO_TOPIC, 'tactile': TACTILE_TOPIC}  # sensors
+TOPICS = (LABEL_TOPIC, *STREAMS.values())
 _STREAM = {t: i for i, t in enumerate(TOPICS)}
 
 # Material properties: base colour (rgb), modal frequencies (Hz), mode gains, decay (s),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from llmos_ros.models.fusion import Mixture, poe, subset_matrix, uniform_weights
+from llmos_ros.models.fusion import Mixture, subset_matrix, subset_poe, uniform_weights
 from llmos_ros.models.fusions.base import Fusion
 from llmos_ros.models.objectives import (
     _finish,
@@ -28,18 +28,13 @@ from llmos_ros.models.objectives import (
 
 def mopoe(mus: torch.Tensor, logvars: torch.Tensor, mask: torch.Tensor) -> Mixture:
     """Uniform mixture over all non-empty subsets of present modalities of their PoE (no prior)."""
-    m, b, d = mus.shape
-    mat = subset_matrix(m, device=mus.device)  # [S, M]
-    s = mat.shape[0]
+    mat = subset_matrix(mus.shape[0], device=mus.device)  # [S, M]
     # expert mask per subset and sample: member of the subset and present
     emask = mat.unsqueeze(-1) & mask.unsqueeze(0)  # [S, M, B]
     # a subset is valid for a sample when all its members are present
     valid = (~mat.unsqueeze(-1) | mask.unsqueeze(0)).all(1)  # [S, B]
-    smus = mus.unsqueeze(0).expand(s, m, b, d).transpose(0, 1).reshape(m, s * b, d)
-    slvs = logvars.unsqueeze(0).expand(s, m, b, d).transpose(0, 1).reshape(m, s * b, d)
-    smask = emask.transpose(0, 1).reshape(m, s * b)
-    mu, logvar = poe(smus, slvs, smask, prior_expert=False)
-    return Mixture(mu.reshape(s, b, d), logvar.reshape(s, b, d), uniform_weights(valid))
+    mu, logvar = subset_poe(mus, logvars, emask, prior_expert=False)
+    return Mixture(mu, logvar, uniform_weights(valid))
 
 
 def mopoe_loss(model, xs, mask, step):

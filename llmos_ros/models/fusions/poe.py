@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from llmos_ros.models.fusion import Mixture, poe
+from llmos_ros.models.fusion import Mixture, poe, subset_poe
 from llmos_ros.models.fusions.base import Fusion
 from llmos_ros.models.objectives import (
     _finish,
@@ -25,17 +25,13 @@ from llmos_ros.models.objectives import (
 
 def mvae_loss(model, xs, mask, step):
     mus, logvars, _, _ = model.experts(xs, mask)
-    m, b, d = mus.shape
+    m, b = mask.shape
     beta = kl_weight(step, model.cfg.model.beta, model.cfg.model.warmup_steps)
     eye = torch.eye(m, dtype=torch.bool, device=mask.device)
     rand = torch.rand(m, b, device=mask.device) < 0.5
     terms = torch.cat([mask.unsqueeze(0), eye.unsqueeze(-1) & mask.unsqueeze(0),
                        (mask & rand).unsqueeze(0)], 0)  # [T, M, B]
-    t = terms.shape[0]
-    tmus = mus.unsqueeze(0).expand(t, m, b, d).transpose(0, 1).reshape(m, t * b, d)
-    tlvs = logvars.unsqueeze(0).expand(t, m, b, d).transpose(0, 1).reshape(m, t * b, d)
-    mu, lv = poe(tmus, tlvs, terms.transpose(0, 1).reshape(m, t * b), prior_expert=True)
-    mu, lv = mu.reshape(t, b, d), lv.reshape(t, b, d)
+    mu, lv = subset_poe(mus, logvars, terms, prior_expert=True)
     lp = _log_likelihoods(model, reparameterize(mu, lv), xs)  # [M, T, B]
     recon = (lp * terms.transpose(0, 1).float()).sum(0)  # [T, B]
     kl = kl_std_normal(mu, lv)
