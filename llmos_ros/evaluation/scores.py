@@ -225,8 +225,10 @@ def temporal_summary(opts: EvalOptions, loaded: Loaded, train: Replay | None, ru
 
 def train_beliefs(opts: EvalOptions, loaded: Loaded) -> tuple[np.ndarray, np.ndarray]:
     """
-    Belief means and labels of the training bag: the live path (engine + tracker) over its first
-    `max_fit_samples` samples in time order, so the belief probe is fitted on beliefs.
+    Belief means and labels of the training bag, for the belief probe.
+
+    The live path (engine + tracker) over the bag's first `max_fit_samples` samples in time
+    order, so the belief probe is fitted on beliefs as the test bag's are formed.
     """
     from llmos_ros.evaluation.replay import replay
     from llmos_ros.inference import PerceptionEngine
