@@ -31,7 +31,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 stamp="$VENV/.llmos-requirements.sha256"
-want="$(cat requirements/*.txt | sha256sum | cut -d' ' -f1)"
+want="$(cat requirements/core.txt requirements/ros.txt requirements/test.txt | sha256sum | cut -d' ' -f1)"  # not bench.txt: .venv-bench
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "installing pinned requirements into .venv (about a minute)"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
