@@ -8,13 +8,13 @@ benchmarks/fusion_speed.py.
 import torch
 
 from llmos_ros.models.objectives import (
-    _dreg,
-    _log_likelihoods,
-    _log_q_mixture,
-    _masked_mean,
     diag_normal_log_prob,
+    dreg,
     gaussian_log_prob,
     kl_weight,
+    log_likelihoods,
+    log_q_mixture,
+    masked_mean,
     std_normal_log_prob,
 )
 
@@ -27,11 +27,11 @@ def mmvae_loss(model, xs, mask, step):
     beta = kl_weight(step, model.cfg.model.beta, model.cfg.model.warmup_steps)
     zs = mus.unsqueeze(1) + torch.exp(0.5 * logvars).unsqueeze(1) * torch.randn(
         m, k, b, d, dtype=mus.dtype, device=mus.device)  # [M, K, B, D]
-    lp = _log_likelihoods(model, zs.reshape(m * k, b, d), xs).reshape(m, m, k, b)
+    lp = log_likelihoods(model, zs.reshape(m * k, b, d), xs).reshape(m, m, k, b)
     lpx = (lp * mask[:, None, None, :].float()).sum(0)  # [M, K, B]
-    lqz = _log_q_mixture(zs, mus.detach(), logvars.detach(), mask)
+    lqz = log_q_mixture(zs, mus.detach(), logvars.detach(), mask)
     lw = lpx + beta * (std_normal_log_prob(zs) - lqz)
-    return _dreg(lw, [zs], mask, {'recon': _masked_mean(lpx.mean(1), mask), 'beta': beta})
+    return dreg(lw, [zs], mask, {'recon': masked_mean(lpx.mean(1), mask), 'beta': beta})
 
 
 def mmvae_plus_loss(model, xs, mask, step):
@@ -56,8 +56,8 @@ def mmvae_plus_loss(model, xs, mask, step):
         lp = gaussian_log_prob(xs[n], mean.reshape((m, k, b) + mean.shape[1:]), log_scale)
         lps.append(model.likelihood_scale[name] * lp * mask[n].float())
     lpx = torch.stack(lps, 0).sum(0)  # [M, K, B]
-    lqz = _log_q_mixture(zs, mus.detach(), logvars.detach(), mask)
+    lqz = log_q_mixture(zs, mus.detach(), logvars.detach(), mask)
     lqw = diag_normal_log_prob(ws, pmus.detach().unsqueeze(1), plvs.detach().unsqueeze(1))
     lw = lpx + beta * (std_normal_log_prob(zs) - lqz + std_normal_log_prob(ws) - lqw)
-    return _dreg(lw, [zs, ws], mask, {'recon': _masked_mean(lpx.mean(1), mask), 'beta': beta})
+    return dreg(lw, [zs, ws], mask, {'recon': masked_mean(lpx.mean(1), mask), 'beta': beta})
 

@@ -56,7 +56,7 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
 
-def _log_likelihoods(model, z: torch.Tensor, xs: list[torch.Tensor]) -> torch.Tensor:
+def log_likelihoods(model, z: torch.Tensor, xs: list[torch.Tensor]) -> torch.Tensor:
     """Scaled log p(x_m | z) for every modality: z [N, B, D] -> [M, N, B]."""
     n, b = z.shape[:2]
     flat = z.reshape(n * b, -1)
@@ -68,7 +68,7 @@ def _log_likelihoods(model, z: torch.Tensor, xs: list[torch.Tensor]) -> torch.Te
     return torch.stack(out, 0)
 
 
-def _cross_log_likelihoods(model, zins: list[torch.Tensor], xs: list[torch.Tensor],
+def cross_log_likelihoods(model, zins: list[torch.Tensor], xs: list[torch.Tensor],
                            mask: torch.Tensor) -> torch.Tensor:
     """
     Scaled log p(x_n | zin_n) summed over the modalities n present in each sample: [M, K, B].
@@ -95,7 +95,7 @@ def _cross_log_likelihoods(model, zins: list[torch.Tensor], xs: list[torch.Tenso
     return torch.stack(terms, 0).sum(0).reshape(m, k, b)
 
 
-def _finish(per_sample: torch.Tensor, counts: torch.Tensor, logs: dict) -> tuple:
+def finish_loss(per_sample: torch.Tensor, counts: torch.Tensor, logs: dict) -> tuple:
     """Negative mean over the samples that count (counts [B] bool)."""
     n = counts.float().sum().clamp_min(1.0)
     loss = -(torch.where(counts, per_sample, torch.zeros_like(per_sample))).sum() / n
@@ -104,12 +104,13 @@ def _finish(per_sample: torch.Tensor, counts: torch.Tensor, logs: dict) -> tuple
     return loss, logs
 
 
-def _masked_mean(v: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def masked_mean(v: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean of v where valid (detached: for the logs)."""
     return (torch.where(valid, v, torch.zeros_like(v)).sum()
             / valid.float().sum().clamp_min(1.0)).detach()
 
 
-def _log_q_mixture(z: torch.Tensor, mus: torch.Tensor, logvars: torch.Tensor,
+def log_q_mixture(z: torch.Tensor, mus: torch.Tensor, logvars: torch.Tensor,
                    mask: torch.Tensor) -> torch.Tensor:
     """Log-density of the uniform mixture of present experts at z: z [M, K, B, D] -> [M, K, B]."""
     lq = diag_normal_log_prob(z.unsqueeze(0), mus[:, None, None], logvars[:, None, None])
@@ -121,7 +122,7 @@ def _log_q_mixture(z: torch.Tensor, mus: torch.Tensor, logvars: torch.Tensor,
     return lse - torch.log(count)
 
 
-def _dreg(lw: torch.Tensor, latents: list[torch.Tensor], mask: torch.Tensor, logs: dict):
+def dreg(lw: torch.Tensor, latents: list[torch.Tensor], mask: torch.Tensor, logs: dict):
     """
     DReG surrogate of the stratified IWAE bound; lw [M, K, B] computed with q params stopped.
 
@@ -141,6 +142,6 @@ def _dreg(lw: torch.Tensor, latents: list[torch.Tensor], mask: torch.Tensor, log
     surrogate = surrogate - surrogate.detach() + bound
     count = mask.float().sum(0).clamp_min(1.0)
     per_sample = torch.where(mask, surrogate, torch.zeros_like(surrogate)).sum(0) / count
-    logs['iwae_bound'] = _masked_mean(torch.where(mask, bound, torch.zeros_like(bound)).sum(0)
+    logs['iwae_bound'] = masked_mean(torch.where(mask, bound, torch.zeros_like(bound)).sum(0)
                                       / count, mask.any(0))
-    return _finish(per_sample, mask.any(0), logs)
+    return finish_loss(per_sample, mask.any(0), logs)

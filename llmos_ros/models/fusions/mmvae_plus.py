@@ -16,12 +16,12 @@ from llmos_ros.errors import ConfigError
 from llmos_ros.models.fusion import Mixture, moe
 from llmos_ros.models.fusions.base import Fusion
 from llmos_ros.models.objectives import (
-    _cross_log_likelihoods,
-    _dreg,
-    _log_q_mixture,
-    _masked_mean,
+    cross_log_likelihoods,
     diag_normal_log_prob,
+    dreg,
     kl_weight,
+    log_q_mixture,
+    masked_mean,
     std_normal_log_prob,
 )
 
@@ -42,11 +42,11 @@ def mmvae_plus_loss(model, xs, mask, step):
         aux = torch.randn(m, k, b, p, dtype=mus.dtype, device=mus.device)  # r_n = N(0, I)
         w_n = torch.where(own[n], ws, aux)  # component n uses its own w_n, others sample r_n
         zins.append(torch.cat([zs, w_n], -1))
-    lpx = _cross_log_likelihoods(model, zins, xs, mask)  # [M, K, B]
-    lqz = _log_q_mixture(zs, mus.detach(), logvars.detach(), mask)
+    lpx = cross_log_likelihoods(model, zins, xs, mask)  # [M, K, B]
+    lqz = log_q_mixture(zs, mus.detach(), logvars.detach(), mask)
     lqw = diag_normal_log_prob(ws, pmus.detach().unsqueeze(1), plvs.detach().unsqueeze(1))
     lw = lpx + beta * (std_normal_log_prob(zs) - lqz + std_normal_log_prob(ws) - lqw)
-    return _dreg(lw, [zs, ws], mask, {'recon': _masked_mean(lpx.mean(1), mask), 'beta': beta})
+    return dreg(lw, [zs, ws], mask, {'recon': masked_mean(lpx.mean(1), mask), 'beta': beta})
 
 
 class MMVAEPlus(Fusion):

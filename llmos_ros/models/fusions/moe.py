@@ -15,11 +15,11 @@ import torch
 from llmos_ros.models.fusion import Mixture, moe
 from llmos_ros.models.fusions.base import Fusion
 from llmos_ros.models.objectives import (
-    _cross_log_likelihoods,
-    _dreg,
-    _log_q_mixture,
-    _masked_mean,
+    cross_log_likelihoods,
+    dreg,
     kl_weight,
+    log_q_mixture,
+    masked_mean,
     std_normal_log_prob,
 )
 
@@ -31,10 +31,10 @@ def mmvae_loss(model, xs, mask, step):
     beta = kl_weight(step, model.cfg.model.beta, model.cfg.model.warmup_steps)
     zs = mus.unsqueeze(1) + torch.exp(0.5 * logvars).unsqueeze(1) * torch.randn(
         m, k, b, d, dtype=mus.dtype, device=mus.device)  # [M, K, B, D]
-    lpx = _cross_log_likelihoods(model, [zs] * m, xs, mask)  # [M, K, B]
-    lqz = _log_q_mixture(zs, mus.detach(), logvars.detach(), mask)
+    lpx = cross_log_likelihoods(model, [zs] * m, xs, mask)  # [M, K, B]
+    lqz = log_q_mixture(zs, mus.detach(), logvars.detach(), mask)
     lw = lpx + beta * (std_normal_log_prob(zs) - lqz)
-    return _dreg(lw, [zs], mask, {'recon': _masked_mean(lpx.mean(1), mask), 'beta': beta})
+    return dreg(lw, [zs], mask, {'recon': masked_mean(lpx.mean(1), mask), 'beta': beta})
 
 
 class MoE(Fusion):

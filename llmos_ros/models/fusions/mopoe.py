@@ -17,11 +17,11 @@ import torch
 from llmos_ros.models.fusion import Mixture, subset_matrix, subset_poe, uniform_weights
 from llmos_ros.models.fusions.base import Fusion
 from llmos_ros.models.objectives import (
-    _finish,
-    _log_likelihoods,
-    _masked_mean,
+    finish_loss,
     kl_std_normal,
     kl_weight,
+    log_likelihoods,
+    masked_mean,
     reparameterize,
 )
 
@@ -61,7 +61,7 @@ def mopoe_loss(model, xs, mask, step):
     mix = mopoe(mus, logvars, mask)  # components [S, B, D]
     logs = {}
     if pmus is None:
-        lp = _log_likelihoods(model, mix.rsample().unsqueeze(0), xs)[:, 0]  # [M, B]
+        lp = log_likelihoods(model, mix.rsample().unsqueeze(0), xs)[:, 0]  # [M, B]
         kl_private = torch.zeros_like(mask[0], dtype=mus.dtype)
     else:
         idx = mix.select()
@@ -75,18 +75,18 @@ def mopoe_loss(model, xs, mask, step):
             member = mat[idx].t().unsqueeze(-1)  # [M, B, 1]: m is in the drawn subset
             w = torch.where(member, reparameterize(pmus, plvs), torch.randn_like(pmus))
             p_member = mat.t().to(mix.weights.dtype) @ mix.weights  # [M, B]
-        lp = _log_likelihoods(model, torch.cat([z] + list(w.unbind(0)), -1).unsqueeze(0),
+        lp = log_likelihoods(model, torch.cat([z] + list(w.unbind(0)), -1).unsqueeze(0),
                               xs)[:, 0]
         kl_w = kl_std_normal(pmus, plvs)  # [M, B]
         kl_private = (torch.where(mask, p_member * kl_w, torch.zeros_like(kl_w))).sum(0)
-        logs['kl_private'] = _masked_mean(kl_private, mask.any(0))
+        logs['kl_private'] = masked_mean(kl_private, mask.any(0))
     recon = (lp * mask.float()).sum(0)  # [B]
     kl_s = kl_std_normal(mix.mus, mix.logvars)  # [S, B]
     kl = (mix.weights * torch.where(mix.valid, kl_s, torch.zeros_like(kl_s))).sum(0)
     elbo = recon - beta * (kl + kl_private)
     counts = mask.any(0)
-    return _finish(elbo, counts, {'recon': _masked_mean(recon, counts),
-                                  'kl': _masked_mean(kl, counts), 'beta': beta,
+    return finish_loss(elbo, counts, {'recon': masked_mean(recon, counts),
+                                  'kl': masked_mean(kl, counts), 'beta': beta,
                                   'subsets': subset_matrix(mask.shape[0]).shape[0], **logs})
 
 

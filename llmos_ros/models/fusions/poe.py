@@ -14,11 +14,11 @@ import torch
 from llmos_ros.models.fusion import Mixture, poe, subset_poe
 from llmos_ros.models.fusions.base import Fusion
 from llmos_ros.models.objectives import (
-    _finish,
-    _log_likelihoods,
-    _masked_mean,
+    finish_loss,
     kl_std_normal,
     kl_weight,
+    log_likelihoods,
+    masked_mean,
     reparameterize,
 )
 
@@ -32,13 +32,13 @@ def mvae_loss(model, xs, mask, step):
     terms = torch.cat([mask.unsqueeze(0), eye.unsqueeze(-1) & mask.unsqueeze(0),
                        (mask & rand).unsqueeze(0)], 0)  # [T, M, B]
     mu, lv = subset_poe(mus, logvars, terms, prior_expert=True)
-    lp = _log_likelihoods(model, reparameterize(mu, lv), xs)  # [M, T, B]
+    lp = log_likelihoods(model, reparameterize(mu, lv), xs)  # [M, T, B]
     recon = (lp * terms.transpose(0, 1).float()).sum(0)  # [T, B]
     kl = kl_std_normal(mu, lv)
     valid = terms.any(1)  # [T, B]
     elbo = torch.where(valid, recon - beta * kl, torch.zeros_like(recon)).sum(0)
-    return _finish(elbo, mask.any(0), {'recon': _masked_mean(recon, valid),
-                                       'kl': _masked_mean(kl, valid), 'beta': beta})
+    return finish_loss(elbo, mask.any(0), {'recon': masked_mean(recon, valid),
+                                       'kl': masked_mean(kl, valid), 'beta': beta})
 
 
 class PoE(Fusion):
