@@ -138,12 +138,18 @@ class TemporalTracker:
             return np.zeros((1, size)), np.zeros((1, size))
         return np.stack(means), np.stack(precs)
 
-    def step(self, result) -> TemporalState:
-        """Fold one `Inference` into the belief; its surprise, ages and weights."""
+    def step(self, result, surprise: bool = True) -> TemporalState:
+        """
+        Fold one `Inference` into the belief; its surprise, ages and weights.
+
+        surprise=False skips the surprise scores (`TemporalState.surprise` stays empty) for
+        callers that only want the belief, e.g. llmos-eval fitting a probe on training beliefs.
+        """
         if self.filter.reset_reason(result.stamp_ns, self.model.latent_size, self.model_id):
             self.kept.clear()  # first sample, model change, stamp back or long gap: start over
         self._experts(result)
-        surprise = self._surprise([n for n in self.names if n in result.inputs])
+        scores = (self._surprise([n for n in self.names if n in result.inputs]) if surprise
+                  else {})
         ages, weights, inflate, stamps = {}, {}, {}, {}
         for name in self.names:
             e = self.kept.get(name)
@@ -160,7 +166,7 @@ class TemporalTracker:
         belief = self.filter.update(result.stamp_ns, means, precs, self.model_id)
         for e in self.kept.values():
             e.folded = True
-        return TemporalState(result.stamp_ns, belief, ages, weights, stamps, surprise)
+        return TemporalState(result.stamp_ns, belief, ages, weights, stamps, scores)
 
     def belief_fields(self, state: TemporalState, latent: dict) -> dict:
         """LatentState fields of the belief (llmos/belief), from the sample's `latent_fields`."""

@@ -182,3 +182,33 @@ def test_upsample2x_equals_nearest_upsampling_values_and_gradients():
     g_want, = torch.autograd.grad((want * weight).sum(), x)
     g_got, = torch.autograd.grad((got * weight).sum(), x)
     torch.testing.assert_close(g_got, g_want)
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_training_beliefs_from_row_experts_equal_the_live_path(sim_model, stride):
+    """train_beliefs feeds the tracker the batched experts: the live replay's beliefs."""
+    from pathlib import Path
+
+    from llmos_ros.checkpoint import load_checkpoint
+    from llmos_ros.evaluation.options import EvalOptions, Loaded
+    from llmos_ros.evaluation.replay import replay
+    from llmos_ros.evaluation.scores import tracker_for, train_beliefs
+    from llmos_ros.inference import PerceptionEngine
+    from llmos_ros.models.evaluate import row_experts
+    bag, model = sim_model
+    checkpoint = load_checkpoint(model)
+    loaded = Loaded(Path('.'), checkpoint, torch.device('cpu'))
+    opts = EvalOptions(bag=str(bag), model=str(model), out='.', train_bag=str(bag),
+                       max_fit_samples=40, quiet=True)
+    # the live path as first written: engine.infer one sample at a time, then the tracker
+    engine = PerceptionEngine(checkpoint)
+    tracker, want = tracker_for(opts, loaded, engine, quiet=True), []
+    live = replay(bag, engine, max_samples=40,
+                  on_result=lambda r: want.append(tracker.step(r).belief.mean))
+    train = replay(bag, PerceptionEngine(checkpoint), infer=False, stride=stride)
+    assert train.stride == stride and len(train) > 40
+    got, labels = train_beliefs(opts, loaded, train,
+                                row_experts(checkpoint.model, train.arrays, 'cpu'))
+    assert got.shape == (40, checkpoint.model.latent_size)
+    np.testing.assert_allclose(got, np.asarray(want), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(labels, live.labels)

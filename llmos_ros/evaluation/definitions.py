@@ -39,7 +39,9 @@ EXTRA_DEFINITIONS = {
               'preprocessing and the live model call per sample (recording excluded).',
     'phase_seconds': 'meta.phase_seconds: wall-clock seconds of each stage of llmos-eval '
                      '(read_train_bag, replay_test_bag, coherence_classifiers, subset_metrics, '
-                     'probes, live_check, examples; the stdout summary adds report: writing '
+                     'probes, live_check, examples, belief_surprise: the belief tracker over '
+                     'the training rows and the belief figures; the stdout summary adds '
+                     'report: writing '
                      'the files and plots). Imports and start-up are outside every stage.',
     'data_span_s': 'Last - first header stamp of the model-topic messages read, seconds.',
     'drops': 'Messages read but not used, by reason: unused_topic (no model modality, not a '

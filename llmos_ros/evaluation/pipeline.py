@@ -56,12 +56,13 @@ def evaluate(opts: EvalOptions) -> dict:
     phases.mark('live_check')
     full = full_rows(test, mods)
     example_inputs = examples(loaded, test, mods, full)
-    temporal = temporal_summary(opts, loaded, train, run, labels.use)
+    phases.mark('examples')
+    temporal = temporal_summary(opts, loaded, train, run, labels.use, subsets.train_experts)
+    phases.mark('belief_surprise')
     tp = throughput(len(test), test.wall_s, test.data_span_s)
     tp.update({'n_samples': len(test), 'wall_s': test.wall_s, 'data_span_s': test.data_span_s})
     results = build_results(opts, loaded, train, run, mods, subsets, classifiers, class_acc,
                             temporal, tp, live_diff)
-    phases.mark('examples')
     results['meta']['phase_seconds'] = dict(phases.seconds)
     panels, plot_labels = subsets.panels, test.labels[full]
     if not panels:

@@ -63,6 +63,7 @@ class Replay:
     data_span_s: float = 0.0  # last - first stamp of the sensor messages read
     bag_error: str | None = None  # set when a truncated bag was read up to the cut
     has_labels: bool = False
+    stride: int = 1  # every stride-th sample formed was kept (1: consecutive samples)
 
     def __len__(self) -> int:
         return int(self.stamps.shape[0])
@@ -255,4 +256,4 @@ def replay(bag, engine, *, infer: bool = True, max_samples: int | None = None,
         engine_drops=engine.drops.snapshot(), unused_topics=dict(account.unused),
         first_errors=account.first_errors, wall_s=max(wall_s, 1e-9),
         data_span_s=0.0 if span is None else (span[1] - span[0]) * 1e-9,
-        bag_error=source.bag_error, has_labels=bool(source.label_t))
+        bag_error=source.bag_error, has_labels=bool(source.label_t), stride=max(1, stride))

@@ -95,8 +95,8 @@ def subset_metrics(opts: EvalOptions, loaded: Loaded, train: Replay | None, test
     started = time.perf_counter()
     # encoders once per row; every subset's posterior is fused from these
     out.test_experts = row_experts(model, test.arrays, device, opts.batch_size)
-    train_experts = (row_experts(model, train.arrays, device, opts.batch_size) if labels.use
-                     else None)
+    train_experts = out.train_experts = (
+        row_experts(model, train.arrays, device, opts.batch_size) if labels.use else None)
     for si, given in enumerate(subsets(mods)):
         rows = np.flatnonzero(np.all([test.present[m] for m in given], axis=0))
         entry, mu, pairs = _subset_entry(opts, loaded, test, mods, given, rows, classifiers,
@@ -197,8 +197,14 @@ def examples(loaded: Loaded, test: Replay, mods, full: np.ndarray, n: int = 6) -
 
 
 def temporal_summary(opts: EvalOptions, loaded: Loaded, train: Replay | None, run: TestRun,
-                     use_labels: bool) -> dict:
-    """Belief and surprise figures (llmos_ros.evaluation.belief_metrics) of the test stream."""
+                     use_labels: bool, train_experts) -> dict:
+    """
+    Belief and surprise figures (llmos_ros.evaluation.belief_metrics) of the test stream.
+
+    train_experts: `row_experts` of the training rows (`SubsetResults.train_experts`, None
+    without labels): the probes' training latents and beliefs are fused from them, not encoded
+    again.
+    """
     from llmos_ros.evaluation.belief_metrics import Track, finite, summary
     from llmos_ros.evaluation.metrics import linear_probe
     from llmos_ros.models.evaluate import encode_rows
@@ -208,9 +214,9 @@ def temporal_summary(opts: EvalOptions, loaded: Loaded, train: Replay | None, ru
     if use_labels:
         trows = np.flatnonzero(train.labels != '')
         ztr = encode_rows(loaded.model, train.arrays, trows, (), loaded.device, opts.batch_size,
-                          present={k: v for k, v in train.present.items()})
+                          present=train.present, experts=train_experts)
         lab = test.labels != ''
-        beliefs, belief_labels = train_beliefs(opts, loaded)
+        beliefs, belief_labels = train_beliefs(opts, loaded, train, train_experts)
         known = belief_labels != ''
 
         def probe(latents):
@@ -223,23 +229,48 @@ def temporal_summary(opts: EvalOptions, loaded: Loaded, train: Replay | None, ru
     return finite(summary(track, test.labels, probe, belief_probe))
 
 
-def train_beliefs(opts: EvalOptions, loaded: Loaded) -> tuple[np.ndarray, np.ndarray]:
+def train_beliefs(opts: EvalOptions, loaded: Loaded, train: Replay,
+                  experts) -> tuple[np.ndarray, np.ndarray]:
     """
     Belief means and labels of the training bag, for the belief probe.
 
-    The live path (engine + tracker) over the bag's first `max_fit_samples` samples in time
-    order, so the belief probe is fitted on beliefs as the test bag's are formed.
+    The belief tracker over the bag's first `max_fit_samples` samples in time order, so the
+    belief probe is fitted on beliefs as the test bag's are formed. The tracker is fed the
+    expert outputs `experts` (`row_experts` of `train`) that the batched encoders computed,
+    which equal the live engine's (`live_check`), so the bag is not replayed through the
+    engine a second time. A strided `train` (a bag of more than --max-train-samples samples)
+    lacks consecutive samples: then the bag's first `max_fit_samples` samples are read and
+    encoded again for this.
     """
     from llmos_ros.evaluation.replay import replay
     from llmos_ros.inference import PerceptionEngine
+    from llmos_ros.models.evaluate import row_experts
     engine = PerceptionEngine(loaded.checkpoint, opts.device)
+    if train.stride > 1:
+        train = replay(opts.train_bag, engine, infer=False, max_samples=opts.max_fit_samples,
+                       progress=not opts.quiet, desc='train bag beliefs')
+        experts = row_experts(loaded.model, train.arrays, loaded.device, opts.batch_size)
     tracker = tracker_for(opts, loaded, engine, quiet=True)
-    means = []
-    rep = replay(opts.train_bag, engine, max_samples=opts.max_fit_samples,
-                 progress=not opts.quiet, desc='train bag beliefs',
-                 on_result=lambda result: means.append(tracker.step(result).belief.mean))
-    return np.asarray(means, np.float64).reshape(len(means), -1), rep.labels
+    n = min(len(train), opts.max_fit_samples)
+    means = np.zeros((n, loaded.model.latent_size), np.float64)
+    for i in range(n):
+        means[i] = tracker.step(row_inference(train, experts, i), surprise=False).belief.mean
+    return means, train.labels[:n]
 
+
+def row_inference(rows: Replay, experts, i: int):
+    """
+    Row i of a replay as the `Inference` a live `engine.infer` of its sample returns.
+
+    Stamps, inputs and the expert outputs ([M, 1, *] slices of `experts`); no fused latent
+    (mean, std None): what `TemporalTracker.step` reads.
+    """
+    from llmos_ros.inference import Inference
+    present = [m for m in rows.names if rows.present[m][i]]
+    return Inference(int(rows.stamps[i]), present,
+                     {m: int(rows.modality_stamps[m][i]) for m in present}, None, None,
+                     {m: rows.arrays[m][i] for m in present},
+                     experts=tuple(None if e is None else e[:, i:i + 1] for e in experts))
 
 
 def tracker_for(opts: EvalOptions, loaded: Loaded, engine, quiet: bool = False):
