@@ -62,13 +62,22 @@ def run_eval(args, out: Path, max_samples: int | None, profile: Path | None) -> 
 
 
 def print_profile(path: Path, top: int = 25) -> None:
-    """The `top` llmos_ros / torch / sklearn functions by cumulative time."""
+    """
+    The `top` functions by cumulative time (llmos_ros, sklearn), then by own time (all).
+
+    Own time says where the seconds are spent: torch kernels, numpy, the bag reader.
+    """
     stats = pstats.Stats(str(path))
     rows = sorted(((v[3], f'{Path(k[0]).name}:{k[1]}({k[2]})') for k, v in stats.stats.items()
                    if 'llmos_ros' in k[0] or 'sklearn' in k[0]), reverse=True)
     print(f'profile (cumulative seconds, llmos_ros and sklearn functions, top {top}):')
     for seconds, name in rows[:top]:
         print(f'  {seconds:8.1f}  {name}')
+    own = sorted(((v[2], v[1], f'{Path(k[0]).name}:{k[1]}({k[2]})')
+                  for k, v in stats.stats.items()), reverse=True)
+    print(f'profile (own seconds, calls, all functions, top {top}):')
+    for seconds, calls, name in own[:top]:
+        print(f'  {seconds:8.1f}  {calls:9d}  {name}')
 
 
 def main(argv=None) -> int:

@@ -149,6 +149,18 @@ def test_coherence_classifier_learns_and_is_deterministic(method):
         clf.predict(np.zeros((2, 1, 4, 4)))
 
 
+def test_coherence_classifier_predicts_in_passes_as_in_one():
+    """Passes of PREDICT_ROWS rows: the labels of one pass over every row."""
+    from llmos_ros.evaluation.metrics import PREDICT_ROWS
+    rng = np.random.default_rng(3)
+    x, y = _toy_images(120, rng)
+    clf = CoherenceClassifier(epochs=2, batch_size=32, seed=0).fit(x, y)
+    xt, _ = _toy_images(3 * PREDICT_ROWS + 7, rng)
+    with torch.no_grad():
+        logits = clf._model(torch.from_numpy(xt))
+    np.testing.assert_array_equal(clf.predict(xt), clf.classes_[logits.argmax(1).numpy()])
+
+
 def test_coherence_classifier_on_flat_inputs_uses_mlp():
     rng = np.random.default_rng(2)
     x, y = _blobs(90, rng)

@@ -212,3 +212,22 @@ def test_training_beliefs_from_row_experts_equal_the_live_path(sim_model, stride
     assert got.shape == (40, checkpoint.model.latent_size)
     np.testing.assert_allclose(got, np.asarray(want), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(labels, live.labels)
+
+
+def test_row_experts_in_cache_sized_passes_equal_one_pass(sim_model):
+    """The encoders in passes of DECODE_ROWS rows give one pass's experts."""
+    from llmos_ros.checkpoint import load_checkpoint
+    from llmos_ros.models.evaluate import batch_rows, row_experts
+    model = load_checkpoint(sim_model[1]).model
+    n = 2 * DECODE_ROWS + 5
+    gen = torch.Generator().manual_seed(5)
+    arrays = {m: torch.randn((n,) + model.shapes[m], generator=gen).numpy() for m in model.names}
+    with torch.no_grad():
+        want = model.experts(*model.prepare(batch_rows(model, arrays, np.arange(n), model.names,
+                                                       'cpu')[0], None))
+    got = row_experts(model, arrays, 'cpu', batch_size=256)
+    for g, w in zip(got, want):
+        if w is None:
+            assert g is None
+        else:
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)

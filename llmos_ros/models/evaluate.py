@@ -40,13 +40,15 @@ def row_experts(model, arrays, device, batch_size: int = 256) -> tuple:
     Experts do not depend on which modalities are given, so every subset's posterior of a row
     is a closed-form fusion of these (`fused_rows`): the encoders run once per row, not once
     per subset. Rows where a modality is absent hold that expert's output for zeros, which the
-    subset masks leave out.
+    subset masks leave out. The encoders run in passes of at most DECODE_ROWS rows: the same
+    values as larger batches, faster on CPU (the conv activations stay cache-sized).
     """
     n = len(next(iter(arrays.values()))) if arrays else 0
+    rows = max(1, min(batch_size, DECODE_ROWS))
     parts = []
     with torch.no_grad():
-        for start in range(0, n, batch_size):
-            idx = np.arange(start, min(n, start + batch_size))
+        for start in range(0, n, rows):
+            idx = np.arange(start, min(n, start + rows))
             inputs, _ = batch_rows(model, arrays, idx, model.names, device)
             parts.append(model.experts(*model.prepare(inputs, None)))
     if not parts:
