@@ -6,6 +6,14 @@ process noise q_i (latent variance per second): the mean stays, var_i += q_i * (
 The propagated variance is capped at the prior's variance, 1: the model's latent has the marginal
 N(0, I), so a belief never claims to know less than knowing nothing.
 
+Noise. `belief.process_noise` < 0 (the default) takes the noise model learned from data for the
+model (`llmos_ros.belief_noise.BeliefNoise`: q_i per dimension from a variogram of the filter's
+measurements on the training bags' held-out end, and a factor s_i on every expert variance of
+dimension i, so that the measurement's variance is the frame-to-frame noise r_i the data show;
+the module doc says how and why). Without one (an older checkpoint) q = FALLBACK_PROCESS_NOISE
+for every dimension and s = 1. A value >= 0 is that q for every dimension, experts as the model
+gives them (s = 1).
+
 Update (product of experts). The model's PoE fuses the modality experts q_m(z | x_m) with a prior
 expert N(0, I). The belief puts the propagated belief b_bar in the prior expert's place, so the
 prior is not counted twice (it is in b_bar already, since the first sample):
@@ -16,11 +24,12 @@ In precisions L = 1 / var and precision-weighted means h = mean / var, per dimen
 
     L_t = L_bar + sum_m L_m        h_t = h_bar + sum_m h_m
 
-With one expert this is exactly a Kalman update of b_bar with the measurement N(mu_m, var_m).
-Each expert covers the dimensions it has an opinion on: every modality the shared ones, modality
-m alone its private latent; an expert has precision 0 elsewhere, so a dimension no present
-expert informs only propagates. For 'poe' models the first belief equals the per-frame latent;
-for the mixture fusions ('moe', 'mopoe', 'mmvae_plus') the belief uses the product of the
+(each expert's precision of dimension i divided by s_i, see Noise). With one expert this is
+exactly a Kalman update of b_bar with the measurement N(mu_m, s * var_m). Each expert covers
+the dimensions it has an opinion on: every modality the shared ones, modality m alone its private
+latent; an expert has precision 0 elsewhere, so a dimension no present expert informs only
+propagates. For 'poe' models and s = 1 the first belief equals the per-frame latent; for the
+mixture fusions ('moe', 'mopoe', 'mmvae_plus') the belief uses the product of the
 experts (MoPoE's all-present component), not the mixture.
 
 Resets (b_bar becomes the prior N(0, I), so the belief is the prior times the experts): the first
@@ -45,16 +54,18 @@ import math
 
 import numpy as np
 
+from llmos_ros.belief_noise import BeliefNoise
 from llmos_ros.errors import ConfigError, InputError
 
 NS = 1_000_000_000
+FALLBACK_PROCESS_NOISE = 0.05  # q without a learned noise model (latent variance per second)
 
 
 @dataclass
 class BeliefConfig:
     """Parameters of the belief filter and the staleness rule (see the module doc)."""
 
-    process_noise: float = 0.05  # q: latent variance per second (an array: per dimension)
+    process_noise: float = -1.0  # q per second for every dimension; < 0: learned (module doc)
     reset_gap_s: float = 2.0  # a longer stamp gap restarts the belief
     stale_grace_s: float = 0.1  # an expert this old still has its full weight
     stale_tau_s: float = 0.5  # ... and half of it stale_tau_s later; 0: no inflation
@@ -63,8 +74,10 @@ class BeliefConfig:
     def __post_init__(self):
         for f in fields(self):
             value = getattr(self, f.name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ConfigError(f'belief.{f.name} must be a finite number >= 0, got {value!r}')
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or (
+                    value < 0 and f.name != 'process_noise'):
+                low = '' if f.name == 'process_noise' else ' >= 0'
+                raise ConfigError(f'belief.{f.name} must be a finite number{low}, got {value!r}')
             setattr(self, f.name, float(value))
 
     @classmethod
@@ -102,17 +115,28 @@ class BeliefState:
 class BeliefFilter:
     """The belief over a latent of any size, one `update` per fused posterior (module doc)."""
 
-    def __init__(self, cfg: BeliefConfig | None = None):
+    def __init__(self, cfg: BeliefConfig | None = None, noise: BeliefNoise | None = None):
         self.cfg = cfg or BeliefConfig()
         self.state: BeliefState | None = None
         self.model_id: str | None = None
+        learned = self.cfg.process_noise < 0 and noise is not None
+        self.noise = noise if learned else None  # the learned noise model in use, if any
+        self.process_noise = (noise.process_noise if learned else self.cfg.process_noise
+                              if self.cfg.process_noise >= 0 else FALLBACK_PROCESS_NOISE)
+        self.expert_scale = noise.expert_scale if learned else 1.0
+
+    @property
+    def noise_source(self) -> str:
+        """'learned', 'set' (belief.process_noise >= 0) or 'fallback' (module doc, Noise)."""
+        return 'learned' if self.noise is not None else (
+            'set' if self.cfg.process_noise >= 0 else 'fallback')
 
     def propagated(self, stamp_ns: int) -> tuple[np.ndarray, np.ndarray]:
         """The current belief carried to `stamp_ns` by the random walk: (mean, var)."""
         if self.state is None:
             raise InputError('no_belief', 'the belief has no state yet: update it first')
         dt = max(0, int(stamp_ns) - self.state.stamp_ns) / NS
-        var = np.minimum(self.state.var + self.cfg.process_noise * dt, 1.0)
+        var = np.minimum(self.state.var + self.process_noise * dt, 1.0)
         return self.state.mean.copy(), var
 
     def reset_reason(self, stamp_ns: int, size: int, model_id: str) -> str:
@@ -145,6 +169,10 @@ class BeliefFilter:
             raise InputError('nan', 'belief update: an expert has a non-finite mean or a '
                              'precision that is < 0 or not finite')
         size = means.shape[1]
+        if self.noise is not None and self.noise.process_noise.size != size:
+            raise InputError('size', f'belief update: {size} latent dimensions, the noise model '
+                             f'of {self.noise.model_id} has {self.noise.process_noise.size}')
+        precs = precs / self.expert_scale
         reason = self.reset_reason(stamp_ns, size, model_id)
         if reason:
             bar_mean, bar_var = np.zeros(size), np.ones(size)  # the prior expert

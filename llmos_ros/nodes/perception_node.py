@@ -42,7 +42,8 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 
 from llmos_ros import kinds
-from llmos_ros.belief import BeliefConfig
+from llmos_ros.belief import FALLBACK_PROCESS_NOISE, BeliefConfig
+from llmos_ros.belief_noise import load_noise
 from llmos_ros.checkpoint import load_checkpoint
 from llmos_ros.core.drops import Drop, DropCounter
 from llmos_ros.errors import ConfigError, InputError, LlmosError
@@ -120,7 +121,8 @@ def check_parameters(values: dict) -> None:
 
 # belief.<name> parameters: fields of llmos_ros.belief.BeliefConfig (defaults from there)
 BELIEF_PARAMETERS = {
-    'process_noise': 'random-walk variance per second of every latent dimension',
+    'process_noise': 'random-walk variance per second of every latent dimension; < 0: the '
+                     "checkpoint's, learned per dimension (0.05 if it has none)",
     'reset_gap_s': 'a longer gap between samples restarts the belief',
     'stale_grace_s': 'an expert this old still has its full weight',
     'stale_tau_s': 'an expert grace + tau old has half its weight (0: no down-weighting)',
@@ -311,7 +313,7 @@ class PerceptionNode(LifecycleNode):
             self._last_inputs.clear()
             if self._tracker is not None:
                 self._tracker = TemporalTracker(self.engine, self._tracker.cfg,
-                                                self._tracker.calibration)
+                                                self._tracker.calibration, self._tracker.noise)
 
     # --- interfaces ----------------------------------------------------------------------------
     def _topic(self, name: str) -> tuple[str, str]:
@@ -488,7 +490,11 @@ class PerceptionNode(LifecycleNode):
         calibration, why = load_calibration(path, loaded)
         if calibration is None:
             self.get_logger().warning(f'surprise tail probabilities are NaN: {why}')
-        self._tracker = TemporalTracker(self.engine, cfg, calibration)
+        noise, why = load_noise(path, loaded) if cfg.process_noise < 0 else (None, '')
+        if why:
+            self.get_logger().warning(f'belief noise: {FALLBACK_PROCESS_NOISE} for every '
+                                      f'dimension: {why}')
+        self._tracker = TemporalTracker(self.engine, cfg, calibration, noise)
 
     def _create_belief_interfaces(self):
         if self._tracker is None:
