@@ -1,4 +1,4 @@
-"""The belief noise estimator against a synthetic random walk; storing and loading it (ROS-free)."""
+"""The belief noise estimator on a synthetic random walk; storing and loading it (ROS-free)."""
 import dataclasses
 import json
 import shutil
@@ -11,9 +11,11 @@ from llmos_ros.belief_noise import (
     estimate,
     fit_line,
     load_noise,
-    main as learn_main,
     segments,
     sidecar_path,
+)
+from llmos_ros.belief_noise import (
+    main as learn_main,
 )
 from llmos_ros.checkpoint import load_checkpoint
 from llmos_ros.errors import CheckpointError, LlmosError
