@@ -494,6 +494,9 @@ class PerceptionNode(LifecycleNode):
         if why:
             self.get_logger().warning(f'belief noise: {FALLBACK_PROCESS_NOISE} for every '
                                       f'dimension: {why}')
+        elif noise is not None:
+            self.get_logger().info(f'belief noise: learned per dimension ({noise.pairs} sample '
+                                   f'pairs)')
         self._tracker = TemporalTracker(self.engine, cfg, calibration, noise)
 
     def _create_belief_interfaces(self):
