@@ -40,6 +40,7 @@ import time
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+import torch
 
 from llmos_ros import kinds
 from llmos_ros.belief import FALLBACK_PROCESS_NOISE, BeliefConfig
@@ -68,6 +69,9 @@ PARAMETERS = {
     'model_path': Param('', 'checkpoint from llmos-train; empty: stay unconfigured',
                         read_only=False),
     'device': Param('cpu', "torch device: 'cpu', 'cuda' or 'cuda:N'", read_only=False),
+    'torch_threads': Param(1, 'torch CPU threads (intra-op, whole process); 0: torch default '
+                           '(one per core). Batch-1 inference gains little from more, and '
+                           'their spinning delays the other workers', (0, 256), read_only=False),
     'autostart': Param(True, 'configure and activate at start (without a lifecycle manager)'),
     'camera_transport': Param('raw', 'camera input: raw (camera/image_raw) or compressed '
                               '(camera/image_raw/compressed)', read_only=False,
@@ -94,7 +98,7 @@ LIVE = ('frame_id', 'audio_prediction_iterations', 'prediction_rate_hz', 'debug_
 # upper bounds of the numeric parameters: beyond them a value is a typo, not a setting
 LIMITS = {'slop_s': 10.0, 'max_wait_s': 10.0, 'max_age_s': 3600.0,
           'diagnostics_period_s': 3600.0, 'prediction_rate_hz': 1000.0,
-          'audio_prediction_iterations': 1000}
+          'audio_prediction_iterations': 1000, 'torch_threads': 256}
 TRANSPORTS = ('raw', 'compressed')
 
 
@@ -111,7 +115,7 @@ def check_parameters(values: dict) -> None:
         raise ConfigError(f'camera_transport {values["camera_transport"]!r} is not one of '
                           f'{", ".join(TRANSPORTS)}')
     lowest = {'diagnostics_period_s': 1e-3, 'audio_prediction_iterations': 1,
-              'prediction_rate_hz': 0.0}
+              'prediction_rate_hz': 0.0, 'torch_threads': 0}
     for name, top in LIMITS.items():
         value = values[name]
         low = lowest.get(name, -math.inf)
@@ -213,6 +217,9 @@ class PerceptionNode(LifecycleNode):
         try:
             check_parameters({name: self.get_parameter(name).value
                               for name in ('device', 'camera_transport', *LIMITS)})
+            threads = self.get_parameter('torch_threads').value
+            if threads > 0:
+                torch.set_num_threads(threads)
             loaded = load_checkpoint(path, device='cpu')
             wanted = [m.strip() for m in self.get_parameter('modalities').value.split(',')
                       if m.strip()]
