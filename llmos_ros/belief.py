@@ -51,11 +51,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from llmos_ros.belief_noise import BeliefNoise
 from llmos_ros.errors import ConfigError, InputError
+
+if TYPE_CHECKING:  # belief_noise builds on this module
+    from llmos_ros.belief_noise import BeliefNoise
 
 NS = 1_000_000_000
 FALLBACK_PROCESS_NOISE = 0.05  # q without a learned noise model (latent variance per second)

@@ -51,13 +51,13 @@ import sys
 
 import numpy as np
 
+from llmos_ros.belief import FALLBACK_PROCESS_NOISE, NS, BeliefConfig
 from llmos_ros.errors import CheckpointError, LlmosError
 
-NS = 1_000_000_000
 LAGS = 30  # lags of the variogram fit
 MAX_LAG_S = 3.0  # longest lag: a few seconds, how long a modality stays silent in practice
 MIN_SCALE = 1e-3  # the filter never trusts an expert more than 1000 x what it says
-RESET_GAP_S = 2.0  # BeliefConfig.reset_gap_s's default: segments end where the filter resets
+RESET_GAP_S = BeliefConfig().reset_gap_s  # segments end where the filter (default) resets
 
 
 @dataclass
@@ -167,7 +167,7 @@ def fit_line(taus: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def estimate(model_id: str, stamps, means, variances, groups=None,
              reset_gap_s: float = RESET_GAP_S, max_lag_s: float = MAX_LAG_S,
-             fallback_q: float = 0.05) -> BeliefNoise:
+             fallback_q: float = FALLBACK_PROCESS_NOISE) -> BeliefNoise:
     """
     The noise model of measurements `means` [N, L] at `stamps` [N] (module doc).
 
