@@ -120,3 +120,26 @@ def test_llmos_train_stores_the_noise_of_its_model_and_a_sidecar_wins(sim_model,
     assert f'calibration of model {loaded.model_id}, not of x' in load_noise(path, other)[1]
     sidecar_path(path).write_text('{')
     assert 'unreadable' in load_noise(path, old)[1]
+
+
+def test_llmos_eval_uses_the_learned_noise_and_an_old_checkpoint_falls_back(sim_model, tmp_path,
+                                                                            capsys):
+    from llmos_ros.evaluation.options import EvalOptions, Loaded
+    from llmos_ros.evaluation.scores import tracker_for
+    from llmos_ros.inference import PerceptionEngine
+    bag, model = sim_model
+    loaded = load_checkpoint(model)
+    engine = PerceptionEngine(loaded)
+    opts = EvalOptions(bag=str(bag), model=str(model), out=str(tmp_path))
+    tracker = tracker_for(opts, Loaded(tmp_path, loaded, engine.device), engine)
+    assert tracker.filter.noise_source == 'learned'
+    np.testing.assert_array_equal(tracker.filter.process_noise,
+                                  loaded.extra['belief']['process_noise'])
+    np.testing.assert_array_equal(tracker.filter.expert_scale,
+                                  loaded.extra['belief']['expert_scale'])
+    old = dataclasses.replace(loaded, extra={})  # trained before: no extra['belief'], no sidecar
+    opts = EvalOptions(bag=str(bag), model=str(tmp_path / 'old.pt'), out=str(tmp_path))
+    tracker = tracker_for(opts, Loaded(tmp_path, old, engine.device), PerceptionEngine(old))
+    assert tracker.filter.noise_source == 'fallback' and tracker.filter.process_noise == 0.05
+    assert tracker.filter.expert_scale == 1.0
+    assert 'belief process noise 0.05 for every dimension' in capsys.readouterr().err
