@@ -58,12 +58,11 @@ def main(argv=None) -> int:
     os.environ.setdefault('ROS_DOMAIN_ID', str(150 + os.getpid() % 50))
     model = args.model or make_model(Path(tempfile.mkdtemp(prefix='llmos_latency_')))
 
+    from diagnostic_msgs.msg import DiagnosticArray
     import rclpy
     from rclpy.node import Node
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
-
-    from diagnostic_msgs.msg import DiagnosticArray
 
     from llmos_ros.msg import AudioChunk, LatentState, TactileArray
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH',
@@ -136,7 +135,7 @@ def main(argv=None) -> int:
           f"{result['latency_p50_ms_by_third']} (a growing backlog would rise)")
     for k, v in result['breakdown_ms'].items():
         print(f'  {k:13s} p50 {v["p50"]:6.2f}  p90 {v["p90"]:6.2f}  p99 {v["p99"]:6.2f} ms')
-    print(f"  node (last input callback -> publish, its /diagnostics): {node_figures}")
+    print(f'  node (last input callback -> publish, its /diagnostics): {node_figures}')
     print(json.dumps(result))
     return 0
 
