@@ -128,8 +128,7 @@ class TemporalTracker:
 
     def _surprise(self, present: list[str]) -> dict[str, tuple[float, float]]:
         mus, lvs, mask = self._stack(present, {})
-        scores = loo_scores(self.model.fusion, mus, lvs, mask, self.calibration,
-                            self.names)[:, 0]
+        scores = loo_scores(self.model.fusion, mus, lvs, mask)[:, 0].numpy()
         out = {}
         for i, name in enumerate(self.names):
             if name in present and math.isfinite(scores[i]):

@@ -89,7 +89,7 @@ def test_calibrated_tail_probabilities_are_uniform_on_held_out_clean_data(sim_mo
                     {k: a[block] for k, a in rep.arrays.items()},
                     {k: p[block] for k, p in rep.present.items()})
     held = sample_scores(loaded.model, {k: a[~block] for k, a in rep.arrays.items()},
-                         {k: p[~block] for k, p in rep.present.items()}, cal)
+                         {k: p[~block] for k, p in rep.present.items()})
     grid = np.linspace(0.05, 0.95, 19)
     for i, name in enumerate(loaded.model.names):
         tails = np.array([cal.tail(name, s) for s in held[i] if np.isfinite(s)])
