@@ -35,7 +35,16 @@ experts (MoPoE's all-present component), not the mixture.
 Resets (b_bar becomes the prior N(0, I), so the belief is the prior times the experts): the first
 sample; a stamp gap longer than `reset_gap_s`; a stamp not newer than the belief's (a bag loop or a
 clock jump back; an equal stamp too, nothing can have happened in 0 s); a change of model id or
-latent size. `BeliefState.reset` names the reason ('' when the step was a filter update).
+latent size; a jump (below). `BeliefState.reset` names the reason ('' when the step was a
+filter update).
+
+Jumps. A random walk cannot follow a scene that changes at once (another object, another
+speaker): the belief would lag behind the per-frame latent for as long as its variance needs to
+grow. So an update whose experts contradict the propagated belief restarts it ('jump'): the
+normalised innovation squared of the experts' product against b_bar (`BeliefFilter.jumped`),
+chi-square distributed with one degree of freedom per informed dimension while the state follows
+the random walk and the noise model holds, above its 1 - `jump_p` quantile (default jump_p 1e-3:
+one false restart in a thousand updates when the noise model is right).
 
 Staleness. An expert computed from an input of age a (sample time minus the input's stamp) is
 folded in with its variance divided by its effective weight
@@ -51,6 +60,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 import math
+from statistics import NormalDist
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -73,6 +83,7 @@ class BeliefConfig:
     stale_grace_s: float = 0.1  # an expert this old still has its full weight
     stale_tau_s: float = 0.5  # ... and half of it stale_tau_s later; 0: no inflation
     max_age_s: float = 1.0  # hard limit: an older expert is not used (weight 0)
+    jump_p: float = 1e-3  # an innovation this unlikely restarts the belief ('jump'); 0: never
 
     def __post_init__(self):
         for f in fields(self):
@@ -82,6 +93,8 @@ class BeliefConfig:
                 low = '' if f.name == 'process_noise' else ' >= 0'
                 raise ConfigError(f'belief.{f.name} must be a finite number{low}, got {value!r}')
             setattr(self, f.name, float(value))
+        if self.jump_p >= 1:
+            raise ConfigError(f'belief.jump_p must be < 1 (a probability), got {self.jump_p}')
 
     @classmethod
     def from_dict(cls, values: dict | None) -> BeliefConfig:
@@ -92,6 +105,19 @@ class BeliefConfig:
         if unknown:
             raise ConfigError(f'unknown belief parameters {unknown}; known: {sorted(known)}')
         return cls(**values)
+
+
+def chi2_quantile(dof: int, tail: float) -> float:
+    """
+    The value a chi-square variable with `dof` degrees of freedom exceeds with probability `tail`.
+
+    Wilson-Hilferty: dof * (1 - 2 / (9 dof) + z sqrt(2 / (9 dof)))^3, z the standard normal's
+    upper `tail` quantile (within 2 % of the exact quantile at tail 1e-3 for dof >= 3, 3 % at
+    dof 1).
+    """
+    z = NormalDist().inv_cdf(1.0 - tail)
+    c = 2.0 / (9.0 * dof)
+    return dof * max(0.0, 1.0 - c + z * math.sqrt(c)) ** 3
 
 
 def staleness_weight(age_s: float, cfg: BeliefConfig) -> float:
@@ -155,6 +181,27 @@ class BeliefFilter:
             return 'gap'
         return ''
 
+    def jumped(self, bar_mean: np.ndarray, bar_var: np.ndarray, means: np.ndarray,
+               precs: np.ndarray) -> bool:
+        """
+        Whether the experts contradict the propagated belief beyond `jump_p` (module doc, Jumps).
+
+        The experts' product N(m, 1 / P) over the d dimensions they inform against b_bar:
+        NIS = sum_i (m_i - bar_mean_i)^2 / (bar_var_i + 1 / P_i), chi-square with d degrees of
+        freedom while the state follows the random walk.
+        """
+        if self.cfg.jump_p <= 0:
+            return False
+        total = precs.sum(0)
+        informed = total > 0
+        d = int(informed.sum())
+        if d == 0:
+            return False
+        m = (precs * means).sum(0)[informed] / total[informed]
+        nis = float(np.sum((m - bar_mean[informed]) ** 2
+                           / (bar_var[informed] + 1.0 / total[informed])))
+        return nis > chi2_quantile(d, self.cfg.jump_p)
+
     def update(self, stamp_ns: int, means, precisions, model_id: str = '') -> BeliefState:
         """
         Fold experts into the belief at `stamp_ns`; return it.
@@ -182,6 +229,8 @@ class BeliefFilter:
             self.model_id = model_id
         else:
             bar_mean, bar_var = self.propagated(stamp_ns)
+            if self.jumped(bar_mean, bar_var, means, precs):
+                reason, bar_mean, bar_var = 'jump', np.zeros(size), np.ones(size)
         prec = 1.0 / bar_var + precs.sum(0)
         h = bar_mean / bar_var + (precs * means).sum(0)
         self.state = BeliefState(int(stamp_ns), h / prec, 1.0 / prec, reason)

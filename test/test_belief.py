@@ -8,6 +8,7 @@ from llmos_ros.belief import (
     NS,
     BeliefConfig,
     BeliefFilter,
+    chi2_quantile,
     staleness_weight,
 )
 from llmos_ros.belief_noise import BeliefNoise
@@ -90,6 +91,28 @@ def test_reset_rules(stamp, model_id, size, reason):
         np.testing.assert_allclose(state.var, [0.2] * size)
     else:
         assert np.all(state.var < 0.2)
+
+
+@pytest.mark.parametrize('dof, exact', [(1, 10.828), (3, 16.266), (8, 26.124), (40, 73.402)])
+def test_chi2_quantile_is_close_to_the_exact_one(dof, exact):
+    assert chi2_quantile(dof, 1e-3) == pytest.approx(exact, rel=0.035 if dof == 1 else 0.02)
+
+
+def test_an_innovation_beyond_the_chi2_quantile_restarts_the_belief():
+    """NIS = sum (z - m)^2 / (v + q dt + r) against chi2(d) at 1 - jump_p."""
+    def second(z, jump_p=1e-3):
+        filt = BeliefFilter(BeliefConfig(process_noise=0.0, jump_p=jump_p))
+        filt.update(0, [0.0, 0.0], [99.0, 99.0])  # v = 0.01 per dimension
+        return filt.update(NS // 10, [z, z], [100.0, 100.0])  # r = 0.01: S = 0.02
+    limit = np.sqrt(chi2_quantile(2, 1e-3) * 0.02 / 2)  # z at which NIS reaches the quantile
+    assert second(0.95 * limit).reset == ''
+    jumped = second(1.05 * limit)
+    assert jumped.reset == 'jump'  # prior x expert, as at any restart
+    np.testing.assert_allclose(jumped.mean, [1.05 * limit * 100 / 101] * 2)
+    np.testing.assert_allclose(jumped.var, [1 / 101] * 2)
+    assert second(10.0, jump_p=0.0).reset == ''  # 0: never
+    with pytest.raises(ConfigError, match='belief.jump_p must be < 1'):
+        BeliefConfig(jump_p=1.0)
 
 
 def test_bad_posterior_and_config_are_named():

@@ -130,7 +130,8 @@ BELIEF_PARAMETERS = {
     'reset_gap_s': 'a longer gap between samples restarts the belief',
     'stale_grace_s': 'an expert this old still has its full weight',
     'stale_tau_s': 'an expert grace + tau old has half its weight (0: no down-weighting)',
-    'max_age_s': 'hard limit: an older expert is not used by the belief'}
+    'max_age_s': 'hard limit: an older expert is not used by the belief',
+    'jump_p': 'an innovation this unlikely (chi-square tail) restarts the belief; 0: never'}
 
 
 def _read_at_configure(name: str) -> bool:
