@@ -5,7 +5,9 @@ Belief and surprise on simulated bags with injected events (issue 13's figures).
         [--threads 1] [--process-noise Q [Q ...]] [--model M --train-bag B]
 
 Trains a model on a simulated training bag (or takes --model and its --train-bag), calibrates its
-surprise on that bag, writes test bags of another seed -- clean, each modality swapped with another
+surprise on that bag, takes its learned belief noise (`llmos_ros.belief_noise`: the checkpoint's,
+or, for a model trained without one, learned on the training bag into the sidecar), writes test
+bags of another seed -- clean, each modality swapped with another
 scene's stream in 2 s windows every 10 s, tactile silent for 3 s windows -- replays them through
 the live path (`PerceptionEngine` + `TemporalTracker`) and prints:
 
@@ -13,14 +15,19 @@ the live path (`PerceptionEngine` + `TemporalTracker`) and prints:
   probe fitted on the same representation of the training bag;
 * jitter ratio: per-frame over belief step-to-step jitter within episodes, clean bag (>= 2 wanted);
 * silence: share of steps in which the belief std over tactile's private latent does not fall
-  while tactile is silent, the std at the window's end over its start, and the coverage of the
-  belief's 90 % interval of that latent by the clean twin bag's per-frame latent (nominal 0.90);
+  while tactile is silent, the std at the window's end over its start, and the coverage of that
+  latent's predicted 90 % interval: the share of (sample, dimension) pairs in the silent windows
+  where the clean twin bag's per-frame latent at the same stamp lies within belief mean +-
+  1.645 sqrt(belief var + r), r the learned measurement noise of the dimension (the per-frame
+  latent scatters around the state the belief estimates by that much; nominal 0.90); cov90
+  belief-only leaves r out (the belief's own interval, how issue 13 first measured it);
 * swaps: AUROC of each modality's surprise score for samples inside its swap windows (after the
   modality's pairing window has filled) against samples outside (>= 0.9 wanted);
 * false alarms: the share of clean-bag samples with tail probability < 0.01, per modality.
 
-One row per --process-noise value (the other belief parameters at their defaults). The last line
-is one JSON object with every figure.
+One row per --process-noise value (q for every dimension, experts unscaled) and a row 'learned'
+(the learned noise), the other belief parameters at their defaults. The last line is one JSON
+object with every figure.
 """
 import argparse
 import contextlib
@@ -35,6 +42,8 @@ import numpy as np
 import torch
 
 from llmos_ros.belief import BeliefConfig
+from llmos_ros.belief_noise import learn, load_noise
+from llmos_ros.belief_noise import sidecar_path as noise_sidecar
 from llmos_ros.checkpoint import load_checkpoint
 from llmos_ros.evaluation.belief_metrics import Track, auroc, false_alarm_rate, finite, jitter
 from llmos_ros.evaluation.metrics import linear_probe
@@ -57,7 +66,7 @@ def parse_args(argv=None):
     p.add_argument('--test-s', type=float, default=40.0, help='seconds of each test bag')
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--process-noise', type=float, nargs='+', default=[0.05],
-                   help='belief.process_noise values to compare (one row each)')
+                   help='belief.process_noise values to compare (one row each, beside learned)')
     p.add_argument('--model', help='existing checkpoint (skips training; needs --train-bag)')
     p.add_argument('--train-bag', help='the training bag of --model')
     return p.parse_args(argv)
@@ -75,9 +84,9 @@ def replayed(bag, loaded):
     return engine, results, rep.labels
 
 
-def track(engine, results, cfg: BeliefConfig, calibration) -> Track:
-    """The belief and surprise of replayed results under `cfg`."""
-    tracker = TemporalTracker(engine, cfg, calibration)
+def track(engine, results, cfg: BeliefConfig, calibration, noise) -> Track:
+    """The belief and surprise of replayed results under `cfg` (and `noise` when learned)."""
+    tracker = TemporalTracker(engine, cfg, calibration, noise)
     states = [tracker.step(r) for r in results]
     return Track.from_states(tracker.names, [r.mean for r in results], states)
 
@@ -101,11 +110,11 @@ def swap_auroc(track: Track, i: int, spans, lag: float) -> float | None:
     return auroc(track.scores[inside, i], track.scores[~near, i])
 
 
-def silence_figures(track: Track, clean: Track, spans, block: slice) -> dict:
-    """Std growth and 90 % interval coverage of the tactile private latent while silent."""
+def silence_figures(track: Track, clean: Track, spans, block: slice, r: np.ndarray) -> dict:
+    """Std growth and 90 % interval coverage of the tactile private latent while silent (doc)."""
     t = seconds(track)
     clean_at = {s: k for k, s in enumerate(clean.stamps)}
-    rising, ratios, hits, total = [], [], 0, 0
+    rising, ratios, hits, own, total = [], [], 0, 0, 0
     for start, end in spans:
         rows = np.flatnonzero((t >= start) & (t < end))
         std = track.belief_std[rows, block].mean(1)
@@ -116,11 +125,14 @@ def silence_figures(track: Track, clean: Track, spans, block: slice) -> dict:
             if c is None:
                 continue
             err = np.abs(clean.latent[c, block] - track.belief[k, block])
-            hits += int(np.sum(err <= Z90 * track.belief_std[k, block]))
+            var = track.belief_std[k, block] ** 2
+            hits += int(np.sum(err <= Z90 * np.sqrt(var + r)))
+            own += int(np.sum(err <= Z90 * np.sqrt(var)))
             total += err.size
     return {'std_non_decreasing': float(np.mean(rising)) if rising else None,
             'std_end_over_start': float(np.nanmean(ratios)) if ratios else None,
-            'coverage_90': hits / total if total else None}
+            'coverage_90': hits / total if total else None,
+            'coverage_90_belief_only': own / total if total else None}
 
 
 def main(argv=None) -> int:
@@ -148,6 +160,11 @@ def main(argv=None) -> int:
     train = replay(train_bag, PerceptionEngine(loaded), infer=False, progress=False)
     cal = calibrate(loaded.model, loaded.model_id, train.arrays, train.present)
     cal.save(sidecar_path(model_path))
+    noise, why = load_noise(model_path, loaded)
+    if noise is None:
+        print(f'learning the belief noise on {train_bag} ({why})')
+        noise = learn(loaded.model, loaded.model_id, train.stamps, train.arrays, train.present)
+        noise_sidecar(model_path).write_text(json.dumps(noise.to_dict()))
     names = list(loaded.model.names)
     swaps, silent = windows(args.test_s, 2.0), windows(args.test_s, 3.0)
     bags = {'clean': [], 'silence': [Event('silence', 'tactile', a, b - a) for a, b in silent]}
@@ -166,12 +183,12 @@ def main(argv=None) -> int:
     print(f'model {loaded.model_id} ({loaded.cfg.model.fusion}), train {train_bag}, '
           f'test bags of {args.test_s:g} s (seed 11); probes fitted on the training bag')
     print('process_noise  probe latent/belief  jitter ratio  silent: std rising, end/start, '
-          'cov90 | ' + '  '.join(f'AUROC {m}' for m in names) + ' | '
+          'cov90, cov90 belief-only | ' + '  '.join(f'AUROC {m}' for m in names) + ' | '
           + '  '.join(f'FA {m}' for m in names))
     rows = []
-    for q in args.process_noise:
-        cfg = BeliefConfig(process_noise=q)
-        tr = {name: track(*runs[name][:2], cfg, cal) for name in runs}
+    for q in [*args.process_noise, 'learned']:
+        cfg = BeliefConfig(process_noise=-1.0 if q == 'learned' else q)
+        tr = {name: track(*runs[name][:2], cfg, cal, noise) for name in runs}
         clean, train_tr = tr['clean'], tr['train']
         probe = {kind: linear_probe(getattr(train_tr, kind)[tlab], train_labels[tlab],
                                     getattr(clean, kind)[lab], labels[lab])
@@ -180,18 +197,20 @@ def main(argv=None) -> int:
         swap_figs = {m: swap_auroc(tr[f'swap_{m}'], i, swaps, lags[m])
                      for i, m in enumerate(names)}
         fa = {m: false_alarm_rate(clean.tails[:, i]) for i, m in enumerate(names)}
-        sil = silence_figures(tr['silence'], clean, silent, private)
+        sil = silence_figures(tr['silence'], clean, silent, private,
+                              noise.measurement_noise[private])
         rows.append({'process_noise': q, 'probe_latent': probe['latent'],
                      'probe_belief': probe['belief'], 'jitter_ratio': ratio, 'silence': sil,
                      'swap_auroc': swap_figs, 'false_alarm_rate_1pct': fa})
-        print(f'{q:13g}  {probe["latent"]:.3f} / {probe["belief"]:.3f}        {ratio:6.2f}x'
+        print(f'{q:>13}  {probe["latent"]:.3f} / {probe["belief"]:.3f}        {ratio:6.2f}x'
               f'       {_f(sil["std_non_decreasing"])}, {_f(sil["std_end_over_start"])}, '
-              f'{_f(sil["coverage_90"])} | ' + '  '.join(f'{_f(swap_figs[m]):>10}' for m in names)
+              f'{_f(sil["coverage_90"])}, {_f(sil["coverage_90_belief_only"])} | '
+              + '  '.join(f'{_f(swap_figs[m]):>10}' for m in names)
               + ' | ' + '  '.join(f'{_f(fa[m], 4):>7}' for m in names))
     result = {'model_id': loaded.model_id, 'fusion': loaded.cfg.model.fusion,
               'belief': {k: v for k, v in BeliefConfig().__dict__.items()
                          if k != 'process_noise'},
-              'rows': rows, 'test_s': args.test_s, 'steps': args.steps,
+              'noise': noise.to_dict(), 'rows': rows, 'test_s': args.test_s, 'steps': args.steps,
               'seconds': time.perf_counter() - started}
     print(json.dumps(finite(result)))
     return 0

@@ -6,6 +6,14 @@ process noise q_i (latent variance per second): the mean stays, var_i += q_i * (
 The propagated variance is capped at the prior's variance, 1: the model's latent has the marginal
 N(0, I), so a belief never claims to know less than knowing nothing.
 
+Noise. `belief.process_noise` < 0 (the default) takes the noise model learned from data for the
+model (`llmos_ros.belief_noise.BeliefNoise`: q_i per dimension from a variogram of the filter's
+measurements on the training bags' held-out end, and a factor s_i on every expert variance of
+dimension i, so that the measurement's variance is the frame-to-frame noise r_i the data show;
+the module doc says how and why). Without one (an older checkpoint) q = FALLBACK_PROCESS_NOISE
+for every dimension and s = 1. A value >= 0 is that q for every dimension, experts as the model
+gives them (s = 1).
+
 Update (product of experts). The model's PoE fuses the modality experts q_m(z | x_m) with a prior
 expert N(0, I). The belief puts the propagated belief b_bar in the prior expert's place, so the
 prior is not counted twice (it is in b_bar already, since the first sample):
@@ -16,17 +24,27 @@ In precisions L = 1 / var and precision-weighted means h = mean / var, per dimen
 
     L_t = L_bar + sum_m L_m        h_t = h_bar + sum_m h_m
 
-With one expert this is exactly a Kalman update of b_bar with the measurement N(mu_m, var_m).
-Each expert covers the dimensions it has an opinion on: every modality the shared ones, modality
-m alone its private latent; an expert has precision 0 elsewhere, so a dimension no present
-expert informs only propagates. For 'poe' models the first belief equals the per-frame latent;
-for the mixture fusions ('moe', 'mopoe', 'mmvae_plus') the belief uses the product of the
+(each expert's precision of dimension i divided by s_i, see Noise). With one expert this is
+exactly a Kalman update of b_bar with the measurement N(mu_m, s * var_m). Each expert covers
+the dimensions it has an opinion on: every modality the shared ones, modality m alone its private
+latent; an expert has precision 0 elsewhere, so a dimension no present expert informs only
+propagates. For 'poe' models and s = 1 the first belief equals the per-frame latent; for the
+mixture fusions ('moe', 'mopoe', 'mmvae_plus') the belief uses the product of the
 experts (MoPoE's all-present component), not the mixture.
 
 Resets (b_bar becomes the prior N(0, I), so the belief is the prior times the experts): the first
 sample; a stamp gap longer than `reset_gap_s`; a stamp not newer than the belief's (a bag loop or a
 clock jump back; an equal stamp too, nothing can have happened in 0 s); a change of model id or
-latent size. `BeliefState.reset` names the reason ('' when the step was a filter update).
+latent size; a jump (below). `BeliefState.reset` names the reason ('' when the step was a
+filter update).
+
+Jumps. A random walk cannot follow a scene that changes at once (another object, another
+speaker): the belief would lag behind the per-frame latent for as long as its variance needs to
+grow. So an update whose experts contradict the propagated belief restarts it ('jump'): the
+normalised innovation squared of the experts' product against b_bar (`BeliefFilter.jumped`),
+chi-square distributed with one degree of freedom per informed dimension while the state follows
+the random walk and the noise model holds, above its 1 - `jump_p` quantile (default jump_p 1e-3:
+one false restart in a thousand updates when the noise model is right).
 
 Staleness. An expert computed from an input of age a (sample time minus the input's stamp) is
 folded in with its variance divided by its effective weight
@@ -42,30 +60,41 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 import math
+from statistics import NormalDist
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from llmos_ros.errors import ConfigError, InputError
 
+if TYPE_CHECKING:  # belief_noise builds on this module
+    from llmos_ros.belief_noise import BeliefNoise
+
 NS = 1_000_000_000
+FALLBACK_PROCESS_NOISE = 0.05  # q without a learned noise model (latent variance per second)
 
 
 @dataclass
 class BeliefConfig:
     """Parameters of the belief filter and the staleness rule (see the module doc)."""
 
-    process_noise: float = 0.05  # q: latent variance per second (an array: per dimension)
+    process_noise: float = -1.0  # q per second for every dimension; < 0: learned (module doc)
     reset_gap_s: float = 2.0  # a longer stamp gap restarts the belief
     stale_grace_s: float = 0.1  # an expert this old still has its full weight
     stale_tau_s: float = 0.5  # ... and half of it stale_tau_s later; 0: no inflation
     max_age_s: float = 1.0  # hard limit: an older expert is not used (weight 0)
+    jump_p: float = 1e-3  # an innovation this unlikely restarts the belief ('jump'); 0: never
 
     def __post_init__(self):
         for f in fields(self):
             value = getattr(self, f.name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ConfigError(f'belief.{f.name} must be a finite number >= 0, got {value!r}')
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or (
+                    value < 0 and f.name != 'process_noise'):
+                low = '' if f.name == 'process_noise' else ' >= 0'
+                raise ConfigError(f'belief.{f.name} must be a finite number{low}, got {value!r}')
             setattr(self, f.name, float(value))
+        if self.jump_p >= 1:
+            raise ConfigError(f'belief.jump_p must be < 1 (a probability), got {self.jump_p}')
 
     @classmethod
     def from_dict(cls, values: dict | None) -> BeliefConfig:
@@ -76,6 +105,19 @@ class BeliefConfig:
         if unknown:
             raise ConfigError(f'unknown belief parameters {unknown}; known: {sorted(known)}')
         return cls(**values)
+
+
+def chi2_quantile(dof: int, tail: float) -> float:
+    """
+    The value a chi-square variable with `dof` degrees of freedom exceeds with probability `tail`.
+
+    Wilson-Hilferty: dof * (1 - 2 / (9 dof) + z sqrt(2 / (9 dof)))^3, z the standard normal's
+    upper `tail` quantile (within 2 % of the exact quantile at tail 1e-3 for dof >= 3, 3 % at
+    dof 1).
+    """
+    z = NormalDist().inv_cdf(1.0 - tail)
+    c = 2.0 / (9.0 * dof)
+    return dof * max(0.0, 1.0 - c + z * math.sqrt(c)) ** 3
 
 
 def staleness_weight(age_s: float, cfg: BeliefConfig) -> float:
@@ -102,17 +144,28 @@ class BeliefState:
 class BeliefFilter:
     """The belief over a latent of any size, one `update` per fused posterior (module doc)."""
 
-    def __init__(self, cfg: BeliefConfig | None = None):
+    def __init__(self, cfg: BeliefConfig | None = None, noise: BeliefNoise | None = None):
         self.cfg = cfg or BeliefConfig()
         self.state: BeliefState | None = None
         self.model_id: str | None = None
+        learned = self.cfg.process_noise < 0 and noise is not None
+        self.noise = noise if learned else None  # the learned noise model in use, if any
+        self.process_noise = (noise.process_noise if learned else self.cfg.process_noise
+                              if self.cfg.process_noise >= 0 else FALLBACK_PROCESS_NOISE)
+        self.expert_scale = noise.expert_scale if learned else 1.0
+
+    @property
+    def noise_source(self) -> str:
+        """'learned', 'set' (belief.process_noise >= 0) or 'fallback' (module doc, Noise)."""
+        return 'learned' if self.noise is not None else (
+            'set' if self.cfg.process_noise >= 0 else 'fallback')
 
     def propagated(self, stamp_ns: int) -> tuple[np.ndarray, np.ndarray]:
         """The current belief carried to `stamp_ns` by the random walk: (mean, var)."""
         if self.state is None:
             raise InputError('no_belief', 'the belief has no state yet: update it first')
         dt = max(0, int(stamp_ns) - self.state.stamp_ns) / NS
-        var = np.minimum(self.state.var + self.cfg.process_noise * dt, 1.0)
+        var = np.minimum(self.state.var + self.process_noise * dt, 1.0)
         return self.state.mean.copy(), var
 
     def reset_reason(self, stamp_ns: int, size: int, model_id: str) -> str:
@@ -127,6 +180,27 @@ class BeliefFilter:
         if gap > self.cfg.reset_gap_s * NS:
             return 'gap'
         return ''
+
+    def jumped(self, bar_mean: np.ndarray, bar_var: np.ndarray, means: np.ndarray,
+               precs: np.ndarray) -> bool:
+        """
+        Whether the experts contradict the propagated belief beyond `jump_p` (module doc, Jumps).
+
+        The experts' product N(m, 1 / P) over the d dimensions they inform against b_bar:
+        NIS = sum_i (m_i - bar_mean_i)^2 / (bar_var_i + 1 / P_i), chi-square with d degrees of
+        freedom while the state follows the random walk.
+        """
+        if self.cfg.jump_p <= 0:
+            return False
+        total = precs.sum(0)
+        informed = total > 0
+        d = int(informed.sum())
+        if d == 0:
+            return False
+        m = (precs * means).sum(0)[informed] / total[informed]
+        nis = float(np.sum((m - bar_mean[informed]) ** 2
+                           / (bar_var[informed] + 1.0 / total[informed])))
+        return nis > chi2_quantile(d, self.cfg.jump_p)
 
     def update(self, stamp_ns: int, means, precisions, model_id: str = '') -> BeliefState:
         """
@@ -145,12 +219,18 @@ class BeliefFilter:
             raise InputError('nan', 'belief update: an expert has a non-finite mean or a '
                              'precision that is < 0 or not finite')
         size = means.shape[1]
+        if self.noise is not None and self.noise.process_noise.size != size:
+            raise InputError('size', f'belief update: {size} latent dimensions, the noise model '
+                             f'of {self.noise.model_id} has {self.noise.process_noise.size}')
+        precs = precs / self.expert_scale
         reason = self.reset_reason(stamp_ns, size, model_id)
         if reason:
             bar_mean, bar_var = np.zeros(size), np.ones(size)  # the prior expert
             self.model_id = model_id
         else:
             bar_mean, bar_var = self.propagated(stamp_ns)
+            if self.jumped(bar_mean, bar_var, means, precs):
+                reason, bar_mean, bar_var = 'jump', np.zeros(size), np.ones(size)
         prec = 1.0 / bar_var + precs.sum(0)
         h = bar_mean / bar_var + (precs * means).sum(0)
         self.state = BeliefState(int(stamp_ns), h / prec, 1.0 / prec, reason)

@@ -237,3 +237,33 @@ def _check_weights(model: MultimodalVAE, state: dict, path: Path) -> None:
     if problems:
         raise CheckpointError(f'{path}: weights do not fit the model code: '
                               + '; '.join(problems))
+
+
+def load_stored(model_path, loaded: LoadedModel, key: str, sidecar: Path | None, parse, *,
+                noun: str, module: str, redo: str) -> tuple[Any, str]:
+    """
+    What was learned for `loaded` after training, and why there is none ('' when there is).
+
+    A surprise calibration, a belief noise model: `parse(data, where)` of the JSON `sidecar` if
+    it exists, else of extra[key]. A sidecar is an explicit redo on other data, so it wins over
+    what llmos-train stored. One made for another model id is not used (the reason says so);
+    `module`'s command line redoes it. `parse` raises CheckpointError for data it cannot read.
+    """
+    data, where = loaded.extra.get(key), f'{model_path} extra'
+    if sidecar is not None and sidecar.is_file():
+        where = str(sidecar)
+        try:
+            data = json.loads(sidecar.read_text())
+        except (OSError, ValueError) as exc:
+            return None, f'{sidecar}: unreadable ({exc})'
+    if data is None:
+        return None, (f'no {noun} ({sidecar} missing): run python -m {module} --model '
+                      f'{model_path} --bag TRAIN_BAG')
+    try:
+        value = parse(data, where)
+    except CheckpointError as exc:
+        return None, str(exc)
+    if value.model_id != loaded.model_id:
+        return None, (f'{where}: calibration of model {value.model_id}, not of '
+                      f'{loaded.model_id}; {redo}')
+    return value, ''

@@ -149,7 +149,8 @@ class PerceptionEngine:
         A modality that contributed is predicted from the rest (cross-modal, not a
         reconstruction); one that did not is predicted from all that did. A modality that was
         the only contributor gets no prediction. The encoders do not run again: each source
-        set's posterior is fused from the experts `infer` computed (`result.experts`).
+        set's posterior is fused from the experts `infer` computed (`result.experts`), and each
+        target is decoded from its own row only.
         """
         rows, targets = [], []
         for target in self.names:
@@ -166,9 +167,11 @@ class PerceptionEngine:
         experts = tuple(None if e is None else e.expand(-1, len(rows), -1)
                         for e in result.experts)
         _, mu, _ = self.model.fuse_experts(experts, mask)
-        decoded = self.model.decode(mu)
-        result.predictions = {t: (decoded[t][0][i].cpu().numpy(), src)
-                              for i, (t, src) in enumerate(zip(targets, rows))}
+        result.predictions = {}
+        for i, (target, source) in enumerate(zip(targets, rows)):  # one decoder pass per target
+            mean, _ = self.model.decode_modality(
+                target, self.model.decoder_input(mu[i:i + 1], target))
+            result.predictions[target] = (mean[0].cpu().numpy(), source)
         return result.predictions
 
     def latent_fields(self, result: Inference, frame_id: str = 'llmos') -> dict:

@@ -140,25 +140,11 @@ def load_calibration(model_path, loaded) -> tuple[SurpriseCalibration | None, st
     A sidecar is an explicit recalibration, so it wins over the one llmos-train stored. A
     calibration made for another model id is not used (the reason says so).
     """
-    data, where = loaded.extra.get('surprise'), f'{model_path} extra'
-    path = sidecar_path(model_path) if model_path else None
-    if path is not None and path.is_file():
-        where = str(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            return None, f'{path}: unreadable ({exc})'
-    if data is None:
-        return None, (f'no surprise calibration ({path} missing): run python -m '
-                      f'llmos_ros.surprise --model {model_path} --bag TRAIN_BAG')
-    try:
-        cal = SurpriseCalibration.from_dict(data, where)
-    except CheckpointError as exc:
-        return None, str(exc)
-    if cal.model_id != loaded.model_id:
-        return None, (f'{where}: calibration of model {cal.model_id}, not of '
-                      f'{loaded.model_id}; calibrate again')
-    return cal, ''
+    from llmos_ros.checkpoint import load_stored
+    return load_stored(model_path, loaded, 'surprise',
+                       sidecar_path(model_path) if model_path else None,
+                       SurpriseCalibration.from_dict, noun='surprise calibration',
+                       module='llmos_ros.surprise', redo='calibrate again')
 
 
 def main(argv=None) -> int:

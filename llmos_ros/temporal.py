@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from llmos_ros.belief import NS, BeliefConfig, BeliefFilter, BeliefState, staleness_weight
+from llmos_ros.belief_noise import BeliefNoise
 from llmos_ros.surprise import SurpriseCalibration, loo_scores
 
 
@@ -55,18 +56,42 @@ class _Expert:
     folded: bool = False  # already in the belief
 
 
+def full_latent(model, name: str, mu, logvar, pmu=None, plogvar=None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Modality `name`'s expert over the full latent: (means, precisions) [..., L].
+
+    It covers the shared part and its own private part (when the model has one), precision 0
+    elsewhere; inputs are numpy arrays [..., D] and [..., P].
+    """
+    shape = np.shape(mu)[:-1] + (model.latent_size,)
+    d = model.shared_dim
+    mean, prec = np.zeros(shape), np.zeros(shape)
+    mean[..., :d], prec[..., :d] = mu, np.exp(-np.asarray(logvar, np.float64))
+    if pmu is not None:
+        part = model.private_slice(name)
+        mean[..., part], prec[..., part] = pmu, np.exp(-np.asarray(plogvar, np.float64))
+    return mean, prec
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.double().cpu().numpy()
+
+
 class TemporalTracker:
     """Per-stream state: the kept experts and the belief filter (module doc)."""
 
     def __init__(self, engine, cfg: BeliefConfig | None = None,
-                 calibration: SurpriseCalibration | None = None):
+                 calibration: SurpriseCalibration | None = None,
+                 noise: BeliefNoise | None = None):
         self.model = engine.model
         self.model_id = engine.model_id
         self.names = list(engine.names)
         self.device = engine.device
         self.cfg = cfg or BeliefConfig()
         self.calibration = calibration
-        self.filter = BeliefFilter(self.cfg)
+        self.noise = noise  # the learned noise model (llmos_ros.belief_noise), None: fallback
+        self.filter = BeliefFilter(self.cfg, noise)
         self.kept: dict[str, _Expert] = {}
 
     @torch.no_grad()
@@ -119,19 +144,17 @@ class TemporalTracker:
         Each covers the shared part and its own private part (precision 0 elsewhere), with its
         log-variance plus inflate[name] = -log w(age).
         """
-        size, d = self.model.latent_size, self.model.shared_dim
+        size = self.model.latent_size
         means, precs = [], []
         for name in self.names:
             e = self.kept.get(name) if name in inflate else None
             if e is None or e.folded:
                 continue
-            mean, prec = np.zeros(size), np.zeros(size)
-            mean[:d] = e.mu.double().cpu().numpy()
-            prec[:d] = torch.exp(-(e.logvar.double() + inflate[name])).cpu().numpy()
-            if e.pmu is not None:
-                part = self.model.private_slice(name)
-                mean[part] = e.pmu.double().cpu().numpy()
-                prec[part] = torch.exp(-(e.plogvar.double() + inflate[name])).cpu().numpy()
+            lv = inflate[name]
+            private = e.pmu is not None
+            mean, prec = full_latent(self.model, name, _np(e.mu), _np(e.logvar) + lv,
+                                     _np(e.pmu) if private else None,
+                                     _np(e.plogvar) + lv if private else None)
             means.append(mean)
             precs.append(prec)
         if not means:

@@ -340,7 +340,7 @@ def train(args) -> dict:
             if final:
                 extra['stopped'] = reason
                 if val_t is not None:
-                    extra['surprise'] = calibrate_surprise(model, cfg, val_t)
+                    extra.update(calibrations(model, cfg, val_t, device))
             if last_state is not None:
                 extra['last_state'] = last_state
             save_checkpoint(out, model, cfg, stats, extra=extra)
@@ -416,23 +416,36 @@ def train(args) -> dict:
     return summary
 
 
-def calibrate_surprise(model: MultimodalVAE, cfg: Config, val_t: SampleTable) -> dict:
+def calibrations(model: MultimodalVAE, cfg: Config, val_t: SampleTable, device) -> dict:
     """
-    The surprise calibration (llmos_ros.surprise) of the final weights, on the validation split.
+    What the live path learns from held-out data, of the final weights on the validation split.
 
-    The validation samples are held out from the optimisation, so their scores are what clean
-    data the model has not fitted looks like; the calibration names the model id the checkpoint
+    extra['surprise']: the surprise calibration (llmos_ros.surprise); extra['belief']: the belief
+    noise (llmos_ros.belief_noise), left out (with a note) when the split has no two samples
+    close enough in time. The validation samples are held out from the optimisation, so they are
+    what clean data the model has not fitted looks like; both name the model id the checkpoint
     will have.
     """
+    from llmos_ros.belief_noise import learn
     from llmos_ros.surprise import calibrate
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    model_id = model_id_of({k: v.detach().cpu() for k, v in model.state_dict().items()},
+                           cfg.to_dict())
     was_training = model.training
     model.eval()
     try:
-        cal = calibrate(model, model_id_of(state, cfg.to_dict()), val_t.arrays, val_t.present)
+        out = {'surprise': calibrate(model, model_id, val_t.arrays, val_t.present).to_dict()}
+        order = np.lexsort((val_t.stamps, val_t.bag_index if val_t.bag_index is not None
+                            else np.zeros(len(val_t), np.int32)))
+        table = val_t.subset(order)
+        try:
+            out['belief'] = learn(model, model_id, table.stamps, table.arrays, table.present,
+                                  table.bag_index, device).to_dict()
+        except LlmosError as exc:
+            print(f'[llmos-train] no belief noise learned, the belief uses the fallback: {exc}',
+                  flush=True)
     finally:
         model.train(was_training)
-    return cal.to_dict()
+    return out
 
 
 def _explicit_model_settings(args, cfg: Config) -> dict:

@@ -3,7 +3,15 @@ import numpy as np
 import pytest
 import torch
 
-from llmos_ros.belief import NS, BeliefConfig, BeliefFilter, staleness_weight
+from llmos_ros.belief import (
+    FALLBACK_PROCESS_NOISE,
+    NS,
+    BeliefConfig,
+    BeliefFilter,
+    chi2_quantile,
+    staleness_weight,
+)
+from llmos_ros.belief_noise import BeliefNoise
 from llmos_ros.errors import ConfigError, InputError
 from llmos_ros.models.fusion import poe
 
@@ -19,20 +27,41 @@ def test_first_update_is_the_models_poe_with_the_prior_expert():
     np.testing.assert_allclose(state.var, torch.exp(logvar[0]).numpy(), rtol=1e-9)
 
 
-def test_update_is_a_kalman_step_with_the_prior_expert_counted_once():
+@pytest.mark.parametrize('scale', [np.ones(3), np.array([4.0, 0.5, 20.0])])
+def test_update_is_a_kalman_step_per_dimension_with_the_prior_expert_counted_once(scale):
     q, dt = np.array([0.2, 0.05, 0.5]), 0.1
-    filt = BeliefFilter(BeliefConfig(process_noise=1.0))
-    filt.cfg.process_noise = q  # per-dimension noise (an array works like a float)
-    first = filt.update(0, [0.3, -1.0, 2.0], 1 / np.array([0.1, 0.5, 0.05]))
+    noise = BeliefNoise('m', q, np.zeros(3), scale)  # learned: q and the expert scale per dim
+    filt = BeliefFilter(BeliefConfig(), noise)
+    assert filt.noise_source == 'learned'
+    v_first = np.array([0.1, 0.5, 0.05])
+    first = filt.update(0, [0.3, -1.0, 2.0], 1 / v_first, model_id='m')
+    np.testing.assert_allclose(first.var, 1 / (1 + 1 / (scale * v_first)), rtol=1e-9)
     m0, v0 = first.mean.copy(), first.var.copy()
     z, r = np.array([0.8, -0.2, 1.5]), np.array([0.2, 0.3, 0.1])
-    state = filt.update(int(dt * NS), z, 1 / r)
-    # closed form: predict v' = v + q dt, gain K = v' / (v' + r), x = m + K (z - m), v = (1-K) v'
+    state = filt.update(int(dt * NS), z, 1 / r, model_id='m')
+    # closed form, measurement variance s r: predict v' = v + q dt, gain K = v' / (v' + s r),
+    # x = m + K (z - m), v = (1 - K) v'
     vp = v0 + q * dt
-    gain = vp / (vp + r)
+    gain = vp / (vp + scale * r)
     assert state.reset == ''
     np.testing.assert_allclose(state.mean, m0 + gain * (z - m0), rtol=1e-9)
     np.testing.assert_allclose(state.var, (1 - gain) * vp, rtol=1e-9)
+
+
+def test_process_noise_learned_set_or_fallback():
+    noise = BeliefNoise('m', np.array([0.3, 2.0]), np.ones(2), np.array([5.0, 5.0]))
+    old = BeliefFilter(BeliefConfig())  # a checkpoint without a learned noise model
+    assert old.noise_source == 'fallback' and old.process_noise == FALLBACK_PROCESS_NOISE == 0.05
+    assert old.expert_scale == 1.0
+    learned = BeliefFilter(BeliefConfig(process_noise=-1.0), noise)
+    assert learned.noise_source == 'learned'
+    np.testing.assert_array_equal(learned.process_noise, [0.3, 2.0])
+    overridden = BeliefFilter(BeliefConfig(process_noise=0.2), noise)  # >= 0: that q, unscaled
+    assert overridden.noise_source == 'set' and overridden.process_noise == 0.2
+    assert overridden.expert_scale == 1.0
+    learned.update(0, [0.0, 0.0], [1.0, 1.0])
+    with pytest.raises(InputError, match='3 latent dimensions, the noise model of m has 2'):
+        learned.update(NS // 10, [0.0] * 3, [1.0] * 3)
 
 
 def test_dimension_without_evidence_only_propagates_and_its_std_grows_to_the_prior():
@@ -64,14 +93,38 @@ def test_reset_rules(stamp, model_id, size, reason):
         assert np.all(state.var < 0.2)
 
 
+@pytest.mark.parametrize('dof, exact', [(1, 10.828), (3, 16.266), (8, 26.124), (40, 73.402)])
+def test_chi2_quantile_is_close_to_the_exact_one(dof, exact):
+    assert chi2_quantile(dof, 1e-3) == pytest.approx(exact, rel=0.035 if dof == 1 else 0.02)
+
+
+def test_an_innovation_beyond_the_chi2_quantile_restarts_the_belief():
+    """NIS = sum (z - m)^2 / (v + q dt + r) against chi2(d) at 1 - jump_p."""
+    def second(z, jump_p=1e-3):
+        filt = BeliefFilter(BeliefConfig(process_noise=0.0, jump_p=jump_p))
+        filt.update(0, [0.0, 0.0], [99.0, 99.0])  # v = 0.01 per dimension
+        return filt.update(NS // 10, [z, z], [100.0, 100.0])  # r = 0.01: S = 0.02
+    limit = np.sqrt(chi2_quantile(2, 1e-3) * 0.02 / 2)  # z at which NIS reaches the quantile
+    assert second(0.95 * limit).reset == ''
+    jumped = second(1.05 * limit)
+    assert jumped.reset == 'jump'  # prior x expert, as at any restart
+    np.testing.assert_allclose(jumped.mean, [1.05 * limit * 100 / 101] * 2)
+    np.testing.assert_allclose(jumped.var, [1 / 101] * 2)
+    assert second(10.0, jump_p=0.0).reset == ''  # 0: never
+    with pytest.raises(ConfigError, match='belief.jump_p must be < 1'):
+        BeliefConfig(jump_p=1.0)
+
+
 def test_bad_posterior_and_config_are_named():
     filt = BeliefFilter()
     with pytest.raises(InputError, match=r'means are \[1, 2\], precisions \[1, 3\]'):
         filt.update(0, [0.0, 0.0], [1.0, 1.0, 1.0])
     with pytest.raises(InputError, match='non-finite mean or a precision'):
         filt.update(0, [np.nan], [1.0])
-    with pytest.raises(ConfigError, match=r'belief.process_noise must be a finite number >= 0'):
-        BeliefConfig(process_noise=-1.0)
+    with pytest.raises(ConfigError, match=r'belief.reset_gap_s must be a finite number >= 0'):
+        BeliefConfig(reset_gap_s=-1.0)
+    with pytest.raises(ConfigError, match=r'belief.process_noise must be a finite number, got'):
+        BeliefConfig(process_noise=float('nan'))
     with pytest.raises(ConfigError, match=r"unknown belief parameters \['q'\]"):
         BeliefConfig.from_dict({'q': 1.0})
 

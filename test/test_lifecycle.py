@@ -176,3 +176,27 @@ def test_shutdown_from_every_state(sim_model, rclpy_context, steps):
         assert node.count_subscribers('/camera/image_raw') == 0
     finally:
         node.destroy_node()
+
+
+def test_configure_sets_the_torch_threads(sim_model, rclpy_context):
+    """torch_threads (default 1) is applied at configure; 0 leaves torch's own setting."""
+    import torch
+
+    from llmos_ros.nodes.perception_node import PerceptionNode
+    _, model = sim_model
+    before = torch.get_num_threads()
+    try:
+        for value, want in (('1', 1), ('0', 2)):
+            torch.set_num_threads(2)
+            node = PerceptionNode(context=rclpy_context, cli_args=[
+                '--ros-args', '-p', f'model_path:={model}', '-p', 'autostart:=false',
+                '-p', f'torch_threads:={value}'])
+            try:
+                node.trigger_configure()
+                assert node.engine is not None
+                assert torch.get_num_threads() == want
+            finally:
+                node.trigger_shutdown()
+                node.destroy_node()
+    finally:
+        torch.set_num_threads(before)

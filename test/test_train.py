@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from llmos_ros.belief_noise import load_noise
 from llmos_ros.checkpoint import load_checkpoint
 from llmos_ros.sim.make_bag import write_bag
 from llmos_ros.surprise import load_calibration
@@ -78,6 +79,11 @@ def test_cli_trains_and_the_checkpoint_loads(bag, config, tmp_path):
     val = loaded.extra['samples']['val']
     assert all(0 < calibration.counts[name] <= val for name in loaded.model.names)
     assert all(calibration.scores[name].size > 0 for name in loaded.model.names)
+    # and the belief noise is learned there, per latent dimension, for this very model
+    noise, why = load_noise(out, loaded)
+    assert noise is not None, why
+    assert noise.process_noise.shape == noise.expert_scale.shape == (loaded.model.latent_size,)
+    assert noise.pairs > 0
 
 
 @pytest.mark.parametrize('fusion', ['poe', 'moe', 'mopoe', 'mmvae_plus'])

@@ -274,11 +274,19 @@ def row_inference(rows: Replay, experts, i: int):
 
 
 def tracker_for(opts: EvalOptions, loaded: Loaded, engine, quiet: bool = False):
-    """A belief/surprise tracker of `engine`'s stream (default BeliefConfig, the calibration)."""
-    from llmos_ros.belief import BeliefConfig
+    """
+    A belief/surprise tracker of `engine`'s stream (default BeliefConfig, the calibration).
+
+    The belief uses the checkpoint's learned noise (`llmos_ros.belief_noise`), else the fallback.
+    """
+    from llmos_ros.belief import FALLBACK_PROCESS_NOISE, BeliefConfig
+    from llmos_ros.belief_noise import load_noise
     from llmos_ros.surprise import load_calibration
     from llmos_ros.temporal import TemporalTracker
     calibration, why = load_calibration(opts.model, loaded.checkpoint)
     if calibration is None and not quiet:
         opts.note(f'surprise tail probabilities are NaN: {why}')
-    return TemporalTracker(engine, BeliefConfig(), calibration)
+    noise, why = load_noise(opts.model, loaded.checkpoint)
+    if noise is None and not quiet:
+        opts.note(f'belief process noise {FALLBACK_PROCESS_NOISE} for every dimension: {why}')
+    return TemporalTracker(engine, BeliefConfig(), calibration, noise)

@@ -40,9 +40,11 @@ import time
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+import torch
 
 from llmos_ros import kinds
-from llmos_ros.belief import BeliefConfig
+from llmos_ros.belief import FALLBACK_PROCESS_NOISE, BeliefConfig
+from llmos_ros.belief_noise import load_noise
 from llmos_ros.checkpoint import load_checkpoint
 from llmos_ros.core.drops import Drop, DropCounter
 from llmos_ros.errors import ConfigError, InputError, LlmosError
@@ -67,6 +69,9 @@ PARAMETERS = {
     'model_path': Param('', 'checkpoint from llmos-train; empty: stay unconfigured',
                         read_only=False),
     'device': Param('cpu', "torch device: 'cpu', 'cuda' or 'cuda:N'", read_only=False),
+    'torch_threads': Param(1, 'torch CPU threads (intra-op, whole process); 0: torch default '
+                           '(one per core). Batch-1 inference gains little from more, and '
+                           'their spinning delays the other workers', (0, 256), read_only=False),
     'autostart': Param(True, 'configure and activate at start (without a lifecycle manager)'),
     'camera_transport': Param('raw', 'camera input: raw (camera/image_raw) or compressed '
                               '(camera/image_raw/compressed)', read_only=False,
@@ -93,7 +98,7 @@ LIVE = ('frame_id', 'audio_prediction_iterations', 'prediction_rate_hz', 'debug_
 # upper bounds of the numeric parameters: beyond them a value is a typo, not a setting
 LIMITS = {'slop_s': 10.0, 'max_wait_s': 10.0, 'max_age_s': 3600.0,
           'diagnostics_period_s': 3600.0, 'prediction_rate_hz': 1000.0,
-          'audio_prediction_iterations': 1000}
+          'audio_prediction_iterations': 1000, 'torch_threads': 256}
 TRANSPORTS = ('raw', 'compressed')
 
 
@@ -110,7 +115,7 @@ def check_parameters(values: dict) -> None:
         raise ConfigError(f'camera_transport {values["camera_transport"]!r} is not one of '
                           f'{", ".join(TRANSPORTS)}')
     lowest = {'diagnostics_period_s': 1e-3, 'audio_prediction_iterations': 1,
-              'prediction_rate_hz': 0.0}
+              'prediction_rate_hz': 0.0, 'torch_threads': 0}
     for name, top in LIMITS.items():
         value = values[name]
         low = lowest.get(name, -math.inf)
@@ -120,11 +125,13 @@ def check_parameters(values: dict) -> None:
 
 # belief.<name> parameters: fields of llmos_ros.belief.BeliefConfig (defaults from there)
 BELIEF_PARAMETERS = {
-    'process_noise': 'random-walk variance per second of every latent dimension',
+    'process_noise': 'random-walk variance per second of every latent dimension; < 0: the '
+                     "checkpoint's, learned per dimension (0.05 if it has none)",
     'reset_gap_s': 'a longer gap between samples restarts the belief',
     'stale_grace_s': 'an expert this old still has its full weight',
     'stale_tau_s': 'an expert grace + tau old has half its weight (0: no down-weighting)',
-    'max_age_s': 'hard limit: an older expert is not used by the belief'}
+    'max_age_s': 'hard limit: an older expert is not used by the belief',
+    'jump_p': 'an innovation this unlikely (chi-square tail) restarts the belief; 0: never'}
 
 
 def _read_at_configure(name: str) -> bool:
@@ -211,6 +218,9 @@ class PerceptionNode(LifecycleNode):
         try:
             check_parameters({name: self.get_parameter(name).value
                               for name in ('device', 'camera_transport', *LIMITS)})
+            threads = self.get_parameter('torch_threads').value
+            if threads > 0:
+                torch.set_num_threads(threads)
             loaded = load_checkpoint(path, device='cpu')
             wanted = [m.strip() for m in self.get_parameter('modalities').value.split(',')
                       if m.strip()]
@@ -311,7 +321,7 @@ class PerceptionNode(LifecycleNode):
             self._last_inputs.clear()
             if self._tracker is not None:
                 self._tracker = TemporalTracker(self.engine, self._tracker.cfg,
-                                                self._tracker.calibration)
+                                                self._tracker.calibration, self._tracker.noise)
 
     # --- interfaces ----------------------------------------------------------------------------
     def _topic(self, name: str) -> tuple[str, str]:
@@ -488,7 +498,14 @@ class PerceptionNode(LifecycleNode):
         calibration, why = load_calibration(path, loaded)
         if calibration is None:
             self.get_logger().warning(f'surprise tail probabilities are NaN: {why}')
-        self._tracker = TemporalTracker(self.engine, cfg, calibration)
+        noise, why = load_noise(path, loaded) if cfg.process_noise < 0 else (None, '')
+        if why:
+            self.get_logger().warning(f'belief noise: {FALLBACK_PROCESS_NOISE} for every '
+                                      f'dimension: {why}')
+        elif noise is not None:
+            self.get_logger().info(f'belief noise: learned per dimension ({noise.pairs} sample '
+                                   f'pairs)')
+        self._tracker = TemporalTracker(self.engine, cfg, calibration, noise)
 
     def _create_belief_interfaces(self):
         if self._tracker is None:

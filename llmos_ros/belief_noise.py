@@ -1,0 +1,277 @@
+"""
+The belief's noise, learned from data: q_i, r_i and the expert scale s_i per dimension. ROS-free.
+
+Process noise q_i and measurement noise r_i per latent dimension, and the scale of the experts'
+variances that makes the filter honest.
+
+Model (local level). The filter (`llmos_ros.belief`) treats the latent as a state z(t) doing a
+random walk, var(z_i(t + tau) - z_i(t)) = q_i * tau, seen through per-sample measurements
+y_i(t) = z_i(t) + e_i(t) with independent noise var(e_i) = r_i. Its measurement is the product
+of the present experts (without the prior expert): per dimension the precision-weighted mean of
+the experts that inform it (every modality the shared part, modality m alone its private part).
+For a private latent that is the per-frame latent itself.
+
+Estimator (variogram). Under that model, for two samples tau apart with no reset between them,
+
+    E[(y_i(t + tau) - y_i(t))^2] = 2 r_i + q_i * tau.
+
+The samples are cut into segments where the filter would not reset (a new bag, a stamp not newer
+than the previous one, a gap longer than `reset_gap_s`); episode changes stay inside a segment,
+since the belief runs across them and its q must allow for them. For LAGS lags tau_k evenly
+spaced up to `max_lag_s` every sample is paired with the first one at least tau_k later in its
+segment (kept when less than one lag spacing further), the squared differences are averaged per
+dimension (pairs where both are defined), and the line 2 r + q tau is fitted to the lag means
+(each lag weighted equally) by least squares with r, q >= 0. Real latents are not exactly a
+random walk plus white noise (the per-frame latent of a touch changes fast and then levels off),
+so r soaks up what changes faster than the lags resolve and q what drifts over seconds: the
+fitted line is the random walk that best matches how far the latent moves within max_lag_s.
+
+Expert scale. The filter weighs a measurement by the experts' variances, and the model's expert
+variance of a dimension is not the frame-to-frame noise r_i (on the simulated bags it is 10 to
+1000 times smaller on the shared latent: the experts are sure of each frame's latent, which
+wanders around the slower state). So the filter multiplies every expert variance of dimension i
+by s_i = r_i / median_t v_i(t), v_i(t) the variance of the product of the experts present at t:
+the measurement then has the variance the data show, relative confidences between modalities and
+over time stay the model's (s_i >= MIN_SCALE).
+
+`llmos-train` learns this on its validation split (the held-out end of the training bags) and
+stores it in the checkpoint's extra['belief']; this module's command line learns it on other bags
+into a JSON sidecar next to the checkpoint (`sidecar_path`), which wins over the stored one. It
+names the model id it belongs to.
+
+    python -m llmos_ros.belief_noise --model model.pt --bag TRAIN_BAG [--out model.pt.belief.json]
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+import json
+from pathlib import Path
+import sys
+
+import numpy as np
+
+from llmos_ros.belief import FALLBACK_PROCESS_NOISE, NS, BeliefConfig
+from llmos_ros.errors import CheckpointError, LlmosError
+
+LAGS = 30  # lags of the variogram fit
+MAX_LAG_S = 3.0  # longest lag: a few seconds, how long a modality stays silent in practice
+MIN_SCALE = 1e-3  # the filter never trusts an expert more than 1000 x what it says
+RESET_GAP_S = BeliefConfig().reset_gap_s  # segments end where the filter (default) resets
+
+
+@dataclass
+class BeliefNoise:
+    """Learned noise per latent dimension, for the model `model_id` (module doc)."""
+
+    model_id: str
+    process_noise: np.ndarray  # q_i: latent variance per second of the random walk
+    measurement_noise: np.ndarray  # r_i: variance of the measurement around the state
+    expert_scale: np.ndarray  # s_i: factor on every expert variance of dimension i
+    pairs: int = 0  # sample pairs behind the fit
+    max_lag_s: float = MAX_LAG_S
+
+    def to_dict(self) -> dict:
+        return {'model_id': self.model_id, 'pairs': int(self.pairs),
+                'max_lag_s': float(self.max_lag_s),
+                **{k: [float(x) for x in getattr(self, k)]
+                   for k in ('process_noise', 'measurement_noise', 'expert_scale')}}
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = 'belief noise') -> BeliefNoise:
+        try:
+            arrays = [np.asarray(data[k], np.float64)
+                      for k in ('process_noise', 'measurement_noise', 'expert_scale')]
+            noise = cls(str(data['model_id']), *arrays, int(data.get('pairs', 0)),
+                        float(data.get('max_lag_s', MAX_LAG_S)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f'{where}: not a belief noise model ({exc!r})') from None
+        if not (arrays[0].ndim == 1 and all(a.shape == arrays[0].shape for a in arrays)
+                and all(np.all(np.isfinite(a) & (a >= 0)) for a in arrays)):
+            raise CheckpointError(f'{where}: process_noise, measurement_noise and expert_scale '
+                                  f'must be equally long lists of finite numbers >= 0')
+        return noise
+
+
+def segments(stamps: np.ndarray, groups: np.ndarray | None = None,
+             reset_gap_s: float = RESET_GAP_S) -> list[np.ndarray]:
+    """Row indices of the runs without a reset (module doc), rows in their given order."""
+    n = len(stamps)
+    if n == 0:
+        return []
+    dt = np.diff(np.asarray(stamps, np.int64))
+    cut = (dt <= 0) | (dt > reset_gap_s * NS)
+    if groups is not None:
+        cut |= np.asarray(groups)[1:] != np.asarray(groups)[:-1]
+    return np.split(np.arange(n), np.flatnonzero(cut) + 1)
+
+
+def variogram(stamps: np.ndarray, values: np.ndarray, runs: list[np.ndarray],
+              max_lag_s: float = MAX_LAG_S, lags: int = LAGS
+              ) -> tuple[np.ndarray, np.ndarray, int]:
+    """
+    (tau [K], E[(y(t + tau) - y(t))^2] [K, L], pairs) over the lags that have pairs.
+
+    tau is the lag bin's mean actual lag in seconds; NaN where a dimension has no pair.
+    """
+    step = max_lag_s / lags
+    taus, means, total = [], [], 0
+    for k in range(1, lags + 1):
+        sums, counts, lag_sum, n_pairs = 0.0, 0, 0.0, 0
+        for rows in runs:
+            st = np.asarray(stamps, np.int64)[rows]
+            j = np.searchsorted(st, st + int(round(k * step * NS)))
+            ok = j < rows.size
+            i, j = np.flatnonzero(ok), j[ok]
+            keep = st[j] - st[i] < (k + 1) * step * NS
+            i, j = rows[i[keep]], rows[j[keep]]
+            if not i.size:
+                continue
+            d2 = (values[j] - values[i]) ** 2
+            sums = sums + np.nansum(d2, 0)
+            counts = counts + np.sum(np.isfinite(d2), 0)
+            lag_sum += float(np.sum(np.asarray(stamps, np.int64)[j]
+                                    - np.asarray(stamps, np.int64)[i])) / NS
+            n_pairs += i.size
+        if n_pairs:
+            with np.errstate(invalid='ignore', divide='ignore'):
+                means.append(np.where(counts > 0, sums / np.maximum(counts, 1), np.nan))
+            taus.append(lag_sum / n_pairs)
+            total += n_pairs
+    width = values.shape[1] if values.ndim == 2 else 0
+    return np.array(taus), np.array(means).reshape(len(taus), width), total
+
+
+def fit_line(taus: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Per column of g [K, L]: (q, r) >= 0 of the least-squares line g = 2 r + q tau.
+
+    NaN rows of a column are left out; a column with no value gets NaN.
+    """
+    q, r = np.full(g.shape[1], np.nan), np.full(g.shape[1], np.nan)
+    for col in range(g.shape[1]):
+        ok = np.isfinite(g[:, col])
+        x, y = taus[ok], g[ok, col]
+        if not y.size:
+            continue
+        slope = 0.0
+        if y.size > 1 and np.ptp(x) > 0:
+            slope = float(np.polyfit(x, y, 1)[0])
+        slope = max(slope, 0.0)
+        intercept = float(np.mean(y - slope * x))
+        if intercept < 0:  # the constraint binds: a line through the origin
+            intercept, slope = 0.0, float(np.sum(x * y) / np.sum(x * x))
+        q[col], r[col] = slope, intercept / 2
+    return q, r
+
+
+def estimate(model_id: str, stamps, means, variances, groups=None,
+             reset_gap_s: float = RESET_GAP_S, max_lag_s: float = MAX_LAG_S,
+             fallback_q: float = FALLBACK_PROCESS_NOISE) -> BeliefNoise:
+    """
+    The noise model of measurements `means` [N, L] at `stamps` [N] (module doc).
+
+    means: NaN where undefined; variances [N, L]: the variances the experts give them.
+    groups [N] (e.g. the bag of each row) also cut segments. A dimension without any pair keeps
+    q = fallback_q and scale 1 (r = its median expert variance).
+    """
+    means = np.asarray(means, np.float64)
+    runs = segments(stamps, groups, reset_gap_s)
+    taus, g, pairs = variogram(stamps, means, runs, max_lag_s)
+    if pairs == 0:
+        raise LlmosError(f'no two samples within {max_lag_s:g} s of each other without a reset '
+                         f'between them: cannot learn the belief noise')
+    q, r = fit_line(taus, g)
+    measured = np.where(np.isfinite(means), variances, np.nan)
+    v, seen = np.full(q.shape, np.nan), np.isfinite(measured).any(0)
+    v[seen] = np.nanmedian(measured[:, seen], 0)
+    missing = ~np.isfinite(q)
+    q[missing], r[missing] = fallback_q, v[missing]
+    scale = np.ones_like(q)
+    known = ~missing & np.isfinite(v) & (v > 0)
+    scale[known] = np.maximum(r[known] / v[known], MIN_SCALE)
+    r[~np.isfinite(r)] = 0.0
+    return BeliefNoise(model_id, q, r, scale, pairs, max_lag_s)
+
+
+def measurements(model, arrays: dict, present: dict, device='cpu', batch_size: int = 256
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """
+    The filter's measurement of every row: (means [N, L], variances [N, L]).
+
+    The product of the present experts over the full latent, NaN where no present expert
+    informs a dimension.
+    """
+    from llmos_ros.models.evaluate import row_experts
+    from llmos_ros.temporal import full_latent
+    mus, lvs, pmus, plvs = (None if e is None else e.double().cpu().numpy()
+                            for e in row_experts(model, arrays, device, batch_size))
+    n = mus.shape[1]
+    prec, h = np.zeros((n, model.latent_size)), np.zeros((n, model.latent_size))
+    for i, name in enumerate(model.names):
+        mean, p = full_latent(model, name, mus[i], lvs[i], None if pmus is None else pmus[i],
+                              None if plvs is None else plvs[i])
+        p = p * np.asarray(present[name], bool)[:, None]
+        prec += p
+        h += p * mean
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return np.where(prec > 0, h / prec, np.nan), np.where(prec > 0, 1 / prec, np.nan)
+
+
+def learn(model, model_id: str, stamps, arrays: dict, present: dict, groups=None,
+          device='cpu', batch_size: int = 256) -> BeliefNoise:
+    """The noise model of `model` on clean preprocessed samples in time order (module doc)."""
+    means, variances = measurements(model, arrays, present, device, batch_size)
+    return estimate(model_id, stamps, means, variances, groups)
+
+
+def sidecar_path(model_path) -> Path:
+    """Where a noise model learned for the checkpoint at `model_path` is stored."""
+    return Path(str(model_path) + '.belief.json')
+
+
+def load_noise(model_path, loaded) -> tuple[BeliefNoise | None, str]:
+    """The noise model of `loaded` (the sidecar, else the checkpoint's), and why there is none."""
+    from llmos_ros.checkpoint import load_stored
+    return load_stored(model_path, loaded, 'belief', sidecar_path(model_path) if model_path
+                       else None, BeliefNoise.from_dict,
+                       noun='belief noise calibration', module='llmos_ros.belief_noise',
+                       redo='learn it again')
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m llmos_ros.belief_noise',
+                                     description='Learn the belief noise (q, r and the expert '
+                                                 'scale per latent dimension) of a checkpoint '
+                                                 'on clean bags (its training bag).')
+    parser.add_argument('--model', required=True, help='checkpoint written by llmos-train')
+    parser.add_argument('--bag', required=True, nargs='+', help='clean (training) bag(s)')
+    parser.add_argument('--out', help='JSON sidecar (default: MODEL.belief.json)')
+    parser.add_argument('--max-samples', type=int, help='at most N samples per bag')
+    args = parser.parse_args(argv)
+    from llmos_ros.checkpoint import load_checkpoint
+    from llmos_ros.evaluation.replay import replay
+    from llmos_ros.inference import PerceptionEngine
+    try:
+        loaded = load_checkpoint(args.model)
+        parts = [replay(bag, PerceptionEngine(loaded), infer=False,
+                        max_samples=args.max_samples, progress=False) for bag in args.bag]
+        names = loaded.model.names
+        noise = learn(loaded.model, loaded.model_id,
+                      np.concatenate([p.stamps for p in parts]),
+                      {n: np.concatenate([p.arrays[n] for p in parts]) for n in names},
+                      {n: np.concatenate([p.present[n] for p in parts]) for n in names},
+                      np.concatenate([np.full(len(p), k) for k, p in enumerate(parts)]))
+        out = Path(args.out) if args.out else sidecar_path(args.model)
+        out.write_text(json.dumps(noise.to_dict()))
+    except LlmosError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
+    print(f'wrote {out}: {noise.pairs} sample pairs; median q {np.median(noise.process_noise):.3g}'
+          f' /s, r {np.median(noise.measurement_noise):.3g}, expert scale '
+          f'{np.median(noise.expert_scale):.3g}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""The belief noise estimator on a synthetic random walk; storing and loading it (ROS-free)."""
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from llmos_ros.belief_noise import (
+    BeliefNoise,
+    estimate,
+    fit_line,
+    load_noise,
+    segments,
+    sidecar_path,
+)
+from llmos_ros.belief_noise import (
+    main as learn_main,
+)
+from llmos_ros.checkpoint import load_checkpoint
+from llmos_ros.errors import CheckpointError, LlmosError
+
+NS = 1_000_000_000
+
+
+def random_walk_plus_noise(q, r, seconds, rate_hz, seed, start_ns=0):
+    """Stamps [N] (with arrival jitter) and y = z + e, z a random walk of variance q per s."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * rate_hz)
+    stamps = start_ns + (np.arange(n) / rate_hz * NS).astype(np.int64) \
+        + rng.integers(0, NS // 250, n)
+    dt = np.diff(stamps, prepend=stamps[0]) / NS
+    z = np.cumsum(rng.normal(size=(n, len(q))) * np.sqrt(np.asarray(q) * dt[:, None]), 0)
+    return stamps, z + rng.normal(size=(n, len(r))) * np.sqrt(r)
+
+
+def four_runs(q, r, seed=0):
+    """Four 300 s runs at 30 Hz, 1000 s apart (four segments): stamps, y."""
+    parts = [random_walk_plus_noise(q, r, 300.0, 30.0, seed + k, start_ns=k * 1000 * NS)
+             for k in range(4)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def test_the_estimator_recovers_q_and_r_of_a_random_walk_plus_noise():
+    q, r = np.array([0.05, 0.5, 2.0]), np.array([0.02, 0.3, 0.1])
+    stamps, y = four_runs(q, r)
+    v = np.array([0.01, 0.6, 0.001])  # what the experts claim
+    noise = estimate('m', stamps, y, np.broadcast_to(v, y.shape))
+    # E[(y(t + tau) - y(t))^2] = 2 r + q tau: the fit recovers both
+    np.testing.assert_allclose(noise.process_noise, q, rtol=0.2)
+    np.testing.assert_allclose(noise.measurement_noise, r, rtol=0.1, atol=0.03)
+    np.testing.assert_allclose(noise.expert_scale, noise.measurement_noise / v, rtol=1e-9)
+    assert noise.pairs > 30 * len(stamps) // 2 and noise.model_id == 'm'
+    # pure noise: q = 0; a pure random walk: r = 0 (the fit never goes negative)
+    still = estimate('m', *four_runs([0.0], [0.4], seed=7), np.ones((36000, 1)))
+    assert still.process_noise[0] < 0.01
+    assert still.measurement_noise[0] == pytest.approx(0.4, rel=0.1)
+    walk = estimate('m', *four_runs([1.0], [0.0], seed=8), np.ones((36000, 1)))
+    assert walk.process_noise[0] == pytest.approx(1.0, rel=0.2)
+    assert walk.measurement_noise[0] < 0.05
+
+
+def test_fit_line_is_least_squares_with_non_negative_parameters():
+    taus = np.array([0.5, 1.0, 2.0, 3.0])
+    q, r = fit_line(taus, np.stack([0.4 + 0.3 * taus, 1.0 - 0.1 * taus, 0.5 * taus - 0.2,
+                                    [np.nan] * 4], 1))
+    np.testing.assert_allclose([q[0], r[0]], [0.3, 0.2])
+    assert q[1] == 0 and r[1] == pytest.approx(np.mean(1.0 - 0.1 * taus) / 2)  # flat: no drift
+    assert r[2] == 0 and q[2] == pytest.approx(np.sum(taus * (0.5 * taus - 0.2))
+                                               / np.sum(taus ** 2))
+    assert np.isnan(q[3]) and np.isnan(r[3])
+
+
+def test_segments_end_where_the_filter_resets():
+    s = np.array([0, 1, 2, 5, 4, 6, 6, 7]) * NS // 2  # 1.5 s gap kept; back; equal stamp
+    runs = segments(s, reset_gap_s=1.0)
+    assert [list(x) for x in runs] == [[0, 1, 2], [3], [4, 5], [6, 7]]
+    runs = segments(np.arange(4) * NS // 10, groups=np.array([0, 0, 1, 1]))
+    assert [list(x) for x in runs] == [[0, 1], [2, 3]]
+
+
+def test_dimensions_without_data_fall_back_and_too_little_data_is_an_error():
+    stamps, y = random_walk_plus_noise([0.5, 0.5], [0.1, 0.1], 20.0, 30.0, 1)
+    y[:, 1] = np.nan  # a modality never present: its private latent is never measured
+    noise = estimate('m', stamps, y, np.ones_like(y), fallback_q=0.05)
+    assert noise.process_noise[1] == 0.05 and noise.expert_scale[1] == 1.0
+    with pytest.raises(LlmosError, match='cannot learn the belief noise'):
+        estimate('m', np.array([0, 3 * NS]), np.zeros((2, 1)), np.ones((2, 1)))
+
+
+def test_noise_round_trips_and_bad_data_is_named():
+    noise = BeliefNoise('m', np.array([0.1, 0.2]), np.array([1.0, 0.0]), np.array([3.0, 1e-3]),
+                        pairs=7)
+    again = BeliefNoise.from_dict(json.loads(json.dumps(noise.to_dict())))
+    assert again.model_id == 'm' and again.pairs == 7
+    np.testing.assert_array_equal(again.expert_scale, noise.expert_scale)
+    with pytest.raises(CheckpointError, match='x.json: not a belief noise model'):
+        BeliefNoise.from_dict({'model_id': 'm'}, 'x.json')
+    with pytest.raises(CheckpointError, match='equally long lists of finite numbers >= 0'):
+        BeliefNoise.from_dict({**noise.to_dict(), 'process_noise': [-1.0, 0.2]})
+
+
+def test_llmos_train_stores_the_noise_of_its_model_and_a_sidecar_wins(sim_model, tmp_path):
+    bag, model = sim_model
+    loaded = load_checkpoint(model)
+    noise, why = load_noise(model, loaded)  # learned on the validation split by llmos-train
+    assert why == '' and noise.model_id == loaded.model_id
+    assert noise.process_noise.shape == (loaded.model.latent_size,) and noise.pairs > 0
+    assert np.all(noise.expert_scale > 0) and np.any(noise.process_noise != 0.05)
+    # an older checkpoint has none: the reason names the command that learns it
+    path = tmp_path / 'old.pt'
+    shutil.copy(model, path)
+    old = dataclasses.replace(loaded, extra={})
+    none, why = load_noise(path, old)
+    assert none is None and f'python -m llmos_ros.belief_noise --model {path}' in why
+    assert learn_main(['--model', str(path), '--bag', str(bag)]) == 0  # on the training bag
+    side, why = load_noise(path, old)
+    assert why == '' and side.pairs > noise.pairs  # the whole bag, not its held-out end
+    other = dataclasses.replace(loaded, model_id='x')
+    assert f'calibration of model {loaded.model_id}, not of x' in load_noise(path, other)[1]
+    sidecar_path(path).write_text('{')
+    assert 'unreadable' in load_noise(path, old)[1]
+
+
+def test_llmos_eval_uses_the_learned_noise_and_an_old_checkpoint_falls_back(sim_model, tmp_path,
+                                                                            capsys):
+    from llmos_ros.evaluation.options import EvalOptions, Loaded
+    from llmos_ros.evaluation.scores import tracker_for
+    from llmos_ros.inference import PerceptionEngine
+    bag, model = sim_model
+    loaded = load_checkpoint(model)
+    engine = PerceptionEngine(loaded)
+    opts = EvalOptions(bag=str(bag), model=str(model), out=str(tmp_path))
+    tracker = tracker_for(opts, Loaded(tmp_path, loaded, engine.device), engine)
+    assert tracker.filter.noise_source == 'learned'
+    np.testing.assert_array_equal(tracker.filter.process_noise,
+                                  loaded.extra['belief']['process_noise'])
+    np.testing.assert_array_equal(tracker.filter.expert_scale,
+                                  loaded.extra['belief']['expert_scale'])
+    old = dataclasses.replace(loaded, extra={})  # trained before: no extra['belief'], no sidecar
+    opts = EvalOptions(bag=str(bag), model=str(tmp_path / 'old.pt'), out=str(tmp_path))
+    tracker = tracker_for(opts, Loaded(tmp_path, old, engine.device), PerceptionEngine(old))
+    assert tracker.filter.noise_source == 'fallback' and tracker.filter.process_noise == 0.05
+    assert tracker.filter.expert_scale == 1.0
+    assert 'belief process noise 0.05 for every dimension' in capsys.readouterr().err
