@@ -101,7 +101,8 @@ def test_chi2_quantile_is_close_to_the_exact_one(dof, exact):
 def test_an_innovation_beyond_the_chi2_quantile_restarts_the_belief():
     """NIS = sum (z - m)^2 / (v + q dt + r) against chi2(d) at 1 - jump_p."""
     def second(z, jump_p=1e-3):
-        filt = BeliefFilter(BeliefConfig(process_noise=0.0, jump_p=jump_p))
+        noise = BeliefNoise('m', np.zeros(2), np.zeros(2), np.ones(2))  # learned: q 0, s 1
+        filt = BeliefFilter(BeliefConfig(jump_p=jump_p), noise)
         filt.update(0, [0.0, 0.0], [99.0, 99.0])  # v = 0.01 per dimension
         return filt.update(NS // 10, [z, z], [100.0, 100.0])  # r = 0.01: S = 0.02
     limit = np.sqrt(chi2_quantile(2, 1e-3) * 0.02 / 2)  # z at which NIS reaches the quantile
@@ -111,6 +112,9 @@ def test_an_innovation_beyond_the_chi2_quantile_restarts_the_belief():
     np.testing.assert_allclose(jumped.mean, [1.05 * limit * 100 / 101] * 2)
     np.testing.assert_allclose(jumped.var, [1 / 101] * 2)
     assert second(10.0, jump_p=0.0).reset == ''  # 0: never
+    guessed = BeliefFilter(BeliefConfig(process_noise=0.0))  # no learned noise: no jump test
+    guessed.update(0, [0.0], [99.0])
+    assert guessed.update(NS // 10, [10.0], [100.0]).reset == ''
     with pytest.raises(ConfigError, match='belief.jump_p must be < 1'):
         BeliefConfig(jump_p=1.0)
 
