@@ -8,8 +8,8 @@ three-modality bag: rgb camera 32x32, 16 kHz audio, 8x8 taxels), 'avmnist' (mono
 28x28, 8 kHz audio) and 'vt60' (rgb camera 64x64, mono tactile image 64x48). Inputs are
 standard-normal tensors of those shapes (step time does not depend on the values). For moe
 and mmvae_plus the objective as first written (test/reference_objectives.py) runs in the same
-process, interleaved with the current one, so "before/after" and "x mopoe" are ratios of medians measured under the same load.
-The last line is one JSON object.
+process, interleaved with the current one, so "before/after" and "x mopoe" are ratios of
+medians measured under the same load. The last line is one JSON object.
 """
 import argparse
 import json
