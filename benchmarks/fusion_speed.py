@@ -3,13 +3,13 @@ Training step time (forward + backward) of every fusion at the default model siz
 
     python benchmarks/fusion_speed.py [--threads 1] [--steps 5] [--batch 64] [--k 4]
 
-Two input layouts, as `infer_modalities` builds them from the bags: 'sim' (the simulated
-three-modality bag: rgb camera 32x32, 16 kHz audio, 8x8 taxels) and 'avmnist' (mono camera
-28x28, 8 kHz audio). Inputs are standard-normal tensors of those shapes (step time does not
-depend on the values). For moe and mmvae_plus the objective as first written
-(test/reference_objectives.py) runs in the same process, interleaved with the current one, so
-"before/after" and "x mopoe" are ratios of medians measured under the same load.
-The last line is one JSON object.
+Three input layouts, as `infer_modalities` builds them from the bags: 'sim' (the simulated
+three-modality bag: rgb camera 32x32, 16 kHz audio, 8x8 taxels), 'avmnist' (mono camera
+28x28, 8 kHz audio) and 'vt60' (rgb camera 64x64, mono tactile image 64x48). Inputs are
+standard-normal tensors of those shapes (step time does not depend on the values). For moe
+and mmvae_plus the objective as first written (test/reference_objectives.py) runs in the same
+process, interleaved with the current one, so "before/after" and "x mopoe" are ratios of
+medians measured under the same load. The last line is one JSON object.
 """
 import argparse
 import json
@@ -32,7 +32,7 @@ AUDIO = 'llmos_ros/msg/AudioChunk'
 
 
 def layouts() -> dict[str, dict[str, ModalityConfig]]:
-    """The modality configs infer_modalities gives for the sim bag and for avmnist."""
+    """The modality configs infer_modalities gives for the sim bag, avmnist and vt60."""
     return {
         'sim': {
             'camera': ModalityConfig('camera', 'image', '/camera/image_raw',
@@ -45,6 +45,11 @@ def layouts() -> dict[str, dict[str, ModalityConfig]]:
                                      'sensor_msgs/msg/Image', height=28, width=28),
             'audio': ModalityConfig('audio', 'audio', '/microphone/audio', AUDIO,
                                     sample_rate=8000)},
+        'vt60': {
+            'camera': ModalityConfig('camera', 'image', '/camera/image_raw',
+                                     'sensor_msgs/msg/Image', height=64, width=64, channels=3),
+            'tactile': ModalityConfig('tactile', 'image', '/tactile/image',
+                                      'sensor_msgs/msg/Image', height=48, width=64)},
     }
 
 

@@ -146,11 +146,15 @@ def with_old_meanings(config: dict) -> dict:
 
     - `model.private_latents` (added with mopoe private latents): absent -> False;
     - `modalities.<taxels>.grid_hz` (added with taxel windows): absent -> window_s 0, the newest
-      frame only (older taxel configs stored an unused window_s of 1.0).
+      frame only (older taxel configs stored an unused window_s of 1.0);
+    - `model.k_samples` (default 4 until it became 1): absent -> 4. Every checkpoint written by
+      llmos-train stores it, so only a hand-made config lacks it; it changes nothing but the
+      moe / mmvae_plus training objective, i.e. what `--resume` continues with.
     """
     config = json.loads(json.dumps(config))  # a deep copy of plain data
     model = config.setdefault('model', {})
     model.setdefault('private_latents', False)
+    model.setdefault('k_samples', 4)
     for mod in (config.get('modalities') or {}).values():
         if mod.get('kind') == 'taxels' and 'grid_hz' not in mod:
             mod['window_s'] = 0.0

@@ -81,7 +81,10 @@ class ModelConfig:
     hidden: int = 256
     beta: float = 1.0
     warmup_steps: int = 500  # KL weight ramps 0 -> beta over these steps
-    k_samples: int = 4  # importance samples for moe / mmvae_plus (DReG)
+    # importance samples per mixture component for moe / mmvae_plus: 1 is the stratified ELBO
+    # (the MMVAE+ authors' PolyMNIST setting); K > 1 the importance-weighted bound with DReG
+    # gradients, at K times the decoder cost
+    k_samples: int = 1
     likelihood_scale: dict[str, float] = field(default_factory=dict)  # per modality, default 1
 
     def private_size(self) -> int:

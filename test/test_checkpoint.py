@@ -165,6 +165,7 @@ def _as_written_before_the_keys(tmp_path, cfg):
     model = MultimodalVAE(cfg)
     config = copy.deepcopy(cfg.to_dict())
     del config['model']['private_latents']
+    del config['model']['k_samples']
     for mod in config['modalities'].values():
         del mod['grid_hz']
         if mod['kind'] == 'taxels':
@@ -183,10 +184,20 @@ def test_checkpoints_older_than_the_new_keys_load_with_their_old_meaning(tmp_pat
     path, model = _as_written_before_the_keys(tmp_path, old_cfg)
     loaded = load_checkpoint(path)
     assert loaded.cfg.model.private_latents is False and loaded.model.private_dim == 0
+    assert loaded.cfg.model.k_samples == 4  # the default when it was written (now 1)
     assert loaded.cfg.modalities['tax'].window_s == 0.0
     assert loaded.model.shapes['tax'] == (1, 2, 3)
     x = {n: torch.randn((2,) + model.shapes[n]) for n in model.names}
     assert torch.equal(loaded.model.encode(x)[0], model.eval().encode(x)[0])
+
+
+def test_a_checkpoint_keeps_its_own_k_samples(tmp_path):
+    assert Config().model.k_samples == 1
+    for k in (1, 4):
+        cfg = make_cfg('moe', k_samples=k)
+        path = tmp_path / f'k{k}.pt'
+        save_checkpoint(path, MultimodalVAE(cfg), cfg, {})
+        assert load_checkpoint(path).cfg.model.k_samples == k
 
 
 def test_a_config_asking_for_the_new_behaviour_of_an_old_checkpoint_names_the_key(tmp_path):

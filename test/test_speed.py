@@ -11,7 +11,7 @@ from test_models import make_batch, make_cfg
 import torch
 
 from llmos_ros.models import MultimodalVAE, fusions
-from llmos_ros.models.objectives import DECODE_ROWS
+from llmos_ros.models.objectives import DECODE_ROWS, diag_normal_log_prob, dreg
 
 REFERENCE = {'moe': ref.mmvae_loss, 'mmvae_plus': ref.mmvae_plus_loss}
 BATCH = 24  # more than DECODE_ROWS // BATCH (M * K) slices: the decoders run in several passes
@@ -39,12 +39,13 @@ def loss_and_grads(model, fn, xs, mask, seed):
     return loss.detach(), logs, grads
 
 
+@pytest.mark.parametrize('k', [1, 3])
 @pytest.mark.parametrize('fusion', sorted(REFERENCE))
 @pytest.mark.parametrize('kind', ['complete', 'partial'])
-def test_objective_equals_reference_value_and_gradients(fusion, kind):
-    assert DECODE_ROWS // BATCH < 3 * 3  # the chunked path really runs in several passes
+def test_objective_equals_reference_value_and_gradients(fusion, kind, k):
+    assert DECODE_ROWS // BATCH < 3 * k  # the chunked path really runs in several passes
     torch.manual_seed(0)
-    model = MultimodalVAE(make_cfg(fusion, three=True, k_samples=3, warmup_steps=10))
+    model = MultimodalVAE(make_cfg(fusion, three=True, k_samples=k, warmup_steps=10))
     xs, mask = model.prepare(make_batch(model, BATCH), presence(kind, BATCH))
     want, want_logs, want_grads = loss_and_grads(model, REFERENCE[fusion], xs, mask, seed=3)
     objective = fusions.get(fusion).objective
@@ -57,6 +58,35 @@ def test_objective_equals_reference_value_and_gradients(fusion, kind):
     for g, w in zip(got_grads, want_grads):
         assert torch.isfinite(g).all()
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5 * max(1.0, float(w.abs().max())))
+
+
+def test_dreg_at_k1_is_the_stratified_elbo_with_its_path_gradient():
+    """K=1 (no hooks): value and gradients of -mean over present components of lw."""
+    gen = torch.Generator().manual_seed(0)
+    mu = torch.randn(3, 1, 5, 4, generator=gen).requires_grad_()
+    logvar = (0.3 * torch.randn(3, 1, 5, 4, generator=gen)).requires_grad_()
+    eps = torch.randn(3, 1, 5, 4, generator=gen)
+    target = torch.randn(5, 4, generator=gen)
+    mask = torch.tensor([[1, 1, 0, 1, 0], [1, 0, 1, 1, 0], [0, 1, 1, 1, 0]], dtype=torch.bool)
+
+    def latent_and_lw():
+        z = mu + torch.exp(0.5 * logvar) * eps  # q parameters stopped in lw, as the objectives do
+        lw = -((z - target) ** 2).sum(-1) - diag_normal_log_prob(z, mu.detach(), logvar.detach())
+        return z, lw
+
+    z, lw = latent_and_lw()
+    got, logs = dreg(lw, [z], mask, {})
+    got_grads = torch.autograd.grad(got, [mu, logvar])
+    _, lw = latent_and_lw()
+    present = torch.where(mask, lw[:, 0], torch.zeros_like(lw[:, 0]))
+    per_sample = present.sum(0) / mask.sum(0).clamp_min(1)
+    want = -per_sample[mask.any(0)].mean()
+    want_grads = torch.autograd.grad(want, [mu, logvar])
+    torch.testing.assert_close(got, want)
+    assert logs['iwae_bound'] == pytest.approx(-want.item(), rel=1e-6)
+    for g, w in zip(got_grads, want_grads):
+        assert g.abs().sum() > 0
+        torch.testing.assert_close(g, w)
 
 
 @pytest.mark.parametrize('fusion', sorted(REFERENCE))

@@ -127,13 +127,15 @@ def dreg(lw: torch.Tensor, latents: list[torch.Tensor], mask: torch.Tensor, logs
     DReG surrogate of the stratified IWAE bound; lw [M, K, B] computed with q params stopped.
 
     Its gradient is sum_k w~_k grad lw_k for the decoder and, through the hooks, sum_k w~_k^2
-    d lw_k / dz dz/dphi for the encoders (Tucker et al. 2019).
+    d lw_k / dz dz/dphi for the encoders (Tucker et al. 2019). At K=1 the weights are exactly 1:
+    the value is the stratified ELBO and the gradient its path-derivative ("sticking the
+    landing", Roeder et al. 2017) estimate, so no hooks are registered.
     """
     k = lw.shape[1]
     valid = mask.unsqueeze(1).expand_as(lw)
     lw = torch.where(valid, lw, torch.zeros_like(lw))  # absent components: no NaN/inf weights
     grad_wt = torch.softmax(lw, dim=1).detach()
-    for lat in latents:
+    for lat in latents if k > 1 else ():
         if lat.requires_grad:
             lat.register_hook(lambda g, w=grad_wt: g * w.unsqueeze(-1))
     bound = (torch.logsumexp(lw, 1) - math.log(k)).detach()

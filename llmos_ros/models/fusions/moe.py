@@ -3,10 +3,11 @@ Fusion 'moe' (MMVAE, Shi et al. 2019): a mixture of experts.
 
 The uniform mixture of the present unimodal posteriors; no private latents.
 
-Objective: the stratified importance-weighted bound, K samples per present component,
-log w = log p(X|z) + beta (log p(z) - log q_mix(z|X)), averaged over components ("looser"
-IWAE), with DReG gradients (q parameters stopped in log w, squared normalised weights on the
-reparameterisation path).
+Objective: the stratified importance-weighted bound, K = `model.k_samples` samples per present
+component, log w = log p(X|z) + beta (log p(z) - log q_mix(z|X)), averaged over components
+("looser" IWAE), with DReG gradients (q parameters stopped in log w, squared normalised weights
+on the reparameterisation path). At the default K=1 it is the stratified ELBO with
+path-derivative gradients.
 """
 from __future__ import annotations
 
