@@ -172,9 +172,13 @@ def test_loop_and_start_offset_until_interrupted(bag):
     expected = expected_messages(bag, ['/camera/image_raw'])['/camera/image_raw']
     start = min(v[0][1] for v in expected_messages(bag).values())
     per_pass = sum(1 for _, log, _ in expected if log >= start + 1_000_000_000)
-    proc = start_replay(bag, '--loop', '--rate', '10', '--start-offset', '1.0', '--quiet',
+    proc = start_replay(bag, '--loop', '--rate', '10', '--start-offset', '1.0',
                         '--topics', '/camera/image_raw')
     try:
+        # interrupt while playing, not while a loaded machine is still starting the process
+        deadline = time.monotonic() + 60.0
+        while 'playing' not in proc.stdout.readline() and time.monotonic() < deadline:
+            assert proc.poll() is None, 'llmos-replay ended before playing'
         time.sleep(2.5)
         proc.send_signal(signal.SIGINT)
         code, summary, err = finish(proc, 15.0)
