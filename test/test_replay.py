@@ -39,7 +39,8 @@ def expected_messages(bag_path, topics=None) -> dict:
 def start_replay(bag_path, *args) -> subprocess.Popen:
     return subprocess.Popen(python_cmd('llmos_ros.nodes.replay', str(bag_path), *args),
                             env=python_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, restore_signals=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def finish(proc, timeout_s=30.0) -> tuple[int, dict, str]:
