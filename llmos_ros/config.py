@@ -100,6 +100,7 @@ class TrainConfig:
     max_minutes: float = 15.0  # wall-clock budget of the optimisation when steps is 0
     patience: int = 6  # validations without improvement before stopping (steps 0)
     min_delta: float = 1e-3  # relative improvement of the validation loss that counts
+    augment_shift: float = 0.0625  # image modalities: random shifts up to this part of a side
     val_fraction: float = 0.1  # last part of the time line, held out
     val_every: int = 200
     checkpoint_every: int = 500
@@ -136,6 +137,9 @@ class Config:
         if cfg.model.cross_private not in ('own', 'prior'):
             raise ConfigError(f"model.cross_private must be 'own' or 'prior', got "
                               f'{cfg.model.cross_private!r}')
+        if not 0.0 <= float(cfg.train.augment_shift) < 0.5:
+            raise ConfigError(f'train.augment_shift must be in [0, 0.5) (a part of the image '
+                              f'side), got {cfg.train.augment_shift!r}')
         return cfg
 
 

@@ -28,6 +28,7 @@ import time
 import numpy as np
 import torch
 
+from llmos_ros import kinds
 from llmos_ros.checkpoint import load_checkpoint, model_id_of, save_checkpoint
 from llmos_ros.config import Config, apply_overrides, load_training_config
 from llmos_ros.core.dataset import (
@@ -109,8 +110,22 @@ def load_data(bags, cfg: Config, stats: dict | None, progress: bool):
     return train, val, stats
 
 
-def batch_tensors(table: SampleTable, rows: np.ndarray, device) -> tuple[dict, dict]:
-    inputs = {n: torch.from_numpy(a[rows]).to(device) for n, a in table.arrays.items()}
+def batch_tensors(table: SampleTable, rows: np.ndarray, device,
+                  augment: tuple[Config, np.random.Generator] | None = None
+                  ) -> tuple[dict, dict]:
+    """
+    The tensors of `rows`; with `augment` = (cfg, rng), each modality's kind changes its batch
+    as `train.augment_shift` says (`Kind.augment`: training batches only).
+    """
+    arrays = {n: a[rows] for n, a in table.arrays.items()}
+    if augment is not None and augment[0].train.augment_shift > 0:
+        cfg, rng = augment
+        for name, mod in cfg.modalities.items():
+            if name in arrays:
+                arrays[name] = kinds.of(mod).augment(mod, arrays[name], rng,
+                                                     float(cfg.train.augment_shift))
+    inputs = {n: torch.from_numpy(np.ascontiguousarray(a)).to(device)
+              for n, a in arrays.items()}
     present = {n: torch.from_numpy(p[rows]).to(device) for n, p in table.present.items()}
     return inputs, present
 
@@ -367,7 +382,8 @@ def train(args) -> dict:
             break
         rows = batch_rows(len(train_t), cfg.train.batch_size, cfg.train.seed, step, dist_info.rank)
         torch.manual_seed(cfg.train.seed * 1_000_003 + step * dist_info.world + dist_info.rank)
-        loss, parts = wrapped(*batch_tensors(train_t, rows, device), step)
+        augment = (cfg, np.random.default_rng([cfg.train.seed, step, dist_info.rank, 1]))
+        loss, parts = wrapped(*batch_tensors(train_t, rows, device, augment), step)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise LlmosError(f'the loss became {value} at step {step}; lower train.lr')

@@ -47,3 +47,11 @@ def test_modality_overrides_tune_inferred_modalities(tmp_path):
         apply_overrides(inferred, {'camera': {'height': 16}})
     with pytest.raises(ConfigError, match='unknown keys'):
         apply_overrides(inferred, {'audio': {'windows': 2}})
+
+
+@pytest.mark.parametrize('value', [-0.1, 0.5])
+def test_augment_shift_outside_its_range_is_an_error(tmp_path, value):
+    path = tmp_path / 'bad.yaml'
+    path.write_text(f'train: {{augment_shift: {value}}}')
+    with pytest.raises(ConfigError, match=r'train.augment_shift must be in \[0, 0.5\)'):
+        load_config(path)

@@ -154,3 +154,37 @@ def test_from_topic_fields_build_the_modality(name, role):
     for key, value in fields.items():
         assert getattr(inferred, key) == getattr(mod, key) == value
     assert kinds.get('image').role('/tactile/image') == 'tactile_image'
+
+
+def test_image_augment_shifts_each_image_by_whole_pixels_with_edges_repeated():
+    from llmos_ros.kinds.image import shift_images
+    mod, _ = CASES['image']
+    batch = np.random.default_rng(0).normal(size=(40, 3, 16, 20)).astype(np.float32)
+    out = kinds.of(mod).augment(mod, batch, np.random.default_rng(1), 0.125)  # 2 px, 2 px
+    np.testing.assert_array_equal(out, shift_images(batch, np.random.default_rng(1), 0.125))
+    seen, edges = set(), 0
+    for src, dst in zip(batch, out):
+        matches = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                   if np.array_equal(dst[:, max(dy, 0):16 + min(dy, 0), max(dx, 0):20 + min(dx, 0)],
+                                     src[:, max(-dy, 0):16 + min(-dy, 0),
+                                         max(-dx, 0):20 + min(-dx, 0)])]
+        assert len(matches) == 1  # content moved by exactly one whole-pixel offset
+        dy, dx = matches[0]
+        seen.add((dy, dx))
+        if dy > 0 and dx == 0:  # the uncovered strip repeats the image's first row
+            np.testing.assert_array_equal(dst[:, :dy], np.repeat(src[:, :1], dy, axis=1))
+            edges += 1
+        if dx < 0 and dy == 0:  # ... or its last column
+            np.testing.assert_array_equal(dst[:, :, dx:], np.repeat(src[:, :, -1:], -dx, axis=2))
+            edges += 1
+    assert len(seen) > 10 and edges >= 2  # offsets vary from image to image
+    np.testing.assert_array_equal(shift_images(batch, np.random.default_rng(1), 0.0), batch)
+
+
+@pytest.mark.parametrize('name', ['audio', 'taxels', 'wrench'])
+def test_only_images_are_augmented(name):
+    """A spectrogram's rows are frequencies and a taxel pad's cells are places: never moved."""
+    mod, window = CASES[name]
+    batch = np.stack([kinds.of(mod).preprocess(mod, window, 100 * MS)] * 4)
+    out = kinds.of(mod).augment(mod, batch, np.random.default_rng(0), 0.25)
+    np.testing.assert_array_equal(out, batch)

@@ -233,3 +233,32 @@ def test_time_budget_stops_and_resume_reproduces_an_uninterrupted_run(bag, tmp_p
     a = load_checkpoint(tmp_path / 'cut.pt').model.state_dict()
     b = load_checkpoint(tmp_path / 'whole.pt').model.state_dict()
     assert all(torch.allclose(v, b[k], rtol=1e-5, atol=1e-6) for k, v in a.items())
+
+
+def test_training_batches_shift_the_images_only_and_depend_on_the_step_alone(bag):
+    """`train.augment_shift`: image modalities move, the others are the table's rows as read."""
+    import numpy as np
+
+    from llmos_ros.config import Config
+    from llmos_ros.core.dataset import infer_modalities
+    from llmos_ros.train import batch_tensors, load_data
+    cfg = Config()
+    cfg.modalities = infer_modalities([bag])
+    table, _, _ = load_data([bag], cfg, None, progress=False)
+    rows = np.arange(16)
+    plain, present = batch_tensors(table, rows, 'cpu')
+    one = batch_tensors(table, rows, 'cpu', (cfg, np.random.default_rng([0, 5, 0, 1])))[0]
+    again = batch_tensors(table, rows, 'cpu', (cfg, np.random.default_rng([0, 5, 0, 1])))[0]
+    other = batch_tensors(table, rows, 'cpu', (cfg, np.random.default_rng([0, 6, 0, 1])))[0]
+    images = [n for n, m in cfg.modalities.items() if m.kind == 'image']
+    assert images and len(images) < len(cfg.modalities)
+    for name, mod in cfg.modalities.items():
+        assert torch.equal(one[name], again[name])
+        if mod.kind == 'image':
+            assert not torch.equal(one[name], plain[name])
+            assert not torch.equal(one[name], other[name])
+        else:
+            assert torch.equal(one[name], plain[name])
+    cfg.train.augment_shift = 0.0
+    off = batch_tensors(table, rows, 'cpu', (cfg, np.random.default_rng(0)))[0]
+    assert all(torch.equal(off[n], plain[n]) for n in cfg.modalities)

@@ -99,6 +99,17 @@ class Kind:
         """
         raise NotImplementedError
 
+    def augment(self, mod: ModalityConfig, batch: np.ndarray, rng: np.random.Generator,
+                shift: float) -> np.ndarray:
+        """
+        A training batch [B, *shape] (normalised) with random label-preserving changes.
+
+        Used by `llmos-train` only (`train.augment_shift`; never in evaluation or the node);
+        the changed array is both the encoder's input and the reconstruction target. The
+        default: unchanged (a taxel pad's or a spectrogram's positions mean something).
+        """
+        return batch
+
     def picture(self, array: np.ndarray) -> np.ndarray:
         """
         A model array (of `shape`) as a picture: 2-D (rows, columns) or RGB (rows, columns, 3).

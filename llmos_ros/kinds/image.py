@@ -186,6 +186,26 @@ def _image_to_model(arr: np.ndarray, mod: ModalityConfig) -> np.ndarray:
     return np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32)
 
 
+def shift_images(batch: np.ndarray, rng: np.random.Generator, shift: float) -> np.ndarray:
+    """
+    Random translations of a batch [B, C, H, W]: image i moves by (dy_i, dx_i), each uniform
+    in [-round(shift * side), round(shift * side)] pixels, edges repeated. A camera that moves
+    a little, or an object placed a little off, is the same scene: on small data sets (a few
+    object instances) this is what keeps the encoders from memorising pixel positions.
+    """
+    b, _, h, w = batch.shape
+    sy, sx = int(round(shift * h)), int(round(shift * w))
+    if b == 0 or (sy == 0 and sx == 0):
+        return batch
+    padded = np.pad(batch, ((0, 0), (0, 0), (sy, sy), (sx, sx)), mode='edge')
+    dy = rng.integers(-sy, sy + 1, size=b)
+    dx = rng.integers(-sx, sx + 1, size=b)
+    out = np.empty_like(batch)
+    for i in range(b):  # a view per image: cheap next to a training step
+        out[i] = padded[i, :, sy - dy[i]:sy - dy[i] + h, sx - dx[i]:sx - dx[i] + w]
+    return out
+
+
 class ImageKind(Kind):
     """Camera and optical tactile images (module doc)."""
 
@@ -240,6 +260,14 @@ class ImageKind(Kind):
                    stamp_ns: int | None) -> np.ndarray:
         """The newest frame of the window, decoded and resized to the model's image."""
         return _image_to_model(decode_image(window[-1]), mod)
+
+    def augment(self, mod: ModalityConfig, batch: np.ndarray, rng: np.random.Generator,
+                shift: float) -> np.ndarray:
+        """
+        Each image translated by a random whole number of pixels, up to round(shift x side)
+        on each axis, the border pixels repeated into the uncovered strip (`shift_images`).
+        """
+        return shift_images(batch, rng, shift)
 
     def inverse(self, mod: ModalityConfig, array: np.ndarray) -> np.ndarray:
         """[0, 1] -> [0, 255], clipped."""
