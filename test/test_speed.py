@@ -206,7 +206,7 @@ def test_upsample2x_equals_nearest_upsampling_values_and_gradients():
     from llmos_ros.models.networks import Upsample2x
     x = torch.randn(5, 3, 4, 7, generator=torch.Generator().manual_seed(0), requires_grad=True)
     want = torch.nn.Upsample(scale_factor=2, mode='nearest')(x)
-    got = Upsample2x()(x)
+    got = Upsample2x(3)(x)
     assert got.shape == (5, 3, 8, 14) and torch.equal(got, want)
     weight = torch.randn(want.shape, generator=torch.Generator().manual_seed(1))
     g_want, = torch.autograd.grad((want * weight).sum(), x)

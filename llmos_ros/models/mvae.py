@@ -58,6 +58,11 @@ class MultimodalVAE(nn.Module):
         self.decoders = nn.ModuleDict(
             {n: Decoder(self.shapes[n], mcfg.hidden, code) for n in self.names})
         self.likelihood_scale = {n: float(mcfg.likelihood_scale.get(n, 1.0)) for n in self.names}
+        # Conv weights in channels-last layout: oneDNN picks its faster NHWC kernels for every
+        # conv (inputs stay NCHW). Same values within float rounding; on the 2-core CPU a
+        # training step is ~1.35x and a batch-1 encode + decode ~1.1x faster. Load and save
+        # are unaffected (state dicts copy values, not layouts).
+        self.to(memory_format=torch.channels_last)
 
     # ---- layout ----------------------------------------------------------------------------
     @property
