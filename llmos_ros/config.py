@@ -100,7 +100,7 @@ class TrainConfig:
     max_minutes: float = 15.0  # wall-clock budget of the optimisation when steps is 0
     patience: int = 6  # validations without improvement before stopping (steps 0)
     min_delta: float = 1e-3  # relative improvement of the validation loss that counts
-    augment_shift: float = 0.0625  # image modalities: random shifts up to this part of a side
+    augment_shift: float = 0.0  # image modalities: random shifts up to this part of a side
     val_fraction: float = 0.1  # last part of the time line, held out
     val_every: int = 200
     checkpoint_every: int = 500

@@ -244,6 +244,7 @@ def test_training_batches_shift_the_images_only_and_depend_on_the_step_alone(bag
     from llmos_ros.train import batch_tensors, load_data
     cfg = Config()
     cfg.modalities = infer_modalities([bag])
+    cfg.train.augment_shift = 0.0625
     table, _, _ = load_data([bag], cfg, None, progress=False)
     rows = np.arange(16)
     plain, present = batch_tensors(table, rows, 'cpu')
