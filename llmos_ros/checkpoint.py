@@ -149,12 +149,16 @@ def with_old_meanings(config: dict) -> dict:
       frame only (older taxel configs stored an unused window_s of 1.0);
     - `model.k_samples` (default 4 until it became 1): absent -> 4. Every checkpoint written by
       llmos-train stores it, so only a hand-made config lacks it; it changes nothing but the
-      moe / mmvae_plus training objective, i.e. what `--resume` continues with.
+      moe / mmvae_plus training objective, i.e. what `--resume` continues with;
+    - `model.balance_likelihoods` (added on, with likelihood weights by modality size):
+      absent -> False, every modality weighted by its `likelihood_scale` alone (the objective
+      `--resume` continues with and the bound evaluation reports).
     """
     config = json.loads(json.dumps(config))  # a deep copy of plain data
     model = config.setdefault('model', {})
     model.setdefault('private_latents', False)
     model.setdefault('k_samples', 4)
+    model.setdefault('balance_likelihoods', False)
     for mod in (config.get('modalities') or {}).values():
         if mod.get('kind') == 'taxels' and 'grid_hz' not in mod:
             mod['window_s'] = 0.0

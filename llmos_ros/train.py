@@ -114,8 +114,10 @@ def batch_tensors(table: SampleTable, rows: np.ndarray, device,
                   augment: tuple[Config, np.random.Generator] | None = None
                   ) -> tuple[dict, dict]:
     """
-    The tensors of `rows`; with `augment` = (cfg, rng), each modality's kind changes its batch
-    as `train.augment_shift` says (`Kind.augment`: training batches only).
+    The tensors of `rows`.
+
+    With `augment` = (cfg, rng), each modality's kind changes its batch as
+    `train.augment_shift` says (`Kind.augment`: training batches only).
     """
     arrays = {n: a[rows] for n, a in table.arrays.items()}
     if augment is not None and augment[0].train.augment_shift > 0:

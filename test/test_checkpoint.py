@@ -166,6 +166,7 @@ def _as_written_before_the_keys(tmp_path, cfg):
     config = copy.deepcopy(cfg.to_dict())
     del config['model']['private_latents']
     del config['model']['k_samples']
+    del config['model']['balance_likelihoods']
     for mod in config['modalities'].values():
         del mod['grid_hz']
         if mod['kind'] == 'taxels':
@@ -185,6 +186,8 @@ def test_checkpoints_older_than_the_new_keys_load_with_their_old_meaning(tmp_pat
     loaded = load_checkpoint(path)
     assert loaded.cfg.model.private_latents is False and loaded.model.private_dim == 0
     assert loaded.cfg.model.k_samples == 4  # the default when it was written (now 1)
+    assert loaded.cfg.model.balance_likelihoods is False  # unweighted, as it was trained
+    assert loaded.model.likelihood_scale == {'cam': 1.0, 'tax': 1.0}
     assert loaded.cfg.modalities['tax'].window_s == 0.0
     assert loaded.model.shapes['tax'] == (1, 2, 3)
     x = {n: torch.randn((2,) + model.shapes[n]) for n in model.names}

@@ -165,9 +165,9 @@ def test_image_augment_shifts_each_image_by_whole_pixels_with_edges_repeated():
     seen, edges = set(), 0
     for src, dst in zip(batch, out):
         matches = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
-                   if np.array_equal(dst[:, max(dy, 0):16 + min(dy, 0), max(dx, 0):20 + min(dx, 0)],
-                                     src[:, max(-dy, 0):16 + min(-dy, 0),
-                                         max(-dx, 0):20 + min(-dx, 0)])]
+                   if np.array_equal(
+                       dst[:, max(dy, 0):16 + min(dy, 0), max(dx, 0):20 + min(dx, 0)],
+                       src[:, max(-dy, 0):16 + min(-dy, 0), max(-dx, 0):20 + min(-dx, 0)])]
         assert len(matches) == 1  # content moved by exactly one whole-pixel offset
         dy, dx = matches[0]
         seen.add((dy, dx))

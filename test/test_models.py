@@ -261,6 +261,30 @@ def test_kl_warmup_and_likelihood_scale():
     assert loss.item() == 0.0
 
 
+def test_likelihoods_are_balanced_by_modality_size():
+    """Camera 1x8x9 = 72 values, taxels 2x3x2 = 12: tax weighs 6 unless balancing is off."""
+    balanced = make_cfg('mopoe', balance_likelihoods=True)
+    assert MultimodalVAE(balanced).likelihood_scale == {'cam': 1.0, 'tax': 6.0}
+    scaled = MultimodalVAE(make_cfg('mopoe', balance_likelihoods=True,
+                                    likelihood_scale={'tax': 0.5, 'cam': 2.0}))
+    assert scaled.likelihood_scale == {'cam': 2.0, 'tax': 3.0}
+    plain = MultimodalVAE(make_cfg('mopoe', balance_likelihoods=False,
+                                   likelihood_scale={'tax': 0.5}))
+    assert plain.likelihood_scale == {'cam': 1.0, 'tax': 0.5}
+    # the objective uses them: with the KL off, a tax-only batch's loss is 6x the unbalanced one
+    torch.manual_seed(0)
+    one = MultimodalVAE(make_cfg('poe', balance_likelihoods=False, warmup_steps=10))
+    six = MultimodalVAE(make_cfg('poe', balance_likelihoods=True, warmup_steps=10))
+    six.load_state_dict(one.state_dict())
+    batch = make_batch(one, b=3)
+    present = {'cam': torch.zeros(3, dtype=torch.bool), 'tax': torch.ones(3, dtype=torch.bool)}
+    torch.manual_seed(1)
+    low, _ = one.loss(batch, present, step=0)
+    torch.manual_seed(1)
+    high, _ = six.loss(batch, present, step=0)
+    assert high.item() == pytest.approx(6.0 * low.item(), rel=1e-5)
+
+
 @pytest.mark.parametrize('fusion', ['moe', 'mmvae_plus'])
 def test_iwae_loss_reports_the_bound(fusion):
     torch.manual_seed(0)

@@ -188,8 +188,10 @@ def _image_to_model(arr: np.ndarray, mod: ModalityConfig) -> np.ndarray:
 
 def shift_images(batch: np.ndarray, rng: np.random.Generator, shift: float) -> np.ndarray:
     """
-    Random translations of a batch [B, C, H, W]: image i moves by (dy_i, dx_i), each uniform
-    in [-round(shift * side), round(shift * side)] pixels, edges repeated. A camera that moves
+    Random translations of a batch [B, C, H, W], edges repeated.
+
+    Image i moves by (dy_i, dx_i), each uniform in [-round(shift * side), round(shift * side)]
+    pixels. A camera that moves
     a little, or an object placed a little off, is the same scene: on small data sets (a few
     object instances) this is what keeps the encoders from memorising pixel positions.
     """
@@ -264,8 +266,10 @@ class ImageKind(Kind):
     def augment(self, mod: ModalityConfig, batch: np.ndarray, rng: np.random.Generator,
                 shift: float) -> np.ndarray:
         """
-        Each image translated by a random whole number of pixels, up to round(shift x side)
-        on each axis, the border pixels repeated into the uncovered strip (`shift_images`).
+        Each image translated by a random whole number of pixels (`shift_images`).
+
+        Up to round(shift x side) on each axis, the border pixels repeated into the uncovered
+        strip.
         """
         return shift_images(batch, rng, shift)
 

@@ -16,6 +16,8 @@ from `inputs` is missing for every sample; one absent from `present` is present 
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -24,6 +26,22 @@ from llmos_ros.errors import ConfigError, InputError
 from llmos_ros.models import fusions
 from llmos_ros.models.fusion import Mixture
 from llmos_ros.models.networks import Decoder, Encoder
+
+
+def likelihood_scales(shapes: dict[str, tuple[int, ...]], mcfg) -> dict[str, float]:
+    """
+    Weight of each modality's log-likelihood in the training objective.
+
+    A log-likelihood sums over the modality's values, so a 64x64 RGB camera (12,288 values)
+    outweighs a 48x64 tactile image (3,072) four to one in what the shared latent is shaped to
+    explain. With `model.balance_likelihoods` (default) modality m's weight is
+    max_n size_n / size_m (the largest modality keeps 1, as MMVAE's `llik_scaling` does for
+    its smaller modality), times `model.likelihood_scale[m]` (default 1).
+    """
+    sizes = {n: math.prod(s) for n, s in shapes.items()}
+    top = max(sizes.values())
+    return {n: (top / sizes[n] if mcfg.balance_likelihoods else 1.0)
+            * float(mcfg.likelihood_scale.get(n, 1.0)) for n in shapes}
 
 
 class MultimodalVAE(nn.Module):
@@ -57,7 +75,7 @@ class MultimodalVAE(nn.Module):
             {n: Encoder(self.shapes[n], mcfg.hidden, code) for n in self.names})
         self.decoders = nn.ModuleDict(
             {n: Decoder(self.shapes[n], mcfg.hidden, code) for n in self.names})
-        self.likelihood_scale = {n: float(mcfg.likelihood_scale.get(n, 1.0)) for n in self.names}
+        self.likelihood_scale = likelihood_scales(self.shapes, mcfg)
         # Conv weights in channels-last layout: oneDNN picks its faster NHWC kernels for every
         # conv (inputs stay NCHW). Same values within float rounding; on the 2-core CPU a
         # training step is ~1.35x and a batch-1 encode + decode ~1.1x faster. Load and save

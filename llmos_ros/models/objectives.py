@@ -5,7 +5,8 @@ Every objective takes the model, the sanitised inputs `xs` (list in modality ord
 modality's values already replaced so they cannot leak) and the presence mask [M, B], and
 returns (loss, logs). Only modalities present in a sample are encoded into or reconstructed
 for that sample; samples with no modality at all do not count. Likelihoods are Gaussian with a
-learned per-modality log-scale, weighted by `ModelConfig.likelihood_scale[name]` (default 1).
+learned per-modality log-scale, weighted by `model.likelihood_scale[name]`
+(`mvae.likelihood_scales`: the balance by modality size times the config's likelihood_scale).
 The KL weight warms up linearly from 0 to `beta` over `warmup_steps`. Here: the densities, the
 KL warm-up, the (cross-modal) log-likelihoods, the mixture density and the DReG surrogate of the
 importance-weighted bounds.
