@@ -6,7 +6,8 @@ The exported graph is `DeployModule.forward(x_<m1>, ..., x_<mM>, present_<m1>, .
 [B, *shape] float32 (z-scored), presence masks [B] bool; mu/logvar [B, latent_size] (layout as
 `MultimodalVAE.latent_layout()`), predictions [B, *shape] (decoded posterior mean). The batch
 dimension is dynamic. Formats: ONNX ('.onnx', legacy TorchScript-based exporter) or TorchScript
-('.pt' / '.ts', torch.jit.trace).
+('.pt' / '.ts', torch.jit.trace). `export_onnx`, `ort_session` and `compare_outputs` also serve
+the live engine's onnxruntime backend (llmos_ros/ort_backend.py: each encoder and decoder alone).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from llmos_ros.errors import LlmosError
+from llmos_ros.errors import ConfigError, LlmosError
 from llmos_ros.models.mvae import MultimodalVAE
 
 ONNX_OPSET = 17
@@ -74,6 +75,66 @@ def _args(model, inputs, present) -> tuple[torch.Tensor, ...]:
     return tuple(xs + ms)
 
 
+def export_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], target,
+                in_names: list[str], out_names: list[str]) -> None:
+    """
+    Export `module(*args)` (eval mode, cpu) to ONNX at `target`, a path or a binary file object.
+
+    Legacy TorchScript-based exporter at ONNX_OPSET, batch dimension (0) of every input and
+    output dynamic. The exporter's own errors propagate; callers wrap them in an ExportError
+    naming what was exported.
+    """
+    axes = {n: {0: 'batch'} for n in in_names + out_names}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore', torch.jit.TracerWarning)
+        warnings.simplefilter('ignore', DeprecationWarning)  # the legacy exporter
+        torch.onnx.export(module, args, target, input_names=in_names, output_names=out_names,
+                          dynamic_axes=axes, opset_version=ONNX_OPSET, dynamo=False)
+
+
+def ort_session(model, threads: int = 1):
+    """
+    An onnxruntime CPU InferenceSession of `model` (a path or the ONNX bytes).
+
+    `threads`: intra-op threads (0: onnxruntime's default, one per physical core); the pool does
+    not spin while idle, so it never takes a core from the caller's other threads. ConfigError
+    when onnxruntime is not installed.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise ConfigError(f'onnxruntime cannot be imported ({exc}): pip install onnxruntime, '
+                          'or use the torch backend') from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads)
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry('session.intra_op.allow_spinning', '0')
+    source = str(model) if isinstance(model, (str, Path)) else model
+    return ort.InferenceSession(source, options, providers=['CPUExecutionProvider'])
+
+
+def compare_outputs(where: str, out_names: list[str], ref: list[np.ndarray],
+                    got: list[np.ndarray], atol: float) -> float:
+    """
+    Max abs difference of `got` from `ref` (same order as `out_names`).
+
+    ExportError naming `where` and the output when one is missing, has another shape, is not
+    finite or differs by more than `atol`.
+    """
+    if len(got) != len(ref):
+        raise ExportError(f'{where}: {len(got)} outputs, expected {len(ref)}')
+    worst = 0.0
+    for name, r, g in zip(out_names, ref, got):
+        if r.shape != g.shape:
+            raise ExportError(f'{where}: output {name} has shape {g.shape}, eager {r.shape}')
+        diff = float(np.max(np.abs(r.astype(np.float64) - g.astype(np.float64)))) if r.size else 0.
+        if not np.isfinite(diff) or diff > atol:
+            raise ExportError(f'{where}: output {name} differs from the eager model by {diff:.3g}'
+                              f' (tolerance {atol:.3g})')
+        worst = max(worst, diff)
+    return worst
+
+
 def export_model(model: MultimodalVAE, path: str | Path) -> Path:
     """Export to ONNX ('.onnx') or TorchScript (any other suffix); returns the path."""
     path = Path(path)
@@ -85,17 +146,14 @@ def export_model(model: MultimodalVAE, path: str | Path) -> Path:
     args = _args(model, inputs, present)
     in_names, out_names = io_names(model)
     try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter('ignore', torch.jit.TracerWarning)
-            warnings.simplefilter('ignore', DeprecationWarning)  # legacy exporter / jit.trace
-            if path.suffix == '.onnx':
-                axes = {n: {0: 'batch'} for n in in_names + out_names}
-                torch.onnx.export(module, args, str(path), input_names=in_names,
-                                  output_names=out_names, dynamic_axes=axes,
-                                  opset_version=ONNX_OPSET, dynamo=False)
-            else:
+        if path.suffix == '.onnx':
+            export_onnx(module, args, str(path), in_names, out_names)
+        else:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter('ignore', torch.jit.TracerWarning)
+                warnings.simplefilter('ignore', DeprecationWarning)  # jit.trace
                 traced = torch.jit.trace(module, args, check_trace=False)
-                traced.save(str(path))
+            traced.save(str(path))
     except Exception as exc:  # noqa: BLE001 - report any exporter failure as one error
         raise ExportError(f'export to {path} failed: {type(exc).__name__}: {exc}') from exc
     finally:
@@ -108,8 +166,7 @@ def run_exported(path: str | Path, model: MultimodalVAE, inputs, present) -> lis
     path = Path(path)
     args = _args(model, inputs, present)
     if path.suffix == '.onnx':
-        import onnxruntime as ort
-        sess = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+        sess = ort_session(path)
         in_names, _ = io_names(model)
         feed = {n: a.numpy() for n, a in zip(in_names, args)}
         return [np.asarray(o) for o in sess.run(None, feed)]
@@ -135,16 +192,4 @@ def check_export(model: MultimodalVAE, path: str | Path, inputs=None, present=No
     with torch.no_grad():
         ref = [t.numpy() for t in DeployModule(model)(*_args(model, inputs, present))]
     got = run_exported(path, model, inputs, present)
-    _, out_names = io_names(model)
-    if len(got) != len(ref):
-        raise ExportError(f'{path}: {len(got)} outputs, expected {len(ref)}')
-    worst = 0.0
-    for name, r, g in zip(out_names, ref, got):
-        if r.shape != g.shape:
-            raise ExportError(f'{path}: output {name} has shape {g.shape}, eager {r.shape}')
-        diff = float(np.max(np.abs(r.astype(np.float64) - g.astype(np.float64)))) if r.size else 0.
-        if not np.isfinite(diff) or diff > atol:
-            raise ExportError(f'{path}: output {name} differs from the eager model by {diff:.3g}'
-                              f' (tolerance {atol:.3g})')
-        worst = max(worst, diff)
-    return worst
+    return compare_outputs(str(path), io_names(model)[1], ref, got, atol)

@@ -57,6 +57,22 @@ def check_device(name: str) -> torch.device:
     return device
 
 
+BACKENDS = ('torch', 'onnxruntime')
+
+
+def check_backend(backend: str, device: str) -> None:
+    """ConfigError unless `backend` is one of BACKENDS and runs on `device` (onnxruntime: cpu)."""
+    if backend not in BACKENDS:
+        raise ConfigError(f'backend {backend!r} is not one of {", ".join(BACKENDS)}')
+    try:
+        kind = torch.device(str(device)).type
+    except (RuntimeError, TypeError, ValueError):
+        kind = str(device)  # not a device at all: check_device says so
+    if backend == 'onnxruntime' and kind != 'cpu':
+        raise ConfigError(f'backend {backend!r} runs on the cpu only: device {device!r} needs '
+                          "backend 'torch'")
+
+
 class PerceptionEngine:
     """
     Frames in, `Inference` out.
@@ -64,13 +80,24 @@ class PerceptionEngine:
     Pairing (`push`, `flush`) is not thread-safe: one thread at a time (the node holds a lock).
     `drops` counts every drop of pairing and preprocessing; it is thread-safe, so the node's
     executor and workers may count into it at once.
+
+    `backend` runs the encoders and decoders: 'torch' (eager, on `device`) or 'onnxruntime'
+    (cpu only; llmos_ros/ort_backend.py, exported and checked against eager here, `threads`
+    intra-op threads, 0: its default). The fusion runs in torch with either.
     """
 
     def __init__(self, loaded: LoadedModel, device: str = 'cpu',
-                 modalities: list[str] | None = None, sync_overrides: dict | None = None):
+                 modalities: list[str] | None = None, sync_overrides: dict | None = None,
+                 backend: str = 'torch', threads: int = 1):
         self.cfg: Config = loaded.cfg
+        check_backend(backend, device)
         self.device = check_device(device)
         self.model = loaded.model.to(self.device).eval()
+        self.backend = backend
+        self._ort = None
+        if backend == 'onnxruntime':
+            from llmos_ros.ort_backend import OrtNetworks  # onnx export: only when chosen
+            self._ort = OrtNetworks(self.model, threads)
         self.model_id = loaded.model_id
         names = list(self.cfg.modalities)
         if modalities:
@@ -133,7 +160,7 @@ class PerceptionEngine:
         present = [n for n in self.names if n in arrays]
         inputs, masks = self._batch(arrays, [tuple(present)])
         xs, mask = self.model.prepare(inputs, masks)
-        experts = self.model.experts(xs, mask)
+        experts = self._experts(xs, mask)
         _, mu, logvar = self.model.fuse_experts(experts, mask)  # = model.encode(inputs, masks)
         result = Inference(sample.stamp_ns, present, {n: sample.stamps[n] for n in present},
                            mu[0].cpu().numpy(), torch.exp(0.5 * logvar[0]).cpu().numpy(),
@@ -163,14 +190,13 @@ class PerceptionEngine:
         mask = torch.tensor([[n in r for r in rows] for n in self.names], device=self.device)
         if result.experts is None:  # an Inference not made by infer(): encode its inputs
             inputs, masks = self._batch(result.inputs, [tuple(result.modalities)])
-            result.experts = self.model.experts(*self.model.prepare(inputs, masks))
+            result.experts = self._experts(*self.model.prepare(inputs, masks))
         experts = tuple(None if e is None else e.expand(-1, len(rows), -1)
                         for e in result.experts)
         _, mu, _ = self.model.fuse_experts(experts, mask)
         result.predictions = {}
         for i, (target, source) in enumerate(zip(targets, rows)):  # one decoder pass per target
-            mean, _ = self.model.decode_modality(
-                target, self.model.decoder_input(mu[i:i + 1], target))
+            mean = self._decode(target, self.model.decoder_input(mu[i:i + 1], target))
             result.predictions[target] = (mean[0].cpu().numpy(), source)
         return result.predictions
 
@@ -203,6 +229,18 @@ class PerceptionEngine:
         return {name: self.preprocessors[name].prediction_frame(array, result.stamp_ns, frame_id,
                                                                 audio_iterations)
                 for name, (array, _source) in result.predictions.items()}
+
+    def _experts(self, xs: list[torch.Tensor], mask: torch.Tensor):
+        """`MultimodalVAE.experts` of prepared inputs, from the backend's encoders."""
+        if self._ort is None:
+            return self.model.experts(xs, mask)
+        return self.model.stack_experts(self._ort.experts(xs, mask))
+
+    def _decode(self, name: str, z: torch.Tensor) -> torch.Tensor:
+        """Decoder `name`'s mean for its input z (`MultimodalVAE.decoder_input`)."""
+        if self._ort is None:
+            return self.model.decoders[name](z)
+        return self._ort.decode(name, z)
 
     def _batch(self, arrays, rows):
         inputs, masks = {}, {}

@@ -130,6 +130,7 @@ def _image(stamp, encoding='rgb8', size=32, fill=100):
 
 
 def test_bad_inputs_are_counted_and_the_node_keeps_publishing(sim_model, ros_node):
+    """Also: the node runs on the onnxruntime backend (parameter backend)."""
     from builtin_interfaces.msg import Time
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
@@ -142,7 +143,7 @@ def test_bad_inputs_are_counted_and_the_node_keeps_publishing(sim_model, ros_nod
     audio = node.create_publisher(AudioChunk, 'microphone/audio', qos_profile_sensor_data)
     tactile = node.create_publisher(TactileArray, 'tactile/array', qos_profile_sensor_data)
     perception = _start('llmos_ros.nodes.perception_node', '-p', f'model_path:={model}',
-                        '-p', 'diagnostics_period_s:=0.2')
+                        '-p', 'diagnostics_period_s:=0.2', '-p', 'backend:=onnxruntime')
     try:
         assert spin_until(node, lambda: all(p.get_subscription_count() > 0
                                             for p in (camera, audio, tactile)), 30.0, executor)
@@ -208,5 +209,6 @@ def test_bad_inputs_are_counted_and_the_node_keeps_publishing(sim_model, ros_nod
     assert perception.returncode == 0
     assert 'Traceback' not in logs[0], logs[0]
     assert 'dropped' in logs[0]  # drops are logged (throttled), not only counted
+    assert 'backend onnxruntime' in logs[0]  # the whole test ran on the onnxruntime backend
     assert any(set(m.modalities) == {'camera', 'audio', 'tactile'}
                for m in watcher.latents[-5:])

@@ -18,13 +18,16 @@ pytestmark = pytest.mark.ros
     ({'prediction_rate_hz': -5.0}, r'prediction_rate_hz -5.0 is out of range'),
     ({'slop_s': float('nan')}, r'slop_s nan is out of range'),
     ({'torch_threads': -1}, r'torch_threads -1 is out of range'),
+    ({'backend': 'tensorrt'}, r"backend 'tensorrt' is not one of torch, onnxruntime"),
+    ({'backend': 'onnxruntime', 'device': 'cuda'},
+     r"backend 'onnxruntime' runs on the cpu only: device 'cuda' needs backend 'torch'"),
 ])
 def test_bad_parameters_are_rejected_with_the_reason(values, match):
     from llmos_ros.errors import ConfigError
     from llmos_ros.nodes.perception_node import check_parameters
-    good = {'device': 'cpu', 'camera_transport': 'raw', 'slop_s': -1.0, 'max_wait_s': -1.0,
-            'max_age_s': -1.0, 'diagnostics_period_s': 1.0, 'prediction_rate_hz': 10.0,
-            'audio_prediction_iterations': 4, 'torch_threads': 1}
+    good = {'backend': 'torch', 'device': 'cpu', 'camera_transport': 'raw', 'slop_s': -1.0,
+            'max_wait_s': -1.0, 'max_age_s': -1.0, 'diagnostics_period_s': 1.0,
+            'prediction_rate_hz': 10.0, 'audio_prediction_iterations': 4, 'torch_threads': 1}
     check_parameters(good)
     with pytest.raises(ConfigError, match=match):
         check_parameters({**good, **values})

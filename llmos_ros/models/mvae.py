@@ -142,7 +142,14 @@ class MultimodalVAE(nn.Module):
     # ---- encode / decode -------------------------------------------------------------------
     def experts(self, xs: list[torch.Tensor], mask: torch.Tensor):
         """Unimodal posteriors: shared (mus, logvars) [M, B, D] and private [M, B, P] or None."""
-        outs = [self.encoders[n](x) for n, x in zip(self.names, xs)]
+        return self.stack_experts([self.encoders[n](x) for n, x in zip(self.names, xs)])
+
+    def stack_experts(self, outs: list[tuple[torch.Tensor, torch.Tensor]]):
+        """
+        `experts` from the encoders' outputs, (mu, logvar) [B, D + P] each in modality order.
+
+        Also takes outputs of the same encoders run elsewhere (llmos_ros/ort_backend.py).
+        """
         mus = torch.stack([o[0] for o in outs], 0)
         logvars = torch.stack([o[1] for o in outs], 0)
         if not self.private_dim:

@@ -48,7 +48,7 @@ from llmos_ros.belief_noise import load_noise
 from llmos_ros.checkpoint import load_checkpoint
 from llmos_ros.core.drops import Drop, DropCounter
 from llmos_ros.errors import ConfigError, InputError, LlmosError
-from llmos_ros.inference import Inference, PerceptionEngine, check_device
+from llmos_ros.inference import Inference, PerceptionEngine, check_backend, check_device
 from llmos_ros.kinds.image import COMPRESSED_IMAGE, IMAGE, ImageFrame
 from llmos_ros.nodes import convert
 from llmos_ros.nodes.diagnostics import ERROR, OK, WARN, RateTracker, make_status
@@ -71,7 +71,12 @@ PARAMETERS = {
     'device': Param('cpu', "torch device: 'cpu', 'cuda' or 'cuda:N'", read_only=False),
     'torch_threads': Param(1, 'torch CPU threads (intra-op, whole process); 0: torch default '
                            '(one per core). Batch-1 inference gains little from more, and '
-                           'their spinning delays the other workers', (0, 256), read_only=False),
+                           'their spinning delays the other workers. With backend onnxruntime '
+                           'also its intra-op threads (0: its default)', (0, 256),
+                           read_only=False),
+    'backend': Param('torch', 'runs the encoders and decoders: torch (eager, on device) or '
+                     'onnxruntime (cpu only; exported at configure and checked equal to eager)',
+                     read_only=False, constraints='torch | onnxruntime'),
     'autostart': Param(True, 'configure and activate at start (without a lifecycle manager)'),
     'camera_transport': Param('raw', 'camera input: raw (camera/image_raw) or compressed '
                               '(camera/image_raw/compressed)', read_only=False,
@@ -106,10 +111,12 @@ def check_parameters(values: dict) -> None:
     """
     Raise ConfigError naming the first unusable parameter of `values` (name -> value).
 
-    device must exist here; camera_transport is raw or compressed; numbers are finite and
-    within LIMITS; diagnostics_period_s > 0, audio_prediction_iterations >= 1, the others >= 0
-    (slop_s, max_wait_s, max_age_s: < 0 keeps the checkpoint's value).
+    backend is torch or onnxruntime and runs on device (onnxruntime: cpu); device must exist
+    here; camera_transport is raw or compressed; numbers are finite and within LIMITS;
+    diagnostics_period_s > 0, audio_prediction_iterations >= 1, the others >= 0 (slop_s,
+    max_wait_s, max_age_s: < 0 keeps the checkpoint's value).
     """
+    check_backend(values['backend'], values['device'])
     check_device(values['device'])
     if values['camera_transport'] not in TRANSPORTS:
         raise ConfigError(f'camera_transport {values["camera_transport"]!r} is not one of '
@@ -217,7 +224,7 @@ class PerceptionNode(LifecycleNode):
                                           '(llmos-train --out)')
         try:
             check_parameters({name: self.get_parameter(name).value
-                              for name in ('device', 'camera_transport', *LIMITS)})
+                              for name in ('backend', 'device', 'camera_transport', *LIMITS)})
             threads = self.get_parameter('torch_threads').value
             if threads > 0:
                 torch.set_num_threads(threads)
@@ -227,7 +234,8 @@ class PerceptionNode(LifecycleNode):
             overrides = {k: self.get_parameter(k).value
                          for k in ('slop_s', 'max_wait_s', 'max_age_s')
                          if self.get_parameter(k).value >= 0}
-            self.engine = PerceptionEngine(loaded, device, wanted or None, overrides)
+            self.engine = PerceptionEngine(loaded, device, wanted or None, overrides,
+                                           self.get_parameter('backend').value, threads)
             self._configure_belief(path, loaded)
         except LlmosError as exc:
             return self._configure_failed(f'cannot configure: {exc}')
@@ -240,7 +248,8 @@ class PerceptionNode(LifecycleNode):
         self._rates = {name: RateTracker() for name in self.engine.active}
         self._create_publishers()
         self.get_logger().info(
-            f'model {self.engine.model_id} ({self.engine.cfg.model.fusion}) on {device}; inputs: '
+            f'model {self.engine.model_id} ({self.engine.cfg.model.fusion}) on {device}, '
+            f'backend {self.engine.backend}; inputs: '
             + ', '.join(f'{n} <- {self._topic(n)[0]}' for n in self.engine.active))
         return TransitionCallbackReturn.SUCCESS
 
@@ -608,6 +617,7 @@ class PerceptionNode(LifecycleNode):
         latency = np.array(self._latency_ms) if self._latency_ms else np.zeros(1)
         values = {'model_id': self.engine.model_id,
                   'fusion': self.engine.cfg.model.fusion,
+                  'backend': self.engine.backend,
                   'published': self._counts['published'],
                   'superseded': self._counts['superseded'],
                   'predictions_skipped': self._counts['predictions_skipped'],
