@@ -15,7 +15,8 @@ Breakdown, per latent (this process sees the inputs as the node does, on the sam
 stamped at or after t - slop_s, an audio chunk ending at or after it; the synchroniser's rule);
 `node_and_out` the rest, up to the latent's receipt (the node's queue, preprocessing, model,
 publish, DDS out). The node's own figure (last input callback -> publish, `/diagnostics`
-latency_p50/p99_ms) splits the last part. `--torch-threads` sets the node's parameter.
+latency_p50/p99_ms) splits the last part. `--torch-threads` and `--backend` (torch |
+onnxruntime) set the node's parameters of those names.
 The last line is a JSON object.
 """
 import argparse
@@ -53,6 +54,7 @@ def main(argv=None) -> int:
     p.add_argument('--model', type=Path)
     p.add_argument('--no-predictions', action='store_true')
     p.add_argument('--torch-threads', type=int, default=1, help="the node's torch_threads")
+    p.add_argument('--backend', default='torch', help="the node's backend: torch | onnxruntime")
     args = p.parse_args(argv)
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     os.environ.setdefault('ROS_DOMAIN_ID', str(150 + os.getpid() % 50))
@@ -71,7 +73,7 @@ def main(argv=None) -> int:
         [sys.executable, '-m', 'llmos_ros.nodes.perception_node', '--ros-args',
          '-p', f'model_path:={model}',
          '-p', f'publish_predictions:={"false" if args.no_predictions else "true"}',
-         '-p', f'torch_threads:={args.torch_threads}'],
+         '-p', f'torch_threads:={args.torch_threads}', '-p', f'backend:={args.backend}'],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(2.0)
     sim = subprocess.Popen([sys.executable, '-m', 'llmos_ros.nodes.sim_source_node'], env=env,
@@ -124,7 +126,7 @@ def main(argv=None) -> int:
         'all_modalities_fraction': round(float(np.mean([n == 3 for *_, n in measured])), 3),
         'perception_cpu_fraction': round((cpu1 - cpu0['cpu']) / span, 3),
         'predictions': not args.no_predictions, 'cpus': os.cpu_count(),
-        'torch_threads': args.torch_threads,
+        'torch_threads': args.torch_threads, 'backend': args.backend,
         'breakdown_ms': {k: _percentiles(v) for k, v in parts.items()},
         'node_latency_ms': node_figures,
     }
