@@ -87,7 +87,7 @@ class ModelConfig:
     k_samples: int = 1
     # each modality's log-likelihood x (largest modality's value count / its own): a small
     # modality (a tactile pad beside a camera) shapes the latent as much as a large one
-    balance_likelihoods: bool = False
+    balance_likelihoods: bool = True
     likelihood_scale: dict[str, float] = field(default_factory=dict)  # per modality, default 1
 
     def private_size(self) -> int:

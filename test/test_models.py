@@ -263,8 +263,7 @@ def test_kl_warmup_and_likelihood_scale():
 
 def test_likelihoods_are_balanced_by_modality_size():
     """Camera 1x8x9 = 72 values, taxels 2x3x2 = 12: tax weighs 6 unless balancing is off."""
-    balanced = make_cfg('mopoe', balance_likelihoods=True)
-    assert MultimodalVAE(balanced).likelihood_scale == {'cam': 1.0, 'tax': 6.0}
+    assert MultimodalVAE(make_cfg('mopoe')).likelihood_scale == {'cam': 1.0, 'tax': 6.0}
     scaled = MultimodalVAE(make_cfg('mopoe', balance_likelihoods=True,
                                     likelihood_scale={'tax': 0.5, 'cam': 2.0}))
     assert scaled.likelihood_scale == {'cam': 2.0, 'tax': 3.0}
