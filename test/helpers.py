@@ -1,6 +1,7 @@
 """Helpers shared by tests: environments for subprocesses, waiting on real DDS."""
 import os
 from pathlib import Path
+import signal
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ def python_env(**extra: str) -> dict:
     env = dict(os.environ)
     env['PYTHONPATH'] = os.pathsep.join([str(ROOT), env.get('PYTHONPATH', '')]).rstrip(os.pathsep)
     env['PYTHONUNBUFFERED'] = '1'
+    env['PYTHONFAULTHANDLER'] = '1'  # a child stopped with SIGABRT prints every thread's stack
     env.update(extra)
     return env
 
@@ -48,13 +50,23 @@ def start_node(module: str, *ros_args: str) -> subprocess.Popen:
 
 
 def stop_nodes(*procs: subprocess.Popen) -> list[str]:
-    """SIGTERM each process (SIGKILL after 15 s); their outputs."""
+    """
+    SIGTERM each process; their outputs.
+
+    One still running 15 s later gets SIGABRT, so its output ends with the Python stack of
+    every thread (PYTHONFAULTHANDLER, `python_env`) and a test failure shows where it hung;
+    SIGKILL if even that does not end it.
+    """
     out = []
     for proc in procs:
         proc.terminate()
         try:
             out.append(proc.communicate(timeout=15)[0])
         except subprocess.TimeoutExpired:
-            proc.kill()
-            out.append(proc.communicate()[0])
+            proc.send_signal(signal.SIGABRT)
+            try:
+                out.append(proc.communicate(timeout=5)[0])
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out.append(proc.communicate()[0])
     return out
