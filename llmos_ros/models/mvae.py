@@ -77,9 +77,9 @@ class MultimodalVAE(nn.Module):
             {n: Decoder(self.shapes[n], mcfg.hidden, code) for n in self.names})
         self.likelihood_scale = likelihood_scales(self.shapes, mcfg)
         # Conv weights in channels-last layout: oneDNN picks its faster NHWC kernels for every
-        # conv (inputs stay NCHW). Same values within float rounding; on the 2-core CPU a
-        # training step is ~1.35x and a batch-1 encode + decode ~1.1x faster. Load and save
-        # are unaffected (state dicts copy values, not layouts).
+        # conv (inputs stay NCHW). Same values within float rounding; with networks.Upsample2x
+        # a training step is 1.54x and a batch-1 encode + decode 1.06x faster on the 2-core CPU
+        # (benchmarks/conv_layout.py). Load and save are unaffected (state dicts copy values).
         self.to(memory_format=torch.channels_last)
 
     # ---- layout ----------------------------------------------------------------------------
