@@ -95,10 +95,15 @@ class ModelConfig:
         return _fusion(self.fusion).private_size(self)
 
 
+LR_SCHEDULES = ('cosine', 'constant')
+
+
 @dataclass
 class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
+    lr_schedule: str = 'cosine'  # cosine: lr to lr * lr_final over the run's length; constant
+    lr_final: float = 0.1  # cosine: the rate at the end, as a part of lr
     steps: int = 0  # > 0: exactly this many steps; 0: until validation stops improving
     max_minutes: float = 15.0  # wall-clock budget of the optimisation when steps is 0
     patience: int = 6  # validations without improvement before stopping (steps 0)
@@ -140,6 +145,12 @@ class Config:
         if cfg.model.cross_private not in ('own', 'prior'):
             raise ConfigError(f"model.cross_private must be 'own' or 'prior', got "
                               f'{cfg.model.cross_private!r}')
+        if cfg.train.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f'train.lr_schedule must be one of {list(LR_SCHEDULES)}, got '
+                              f'{cfg.train.lr_schedule!r}')
+        if not 0.0 <= float(cfg.train.lr_final) <= 1.0:
+            raise ConfigError(f'train.lr_final must be in [0, 1] (a part of train.lr), got '
+                              f'{cfg.train.lr_final!r}')
         if not 0.0 <= float(cfg.train.augment_shift) < 0.5:
             raise ConfigError(f'train.augment_shift must be in [0, 0.5) (a part of the image '
                               f'side), got {cfg.train.augment_shift!r}')

@@ -197,6 +197,12 @@ class EarlyStopping:
         """Optimisation seconds of this and earlier runs."""
         return self.spent_s + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
 
+    def progress(self, step: int) -> float:
+        """How far the run is, 0 to 1: steps of train.steps, or minutes of the time budget."""
+        if self.fixed:
+            return step / float(self.tcfg.steps)
+        return self.elapsed_s() / (60.0 * float(self.tcfg.max_minutes))
+
     def describe(self) -> str:
         if self.fixed:
             return f'{self.tcfg.steps} steps'
@@ -253,14 +259,37 @@ class EarlyStopping:
             self.best_state = state.get('best_state')
 
 
-def _agree(flag: bool, dist_info: Dist, device) -> bool:
-    """True on every rank when it is True on any (so all ranks stop at the same step)."""
+def learning_rate(tcfg, progress: float) -> float:
+    """
+    The learning rate at `progress` (0 to 1, `EarlyStopping.progress`) of the run.
+
+    `cosine` (default): half a cosine from `lr` down to `lr * lr_final`, so the last part of
+    any budget trains at a low rate (the loss a constant rate leaves on the table); `constant`:
+    `lr` throughout. With `train.steps` the run's length is that step count, so a resumed run
+    gets the rates of an uninterrupted one; with the time budget it is `train.max_minutes` of
+    optimisation (resumed runs count earlier minutes), and a run stopped early by the plateau
+    rule simply ends before the rate is low.
+    """
+    lr = float(tcfg.lr)
+    if tcfg.lr_schedule == 'constant':
+        return lr
+    final = lr * float(tcfg.lr_final)
+    p = min(max(float(progress), 0.0), 1.0)
+    return final + (lr - final) * 0.5 * (1.0 + math.cos(math.pi * p))
+
+
+def _agree(stop: bool, progress: float, dist_info: Dist, device) -> tuple[bool, float]:
+    """
+    (stop on any rank, the furthest rank's progress), the same on every rank: all ranks stop
+    at the same step and step with the same learning rate (the time budget runs on each
+    rank's clock).
+    """
     if dist_info.world <= 1:
-        return flag
+        return stop, progress
     import torch.distributed as dist
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    t = torch.tensor([1.0 if stop else 0.0, float(progress)], dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    return bool(t[0].item() > 0), float(t[1].item())
 
 
 def setup_distributed(device: str) -> Dist:
@@ -379,7 +408,9 @@ def train(args) -> dict:
     stopper.start()
     while True:
         reason = stopper.stop_reason(step)
-        if _agree(reason is not None, dist_info, device):
+        stop, progress_now = _agree(reason is not None, stopper.progress(step), dist_info,
+                                    device)
+        if stop:
             reason = reason or 'time'  # another rank ran out of time first
             break
         rows = batch_rows(len(train_t), cfg.train.batch_size, cfg.train.seed, step, dist_info.rank)
@@ -391,9 +422,12 @@ def train(args) -> dict:
             raise LlmosError(f'the loss became {value} at step {step}; lower train.lr')
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        lr = learning_rate(cfg.train, progress_now)
+        for group in optimizer.param_groups:
+            group['lr'] = lr
         optimizer.step()
         step += 1
-        row = {'step': step, 'split': 'train', 'loss': value,
+        row = {'step': step, 'split': 'train', 'loss': value, 'lr': lr,
                **{k: float(v) for k, v in parts.items()}}
         history.append(row)
         bar.update(1)

@@ -55,3 +55,14 @@ def test_augment_shift_outside_its_range_is_an_error(tmp_path, value):
     path.write_text(f'train: {{augment_shift: {value}}}')
     with pytest.raises(ConfigError, match=r'train.augment_shift must be in \[0, 0.5\)'):
         load_config(path)
+
+
+@pytest.mark.parametrize('train, match', [
+    ('{lr_schedule: linear}', r"train.lr_schedule must be one of \['cosine', 'constant'\]"),
+    ('{lr_final: 1.5}', r'train.lr_final must be in \[0, 1\]'),
+    ('{lr_final: -0.1}', r'train.lr_final must be in \[0, 1\]')])
+def test_learning_rate_schedule_settings_are_checked(tmp_path, train, match):
+    path = tmp_path / 'bad.yaml'
+    path.write_text(f'train: {train}')
+    with pytest.raises(ConfigError, match=match):
+        load_config(path)

@@ -13,9 +13,10 @@ import yaml
 
 from llmos_ros.belief_noise import load_noise
 from llmos_ros.checkpoint import load_checkpoint
+from llmos_ros.config import TrainConfig
 from llmos_ros.sim.make_bag import write_bag
 from llmos_ros.surprise import load_calibration
-from llmos_ros.train import main as train_main
+from llmos_ros.train import learning_rate, main as train_main
 
 # A small network and batch so each step takes milliseconds; the pipeline is the real one.
 SMALL = {'model': {'hidden': 32, 'latent_dim': 8, 'private_dim': 4, 'k_samples': 2,
@@ -97,7 +98,18 @@ def test_every_fusion_trains(fusion, bag, config, tmp_path, capsys):
     assert load_checkpoint(out).cfg.model.fusion == fusion
 
 
+def _constant_rate(tmp_path, config: Path) -> Path:
+    """`config` with train.lr_schedule constant: a 3-step run is then the start of a 6-step one
+    (a cosine schedule's length is the run's, test_cosine_schedule_... below)."""
+    cfg = yaml.safe_load(Path(config).read_text())
+    cfg['train']['lr_schedule'] = 'constant'
+    path = tmp_path / 'constant.yaml'
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
 def test_resume_continues_the_same_loss_curve(bag, config, tmp_path, capsys):
+    config = _constant_rate(tmp_path, config)
     whole = tmp_path / 'whole.pt'
     assert run(capsys, '--bag', bag, '--out', whole, '--config', config, '--steps', '6')[0] == 0
     parts = tmp_path / 'parts.pt'
@@ -197,7 +209,8 @@ def _early(tmp_path, name, **train) -> Path:
 def test_early_stopping_stops_on_a_plateau_and_keeps_the_best_weights(bag, tmp_path, capsys):
     # min_delta 100: after the first validation nothing counts as better, so it stops after
     # 1 + patience validations (6 steps) and keeps the weights of step 2
-    config = _early(tmp_path, 'plateau', min_delta=100.0)
+    # (constant rate: a 2-step run's cosine would be over by its second step)
+    config = _early(tmp_path, 'plateau', min_delta=100.0, lr_schedule='constant')
     code, summary, err = run(capsys, '--bag', bag, '--out', tmp_path / 'es.pt', '--config', config)
     assert code == 0, err
     assert summary['stopped'] == 'plateau' and summary['steps'] == 6
@@ -212,13 +225,15 @@ def test_early_stopping_stops_on_a_plateau_and_keeps_the_best_weights(bag, tmp_p
 
 
 def test_time_budget_stops_and_resume_reproduces_an_uninterrupted_run(bag, tmp_path, capsys):
-    whole = _early(tmp_path, 'whole', min_delta=0.5)
+    # constant rate: the cut run's 1e-4-minute budget would otherwise end its cosine at once
+    whole = _early(tmp_path, 'whole', min_delta=0.5, lr_schedule='constant')
     code, ref, err = run(capsys, '--bag', bag, '--out', tmp_path / 'whole.pt', '--config', whole)
     assert code == 0, err
     assert ref['stopped'] == 'plateau'
     # a run whose time budget runs out at once, then resumed with the budget of the first
     code, cut, err = run(capsys, '--bag', bag, '--out', tmp_path / 'cut.pt',
-                         '--config', _early(tmp_path, 'cut', min_delta=0.5, max_minutes=1e-4))
+                         '--config', _early(tmp_path, 'cut', min_delta=0.5, max_minutes=1e-4,
+                                            lr_schedule='constant'))
     assert code == 0, err
     assert cut['stopped'] == 'time' and cut['steps'] < ref['steps']
     code, resumed, err = run(capsys, '--bag', bag, '--out', tmp_path / 'cut.pt', '--config', whole,
@@ -233,6 +248,28 @@ def test_time_budget_stops_and_resume_reproduces_an_uninterrupted_run(bag, tmp_p
     a = load_checkpoint(tmp_path / 'cut.pt').model.state_dict()
     b = load_checkpoint(tmp_path / 'whole.pt').model.state_dict()
     assert all(torch.allclose(v, b[k], rtol=1e-5, atol=1e-6) for k, v in a.items())
+
+
+def test_cosine_schedule_steps_with_the_closed_form_rates_and_ends_at_lr_final(bag, config,
+                                                                              tmp_path, capsys):
+    code, summary, err = run(capsys, '--bag', bag, '--out', tmp_path / 'cos.pt', '--config', config,
+                             '--steps', '6')
+    assert code == 0, err
+    with open(tmp_path / 'cos_logs' / 'losses.csv') as f:
+        rates = [float(r['lr']) for r in csv.DictReader(f) if r['split'] == 'train']
+    lr = TrainConfig().lr
+    # step k (0-based) trains at progress k / 6: lr at the first step, falling to lr_final
+    expected = [lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * k / 6))) for k in range(6)]
+    assert rates == pytest.approx(expected, rel=1e-12)
+    assert rates[0] == lr and all(a > b for a, b in zip(rates, rates[1:]))
+
+
+@pytest.mark.parametrize('schedule, final, progress, expected', [
+    ('cosine', 0.1, 0.0, 1e-3), ('cosine', 0.1, 0.5, 0.55e-3), ('cosine', 0.1, 1.0, 1e-4),
+    ('cosine', 0.1, 1.7, 1e-4), ('cosine', 0.0, 1.0, 0.0), ('constant', 0.1, 0.9, 1e-3)])
+def test_learning_rate_closed_form(schedule, final, progress, expected):
+    tcfg = TrainConfig(lr=1e-3, lr_schedule=schedule, lr_final=final)
+    assert learning_rate(tcfg, progress) == pytest.approx(expected, rel=1e-12, abs=1e-18)
 
 
 def test_training_batches_shift_the_images_only_and_depend_on_the_step_alone(bag):
