@@ -8,7 +8,8 @@ Modalities, shapes and rates come from the bag's topics unless the config names 
 `train.val_fraction` of each bag's time line is held out for validation. By default
 (`train.steps: 0`) training runs until the validation loss stops improving (`train.patience`
 validations without a `train.min_delta` relative gain) or `train.max_minutes` are spent, then keeps
-the best validation weights and says why it stopped; `--steps N` forces N steps. Losses go to
+the best validation weights and says why it stopped; `--steps N` forces N steps. The learning
+rate anneals over the run's length (`train.lr_schedule`, `learning_rate`). Losses go to
 `<log-dir>/losses.csv` and `<log-dir>/loss_curve.png`; the checkpoint is rewritten every
 `train.checkpoint_every` steps and at the end, and `--resume` continues from it on the same loss
 curve (batches and noise are a function of the seed and the step).
