@@ -102,7 +102,7 @@ LR_SCHEDULES = ('cosine', 'constant')
 class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
-    lr_schedule: str = 'cosine'  # cosine: lr to lr * lr_final over the run's length; constant
+    lr_schedule: str = 'constant'  # constant; cosine: lr to lr * lr_final over the run's length
     lr_final: float = 0.1  # cosine: the rate at the end, as a part of lr
     steps: int = 0  # > 0: exactly this many steps; 0: until validation stops improving
     max_minutes: float = 15.0  # wall-clock budget of the optimisation when steps is 0

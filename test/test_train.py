@@ -98,18 +98,7 @@ def test_every_fusion_trains(fusion, bag, config, tmp_path, capsys):
     assert load_checkpoint(out).cfg.model.fusion == fusion
 
 
-def _constant_rate(tmp_path, config: Path) -> Path:
-    """`config` with train.lr_schedule constant: a 3-step run is then the start of a 6-step one
-    (a cosine schedule's length is the run's, test_cosine_schedule_... below)."""
-    cfg = yaml.safe_load(Path(config).read_text())
-    cfg['train']['lr_schedule'] = 'constant'
-    path = tmp_path / 'constant.yaml'
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
 def test_resume_continues_the_same_loss_curve(bag, config, tmp_path, capsys):
-    config = _constant_rate(tmp_path, config)
     whole = tmp_path / 'whole.pt'
     assert run(capsys, '--bag', bag, '--out', whole, '--config', config, '--steps', '6')[0] == 0
     parts = tmp_path / 'parts.pt'
@@ -209,8 +198,7 @@ def _early(tmp_path, name, **train) -> Path:
 def test_early_stopping_stops_on_a_plateau_and_keeps_the_best_weights(bag, tmp_path, capsys):
     # min_delta 100: after the first validation nothing counts as better, so it stops after
     # 1 + patience validations (6 steps) and keeps the weights of step 2
-    # (constant rate: a 2-step run's cosine would be over by its second step)
-    config = _early(tmp_path, 'plateau', min_delta=100.0, lr_schedule='constant')
+    config = _early(tmp_path, 'plateau', min_delta=100.0)
     code, summary, err = run(capsys, '--bag', bag, '--out', tmp_path / 'es.pt', '--config', config)
     assert code == 0, err
     assert summary['stopped'] == 'plateau' and summary['steps'] == 6
@@ -225,15 +213,13 @@ def test_early_stopping_stops_on_a_plateau_and_keeps_the_best_weights(bag, tmp_p
 
 
 def test_time_budget_stops_and_resume_reproduces_an_uninterrupted_run(bag, tmp_path, capsys):
-    # constant rate: the cut run's 1e-4-minute budget would otherwise end its cosine at once
-    whole = _early(tmp_path, 'whole', min_delta=0.5, lr_schedule='constant')
+    whole = _early(tmp_path, 'whole', min_delta=0.5)
     code, ref, err = run(capsys, '--bag', bag, '--out', tmp_path / 'whole.pt', '--config', whole)
     assert code == 0, err
     assert ref['stopped'] == 'plateau'
     # a run whose time budget runs out at once, then resumed with the budget of the first
     code, cut, err = run(capsys, '--bag', bag, '--out', tmp_path / 'cut.pt',
-                         '--config', _early(tmp_path, 'cut', min_delta=0.5, max_minutes=1e-4,
-                                            lr_schedule='constant'))
+                         '--config', _early(tmp_path, 'cut', min_delta=0.5, max_minutes=1e-4))
     assert code == 0, err
     assert cut['stopped'] == 'time' and cut['steps'] < ref['steps']
     code, resumed, err = run(capsys, '--bag', bag, '--out', tmp_path / 'cut.pt', '--config', whole,
@@ -250,8 +236,11 @@ def test_time_budget_stops_and_resume_reproduces_an_uninterrupted_run(bag, tmp_p
     assert all(torch.allclose(v, b[k], rtol=1e-5, atol=1e-6) for k, v in a.items())
 
 
-def test_cosine_schedule_steps_with_the_closed_form_rates_and_ends_at_lr_final(bag, config,
-                                                                              tmp_path, capsys):
+def test_cosine_schedule_steps_with_the_closed_form_rates_and_ends_at_lr_final(bag, tmp_path,
+                                                                              capsys):
+    cfg = {**SMALL, 'train': {**SMALL['train'], 'lr_schedule': 'cosine'}}
+    config = tmp_path / 'cosine.yaml'
+    config.write_text(yaml.safe_dump(cfg))
     code, summary, err = run(capsys, '--bag', bag, '--out', tmp_path / 'cos.pt', '--config', config,
                              '--steps', '6')
     assert code == 0, err
