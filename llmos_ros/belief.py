@@ -32,8 +32,12 @@ propagates. For 'poe' models and s = 1 the first belief equals the per-frame lat
 mixture fusions ('moe', 'mopoe', 'mmvae_plus') the belief uses the product of the
 experts (MoPoE's all-present component), not the mixture.
 
-Resets (b_bar becomes the prior N(0, I), so the belief is the prior times the experts): the first
-sample; a stamp gap longer than `reset_gap_s`; a stamp not newer than the belief's (a bag loop or a
+Resets: the belief restarts with the model's own posterior mean of the sample (the prior expert
+N(0, I) times the experts at their own variances) and the variance of the prior times the
+noise-scaled experts (the uncertainty the filter tracks with). With a learned expert scale s of
+10-1000 the prior times the scaled experts would shrink the mean towards 0 by a factor 1 + s v,
+and the belief would start far from the per-frame latent after every restart. The reasons: the
+first sample; a stamp gap longer than `reset_gap_s`; a stamp not newer than the belief's (a bag loop or a
 clock jump back; an equal stamp too, nothing can have happened in 0 s); a change of model id or
 latent size; a jump (below). `BeliefState.reset` names the reason ('' when the step was a
 filter update).
@@ -113,10 +117,12 @@ def chi2_quantile(dof: int, tail: float) -> float:
     """
     The value a chi-square variable with `dof` degrees of freedom exceeds with probability `tail`.
 
-    Wilson-Hilferty: dof * (1 - 2 / (9 dof) + z sqrt(2 / (9 dof)))^3, z the standard normal's
-    upper `tail` quantile (within 2 % of the exact quantile at tail 1e-3 for dof >= 3, 3 % at
-    dof 1).
+    Exact for dof 1 (a squared standard normal); else Wilson-Hilferty: dof * (1 - 2 / (9 dof)
+    + z sqrt(2 / (9 dof)))^3, z the standard normal's upper `tail` quantile (within 2 % of the
+    exact quantile at tail 1e-3 for dof >= 3).
     """
+    if dof == 1:  # exact: the square of a standard normal
+        return NormalDist().inv_cdf(1.0 - tail / 2.0) ** 2
     z = NormalDist().inv_cdf(1.0 - tail)
     c = 2.0 / (9.0 * dof)
     return dof * max(0.0, 1.0 - c + z * math.sqrt(c)) ** 3
@@ -224,16 +230,19 @@ class BeliefFilter:
         if self.noise is not None and self.noise.process_noise.size != size:
             raise InputError('size', f'belief update: {size} latent dimensions, the noise model '
                              f'of {self.noise.model_id} has {self.noise.process_noise.size}')
-        precs = precs / self.expert_scale
+        raw, precs = precs, precs / self.expert_scale
         reason = self.reset_reason(stamp_ns, size, model_id)
         if reason:
-            bar_mean, bar_var = np.zeros(size), np.ones(size)  # the prior expert
             self.model_id = model_id
         else:
             bar_mean, bar_var = self.propagated(stamp_ns)
             if self.jumped(bar_mean, bar_var, means, precs):
-                reason, bar_mean, bar_var = 'jump', np.zeros(size), np.ones(size)
-        prec = 1.0 / bar_var + precs.sum(0)
-        h = bar_mean / bar_var + (precs * means).sum(0)
-        self.state = BeliefState(int(stamp_ns), h / prec, 1.0 / prec, reason)
+                reason = 'jump'
+        if reason:  # restart: the model's own posterior, the noise model's uncertainty
+            prec = 1.0 + precs.sum(0)
+            mean = (raw * means).sum(0) / (1.0 + raw.sum(0))
+        else:
+            prec = 1.0 / bar_var + precs.sum(0)
+            mean = (bar_mean / bar_var + (precs * means).sum(0)) / prec
+        self.state = BeliefState(int(stamp_ns), mean, 1.0 / prec, reason)
         return self.state

@@ -194,18 +194,19 @@ def estimate(model_id: str, stamps, means, variances, groups=None,
     return BeliefNoise(model_id, q, r, scale, pairs, max_lag_s)
 
 
-def measurements(model, arrays: dict, present: dict, device='cpu', batch_size: int = 256
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def measurements(model, arrays: dict, present: dict, device='cpu', batch_size: int = 256,
+                 experts=None) -> tuple[np.ndarray, np.ndarray]:
     """
     The filter's measurement of every row: (means [N, L], variances [N, L]).
 
     The product of the present experts over the full latent, NaN where no present expert
-    informs a dimension.
+    informs a dimension. experts: the rows' `row_experts` when already computed.
     """
     from llmos_ros.models.evaluate import row_experts
     from llmos_ros.temporal import full_latent
-    mus, lvs, pmus, plvs = (None if e is None else e.double().cpu().numpy()
-                            for e in row_experts(model, arrays, device, batch_size))
+    if experts is None:
+        experts = row_experts(model, arrays, device, batch_size)
+    mus, lvs, pmus, plvs = (None if e is None else e.double().cpu().numpy() for e in experts)
     n = mus.shape[1]
     prec, h = np.zeros((n, model.latent_size)), np.zeros((n, model.latent_size))
     for i, name in enumerate(model.names):

@@ -27,6 +27,21 @@ def test_first_update_is_the_models_poe_with_the_prior_expert():
     np.testing.assert_allclose(state.var, torch.exp(logvar[0]).numpy(), rtol=1e-9)
 
 
+def test_a_restart_takes_the_models_own_posterior_mean_with_the_scaled_variance():
+    # expert scale 100: the filter trusts the expert's variance 100x less while tracking, but a
+    # restart must not shrink the mean towards the prior's 0 by that much (the belief would
+    # start far off the per-frame latent after every jump)
+    noise = BeliefNoise('m', np.array([0.1, 0.1]), np.zeros(2), np.array([100.0, 100.0]))
+    filt = BeliefFilter(BeliefConfig(), noise)
+    state = filt.update(0, [2.0, -1.0], [100.0, 100.0], model_id='m')
+    assert state.reset == 'first'
+    np.testing.assert_allclose(state.mean, [2.0 * 100 / 101, -1.0 * 100 / 101])  # prior x expert
+    np.testing.assert_allclose(state.var, [0.5, 0.5])  # prior x the scaled expert (var 1)
+    again = filt.update(NS // 10, [2.0, -1.0], [100.0, 100.0], model_id='other')
+    assert again.reset == 'model'
+    np.testing.assert_allclose(again.mean, state.mean)
+
+
 @pytest.mark.parametrize('scale', [np.ones(3), np.array([4.0, 0.5, 20.0])])
 def test_update_is_a_kalman_step_per_dimension_with_the_prior_expert_counted_once(scale):
     q, dt = np.array([0.2, 0.05, 0.5]), 0.1

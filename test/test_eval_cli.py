@@ -169,7 +169,20 @@ def test_belief_probe_is_fitted_on_training_beliefs(env):
     (btr, ltr), (bte, lte) = beliefs(env['dir'] / 'train'), beliefs(env['dir'] / 'test')
     a, b = ltr != '', lte != ''
     expected = linear_probe(btr[a], ltr[a], bte[b], lte[b], seed=0)
-    assert env['report']['belief_surprise']['belief_probe_accuracy'] == pytest.approx(expected)
+    summary = env['report']['belief_surprise']
+    assert summary['belief_probe_accuracy'] == pytest.approx(expected)
+    # the frame probe: fitted on the training bag's per-frame products of the present experts,
+    # reading the test bag's beliefs and its per-frame products
+    from llmos_ros.belief_noise import measurements
+
+    def frames(bag):
+        rep = replay(bag, PerceptionEngine(env['loaded']), infer=False)
+        return np.nan_to_num(measurements(env['loaded'].model, rep.arrays, rep.present)[0])
+    mtr, mte = frames(env['dir'] / 'train'), frames(env['dir'] / 'test')
+    assert summary['belief_frame_probe_accuracy'] == pytest.approx(
+        linear_probe(mtr[a], ltr[a], bte[b], lte[b], seed=0))
+    assert summary['measurement_probe_accuracy'] == pytest.approx(
+        linear_probe(mtr[a], ltr[a], mte[b], lte[b], seed=0))
 
 
 def test_throughput_and_latency_consistent(env):

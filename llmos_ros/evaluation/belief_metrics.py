@@ -27,6 +27,13 @@ DEFINITIONS = {
                              'live path over its first meta.max_fit_samples samples, in order), '
                              'applied to the belief means of the test bag: each probe reads the '
                              'representation it was fitted on',
+    'belief_frame_probe_accuracy': 'a linear probe fitted on the per-frame measurements of the '
+                                   'training bag (the product of the present experts over the '
+                                   'full latent: what the belief folds in, and restarts from), '
+                                   'applied to the belief means of the test bag: a readout '
+                                   'trained on single frames reading the belief',
+    'measurement_probe_accuracy': 'the same probe applied to the per-frame measurements of the '
+                                  'test bag (the single-frame figure the belief smooths)',
     'surprise_false_alarm_rate': 'fraction of scored samples with tail probability < 0.01 '
                                  '(calibrated: about 0.01 on clean data)',
 }
@@ -45,6 +52,7 @@ class Track:
     scores: np.ndarray  # (N, M) surprise scores
     tails: np.ndarray  # (N, M) tail probabilities
     resets: np.ndarray  # (N,) str, '' when the belief was updated
+    measurement: np.ndarray | None = None  # (N, L) per-frame products of the present experts
 
     @classmethod
     def from_states(cls, names: list[str], results_means, states) -> Track:
@@ -99,18 +107,28 @@ def auroc(positives: np.ndarray, negatives: np.ndarray) -> float | None:
                  / (pos.size * neg.size))
 
 
-def summary(track: Track, labels: np.ndarray, probe=None, belief_probe=None) -> dict:
+def summary(track: Track, labels: np.ndarray, probe=None, belief_probe=None,
+            frame_probe=None) -> dict:
     """
     The belief and surprise figures of one stream.
 
     With labels, `probe(latents) -> accuracy` scores the per-frame latents and `belief_probe`
-    the belief means (each fitted on the same representation of the training bag).
+    the belief means (each fitted on the same representation of the training bag);
+    `frame_probe`, fitted on the training bag's per-frame measurements, scores the belief means
+    and the track's measurements.
     """
     out = {'n_samples': int(len(track.stamps)),
            'belief_resets': int(np.sum(track.resets != '')),
            'belief_jitter_ratio': jitter_ratio(track, labels),
            'belief_mean_std': float(track.belief_std.mean()) if len(track.stamps) else None,
-           'surprise_false_alarm_rate': {n: false_alarm_rate(track.tails[:, i])
+           'belief_frame_probe_accuracy': 'a linear probe fitted on the per-frame measurements of the '
+                                   'training bag (the product of the present experts over the '
+                                   'full latent: what the belief folds in, and restarts from), '
+                                   'applied to the belief means of the test bag: a readout '
+                                   'trained on single frames reading the belief',
+    'measurement_probe_accuracy': 'the same probe applied to the per-frame measurements of the '
+                                  'test bag (the single-frame figure the belief smooths)',
+    'surprise_false_alarm_rate': {n: false_alarm_rate(track.tails[:, i])
                                          for i, n in enumerate(track.names)},
            'surprise_mean_tail': {n: (float(np.nanmean(track.tails[:, i]))
                                       if np.isfinite(track.tails[:, i]).any() else None)
@@ -120,6 +138,10 @@ def summary(track: Track, labels: np.ndarray, probe=None, belief_probe=None) -> 
         out['latent_probe_accuracy'] = probe(track.latent)
     if belief_probe is not None:
         out['belief_probe_accuracy'] = belief_probe(track.belief)
+    if frame_probe is not None:
+        out['belief_frame_probe_accuracy'] = frame_probe(track.belief)
+        if track.measurement is not None:
+            out['measurement_probe_accuracy'] = frame_probe(track.measurement)
     return out
 
 

@@ -57,7 +57,8 @@ def evaluate(opts: EvalOptions) -> dict:
     full = full_rows(test, mods)
     example_inputs = examples(loaded, test, mods, full)
     phases.mark('examples')
-    temporal = temporal_summary(opts, loaded, train, run, labels.use, subsets.train_experts)
+    temporal = temporal_summary(opts, loaded, train, run, labels.use, subsets.train_experts,
+                                subsets.test_experts)
     phases.mark('belief_surprise')
     tp = throughput(len(test), test.wall_s, test.data_span_s)
     tp.update({'n_samples': len(test), 'wall_s': test.wall_s, 'data_span_s': test.data_span_s})
@@ -236,6 +237,7 @@ def summarize(out: Path, paths: dict, run: TestRun, results: dict, phases: Phase
                             for e in entries for m, v in e['cross'].items()},
             'belief_jitter_ratio': temporal['belief_jitter_ratio'],
             'belief_probe_accuracy': temporal.get('belief_probe_accuracy'),
+            'belief_frame_probe_accuracy': temporal.get('belief_frame_probe_accuracy'),
             'surprise_false_alarm_rate': temporal['surprise_false_alarm_rate'],
             'bag_error': test.bag_error,
             'phase_seconds': {k: round(v, 3) for k, v in phases.seconds.items()}}

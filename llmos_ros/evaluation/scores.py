@@ -197,20 +197,33 @@ def examples(loaded: Loaded, test: Replay, mods, full: np.ndarray, n: int = 6) -
 
 
 def temporal_summary(opts: EvalOptions, loaded: Loaded, train: Replay | None, run: TestRun,
-                     use_labels: bool, train_experts) -> dict:
+                     use_labels: bool, train_experts, test_experts=None) -> dict:
     """
     Belief and surprise figures (llmos_ros.evaluation.belief_metrics) of the test stream.
 
-    train_experts: `row_experts` of the training rows (`SubsetResults.train_experts`, None
-    without labels): the probes' training latents and beliefs are fused from them, not encoded
-    again.
+    train_experts, test_experts: `row_experts` of the training and test rows
+    (`SubsetResults`; train_experts None without labels): the probes' training latents, beliefs
+    and per-frame measurements are fused from them, not encoded again.
     """
+    from llmos_ros.belief_noise import measurements
     from llmos_ros.evaluation.belief_metrics import Track, finite, summary
     from llmos_ros.evaluation.metrics import linear_probe
     from llmos_ros.models.evaluate import encode_rows
     test = run.replay
     track = Track.from_states(run.tracker.names, test.means, run.states)
-    probe = belief_probe = None
+    probe = belief_probe = frame_probe = None
+    if use_labels and test_experts is not None:
+        model = loaded.model
+        fit = np.flatnonzero(train.labels != '')
+        frames = np.nan_to_num(measurements(model, train.arrays, train.present,
+                                            experts=train_experts)[0][fit])
+        lab_rows = test.labels != ''
+
+        def frame_probe(means):
+            return linear_probe(frames, train.labels[fit], np.nan_to_num(means)[lab_rows],
+                                test.labels[lab_rows], seed=opts.seed)
+        measured = measurements(model, test.arrays, test.present, experts=test_experts)[0]
+        track.measurement = measured
     if use_labels:
         trows = np.flatnonzero(train.labels != '')
         ztr = encode_rows(loaded.model, train.arrays, trows, (), loaded.device, opts.batch_size,
@@ -226,7 +239,7 @@ def temporal_summary(opts: EvalOptions, loaded: Loaded, train: Replay | None, ru
         def belief_probe(means):
             return linear_probe(beliefs[known], belief_labels[known], means[lab],
                                 test.labels[lab], seed=opts.seed)
-    return finite(summary(track, test.labels, probe, belief_probe))
+    return finite(summary(track, test.labels, probe, belief_probe, frame_probe))
 
 
 def train_beliefs(opts: EvalOptions, loaded: Loaded, train: Replay,
