@@ -12,7 +12,8 @@ scene's stream in 2 s windows every 10 s, tactile silent for 3 s windows -- repl
 the live path (`PerceptionEngine` + `TemporalTracker`) and prints:
 
 * probe: linear-probe accuracy of the per-frame latent and of the belief on the clean bag, each
-  probe fitted on the same representation of the training bag;
+  probe fitted on the same representation of the training bag; in brackets the belief read by
+  a probe fitted on the training bag's single frames (products of the present experts);
 * jitter ratio: per-frame over belief step-to-step jitter within episodes, clean bag (>= 2 wanted);
 * silence: share of steps in which the belief std over tactile's private latent does not fall
   while tactile is silent, the std at the window's end over its start, and the coverage of that
@@ -42,7 +43,7 @@ import numpy as np
 import torch
 
 from llmos_ros.belief import BeliefConfig
-from llmos_ros.belief_noise import learn, load_noise
+from llmos_ros.belief_noise import learn, load_noise, measurements
 from llmos_ros.belief_noise import sidecar_path as noise_sidecar
 from llmos_ros.checkpoint import load_checkpoint
 from llmos_ros.evaluation.belief_metrics import Track, auroc, false_alarm_rate, finite, jitter
@@ -89,6 +90,14 @@ def track(engine, results, cfg: BeliefConfig, calibration, noise) -> Track:
     tracker = TemporalTracker(engine, cfg, calibration, noise)
     states = [tracker.step(r) for r in results]
     return Track.from_states(tracker.names, [r.mean for r in results], states)
+
+
+def frames(loaded, results) -> np.ndarray:
+    """The per-frame measurements (products of the present experts) of replayed results."""
+    experts = tuple(None if results[0].experts[k] is None
+                    else torch.cat([r.experts[k] for r in results], 1) for k in range(4))
+    present = {n: np.array([n in r.inputs for r in results]) for n in loaded.model.names}
+    return np.nan_to_num(measurements(loaded.model, None, present, experts=experts)[0])
 
 
 def _f(value, digits: int = 3) -> str:
@@ -182,7 +191,8 @@ def main(argv=None) -> int:
     private = loaded.model.private_slice('tactile')
     print(f'model {loaded.model_id} ({loaded.cfg.model.fusion}), train {train_bag}, '
           f'test bags of {args.test_s:g} s (seed 11); probes fitted on the training bag')
-    print('process_noise  probe latent/belief  jitter ratio  silent: std rising, end/start, '
+    print('process_noise  probe latent/belief (belief, frame probe)  jitter ratio  silent: std '
+          'rising, end/start, '
           'cov90, cov90 belief-only | ' + '  '.join(f'AUROC {m}' for m in names) + ' | '
           + '  '.join(f'FA {m}' for m in names))
     rows = []
@@ -193,6 +203,9 @@ def main(argv=None) -> int:
         probe = {kind: linear_probe(getattr(train_tr, kind)[tlab], train_labels[tlab],
                                     getattr(clean, kind)[lab], labels[lab])
                  for kind in ('latent', 'belief')}
+        frame_fit = frames(loaded, runs['train'][1])[tlab]
+        probe['belief_frame_probe'] = linear_probe(frame_fit, train_labels[tlab],
+                                                   clean.belief[lab], labels[lab])
         ratio = jitter(clean.latent, labels) / jitter(clean.belief, labels)
         swap_figs = {m: swap_auroc(tr[f'swap_{m}'], i, swaps, lags[m])
                      for i, m in enumerate(names)}
@@ -200,9 +213,12 @@ def main(argv=None) -> int:
         sil = silence_figures(tr['silence'], clean, silent, private,
                               noise.measurement_noise[private])
         rows.append({'process_noise': q, 'probe_latent': probe['latent'],
-                     'probe_belief': probe['belief'], 'jitter_ratio': ratio, 'silence': sil,
+                     'probe_belief': probe['belief'],
+                     'probe_belief_frame_probe': probe['belief_frame_probe'],
+                     'jitter_ratio': ratio, 'silence': sil,
                      'swap_auroc': swap_figs, 'false_alarm_rate_1pct': fa})
-        print(f'{q:>13}  {probe["latent"]:.3f} / {probe["belief"]:.3f}        {ratio:6.2f}x'
+        print(f'{q:>13}  {probe["latent"]:.3f} / {probe["belief"]:.3f} '
+              f'({probe["belief_frame_probe"]:.3f})  {ratio:6.2f}x'
               f'       {_f(sil["std_non_decreasing"])}, {_f(sil["std_end_over_start"])}, '
               f'{_f(sil["coverage_90"])}, {_f(sil["coverage_90_belief_only"])} | '
               + '  '.join(f'{_f(swap_figs[m]):>10}' for m in names)
