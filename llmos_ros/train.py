@@ -266,8 +266,9 @@ def learning_rate(tcfg, progress: float) -> float:
 
     `constant` (default): `lr` throughout; `cosine`: half a cosine from `lr` down to
     `lr * lr_final`, so the last part of any budget trains at a low rate (on avmnist it reached
-    the constant rate's validation loss with a weaker audio latent, so it is not the default). With `train.steps` the run's length is that step count, so a resumed run
-    gets the rates of an uninterrupted one; with the time budget it is `train.max_minutes` of
+    the constant rate's validation loss with a weaker audio latent, so it is not the default).
+    With `train.steps` the run's length is that step count, so a resumed run gets the rates of
+    an uninterrupted one; with the time budget it is `train.max_minutes` of
     optimisation (resumed runs count earlier minutes), and a run stopped early by the plateau
     rule simply ends before the rate is low.
     """
@@ -281,9 +282,10 @@ def learning_rate(tcfg, progress: float) -> float:
 
 def _agree(stop: bool, progress: float, dist_info: Dist, device) -> tuple[bool, float]:
     """
-    (stop on any rank, the furthest rank's progress), the same on every rank: all ranks stop
-    at the same step and step with the same learning rate (the time budget runs on each
-    rank's clock).
+    (stop on any rank, the furthest rank's progress), the same on every rank.
+
+    All ranks stop at the same step and step with the same learning rate (the time budget runs
+    on each rank's clock).
     """
     if dist_info.world <= 1:
         return stop, progress

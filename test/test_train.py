@@ -16,7 +16,8 @@ from llmos_ros.checkpoint import load_checkpoint
 from llmos_ros.config import TrainConfig
 from llmos_ros.sim.make_bag import write_bag
 from llmos_ros.surprise import load_calibration
-from llmos_ros.train import learning_rate, main as train_main
+from llmos_ros.train import learning_rate
+from llmos_ros.train import main as train_main
 
 # A small network and batch so each step takes milliseconds; the pipeline is the real one.
 SMALL = {'model': {'hidden': 32, 'latent_dim': 8, 'private_dim': 4, 'k_samples': 2,
@@ -241,8 +242,8 @@ def test_cosine_schedule_steps_with_the_closed_form_rates_and_ends_at_lr_final(b
     cfg = {**SMALL, 'train': {**SMALL['train'], 'lr_schedule': 'cosine'}}
     config = tmp_path / 'cosine.yaml'
     config.write_text(yaml.safe_dump(cfg))
-    code, summary, err = run(capsys, '--bag', bag, '--out', tmp_path / 'cos.pt', '--config', config,
-                             '--steps', '6')
+    code, summary, err = run(capsys, '--bag', bag, '--out', tmp_path / 'cos.pt',
+                             '--config', config, '--steps', '6')
     assert code == 0, err
     with open(tmp_path / 'cos_logs' / 'losses.csv') as f:
         rates = [float(r['lr']) for r in csv.DictReader(f) if r['split'] == 'train']

@@ -121,14 +121,7 @@ def summary(track: Track, labels: np.ndarray, probe=None, belief_probe=None,
            'belief_resets': int(np.sum(track.resets != '')),
            'belief_jitter_ratio': jitter_ratio(track, labels),
            'belief_mean_std': float(track.belief_std.mean()) if len(track.stamps) else None,
-           'belief_frame_probe_accuracy': 'a linear probe fitted on the per-frame measurements of the '
-                                   'training bag (the product of the present experts over the '
-                                   'full latent: what the belief folds in, and restarts from), '
-                                   'applied to the belief means of the test bag: a readout '
-                                   'trained on single frames reading the belief',
-    'measurement_probe_accuracy': 'the same probe applied to the per-frame measurements of the '
-                                  'test bag (the single-frame figure the belief smooths)',
-    'surprise_false_alarm_rate': {n: false_alarm_rate(track.tails[:, i])
+           'surprise_false_alarm_rate': {n: false_alarm_rate(track.tails[:, i])
                                          for i, n in enumerate(track.names)},
            'surprise_mean_tail': {n: (float(np.nanmean(track.tails[:, i]))
                                       if np.isfinite(track.tails[:, i]).any() else None)
