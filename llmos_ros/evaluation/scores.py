@@ -222,8 +222,8 @@ def temporal_summary(opts: EvalOptions, loaded: Loaded, train: Replay | None, ru
         def frame_probe(means):
             return linear_probe(frames, train.labels[fit], np.nan_to_num(means)[lab_rows],
                                 test.labels[lab_rows], seed=opts.seed)
-        measured = measurements(model, test.arrays, test.present, experts=test_experts)[0]
-        track.measurement = measured
+        track.measurement = measurements(model, test.arrays, test.present,
+                                         experts=test_experts)[0]
     if use_labels:
         trows = np.flatnonzero(train.labels != '')
         ztr = encode_rows(loaded.model, train.arrays, trows, (), loaded.device, opts.batch_size,
