@@ -195,6 +195,7 @@ def main(argv=None) -> int:
           'rising, end/start, '
           'cov90, cov90 belief-only | ' + '  '.join(f'AUROC {m}' for m in names) + ' | '
           + '  '.join(f'FA {m}' for m in names))
+    frame_fit = frames(loaded, runs['train'][1])[tlab]  # the frame probe's inputs, any q
     rows = []
     for q in [*args.process_noise, 'learned']:
         cfg = BeliefConfig(process_noise=-1.0 if q == 'learned' else q)
@@ -203,7 +204,6 @@ def main(argv=None) -> int:
         probe = {kind: linear_probe(getattr(train_tr, kind)[tlab], train_labels[tlab],
                                     getattr(clean, kind)[lab], labels[lab])
                  for kind in ('latent', 'belief')}
-        frame_fit = frames(loaded, runs['train'][1])[tlab]
         probe['belief_frame_probe'] = linear_probe(frame_fit, train_labels[tlab],
                                                    clean.belief[lab], labels[lab])
         ratio = jitter(clean.latent, labels) / jitter(clean.belief, labels)

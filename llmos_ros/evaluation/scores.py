@@ -212,18 +212,6 @@ def temporal_summary(opts: EvalOptions, loaded: Loaded, train: Replay | None, ru
     test = run.replay
     track = Track.from_states(run.tracker.names, test.means, run.states)
     probe = belief_probe = frame_probe = None
-    if use_labels and test_experts is not None:
-        model = loaded.model
-        fit = np.flatnonzero(train.labels != '')
-        frames = np.nan_to_num(measurements(model, train.arrays, train.present,
-                                            experts=train_experts)[0][fit])
-        lab_rows = test.labels != ''
-
-        def frame_probe(means):
-            return linear_probe(frames, train.labels[fit], np.nan_to_num(means)[lab_rows],
-                                test.labels[lab_rows], seed=opts.seed)
-        track.measurement = measurements(model, test.arrays, test.present,
-                                         experts=test_experts)[0]
     if use_labels:
         trows = np.flatnonzero(train.labels != '')
         ztr = encode_rows(loaded.model, train.arrays, trows, (), loaded.device, opts.batch_size,
@@ -239,6 +227,16 @@ def temporal_summary(opts: EvalOptions, loaded: Loaded, train: Replay | None, ru
         def belief_probe(means):
             return linear_probe(beliefs[known], belief_labels[known], means[lab],
                                 test.labels[lab], seed=opts.seed)
+
+        if test_experts is not None:  # single frames: the products of the present experts
+            frames = np.nan_to_num(measurements(loaded.model, train.arrays, train.present,
+                                                experts=train_experts)[0][trows])
+            track.measurement = measurements(loaded.model, test.arrays, test.present,
+                                             experts=test_experts)[0]
+
+            def frame_probe(means):
+                return linear_probe(frames, train.labels[trows], np.nan_to_num(means)[lab],
+                                    test.labels[lab], seed=opts.seed)
     return finite(summary(track, test.labels, probe, belief_probe, frame_probe))
 
 
