@@ -42,20 +42,24 @@ MAX_POINTS = 4001  # calibration scores kept per modality (evenly spaced order s
 
 def loo_scores(fusion: str, mus: torch.Tensor, logvars: torch.Tensor, mask: torch.Tensor
                ) -> torch.Tensor:
-    """Scores [M, B] of each expert against the fusion of the others; NaN where undefined."""
-    m_count = mus.shape[0]
+    """
+    Scores [M, B] of each expert against the fusion of the others; NaN where undefined.
+
+    The M leave-one-out fusions run as one batch of M * B rows (row m * B + b: sample b without
+    expert m), so a live sample costs one fusion call, not M.
+    """
+    m_count, b = mask.shape
+    others = mask.unsqueeze(0).repeat(m_count, 1, 1)  # [M (left out), M, B]
+    others[torch.arange(m_count), torch.arange(m_count)] = False
+    valid = (mask & others.any(1)).cpu()  # [M, B]: m present and some other expert too
     out = torch.full(mask.shape, float('nan'), dtype=torch.float64)
-    for m in range(m_count):
-        others = mask.clone()
-        others[m] = False
-        valid = mask[m] & others.any(0)
-        if not bool(valid.any()):
-            continue
-        mu_o, lv_o = fuse(fusion, mus, logvars, others).gaussian()
-        d2 = (mus[m] - mu_o) ** 2 / (torch.exp(logvars[m]) + torch.exp(lv_o))
-        score = d2.double().mean(-1)
-        out[m] = torch.where(valid.cpu(), score.cpu(), out[m])
-    return out
+    if not bool(valid.any()):
+        return out
+    mu_o, lv_o = fuse(fusion, mus.repeat(1, m_count, 1), logvars.repeat(1, m_count, 1),
+                      others.transpose(0, 1).reshape(m_count, m_count * b)).gaussian()
+    mu_o, lv_o = mu_o.reshape(mus.shape), lv_o.reshape(logvars.shape)
+    d2 = (mus - mu_o) ** 2 / (torch.exp(logvars) + torch.exp(lv_o))
+    return torch.where(valid, d2.double().mean(-1).cpu(), out)
 
 
 @dataclass

@@ -261,3 +261,44 @@ def test_row_experts_in_cache_sized_passes_equal_one_pass(sim_model):
             assert g is None
         else:
             torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+
+
+def _griffin_lim_as_first_written(spec, mod, n_iter, seed=0):
+    """log_mel_to_waveform before it cached the inverse and overlap-added with bincount."""
+    from llmos_ros.kinds.audio import LOG_FLOOR, _hann, mel_filterbank, stft_sizes
+    _, hop, n_fft = stft_sizes(mod)
+    fb = mel_filterbank(int(mod.sample_rate), n_fft, int(mod.n_mels))
+    mel = np.maximum(np.exp(np.asarray(spec, np.float64).reshape(fb.shape[0], -1))
+                     - LOG_FLOOR, 0.0)
+    mag = np.sqrt(np.maximum(np.linalg.pinv(fb) @ mel, 0.0)).T
+    frames = mag.shape[0]
+    win = _hann(n_fft).astype(np.float64)
+    length = (frames - 1) * hop + n_fft
+    idx = (np.arange(frames) * hop)[:, None] + np.arange(n_fft)[None, :]
+    norm = np.zeros(length)
+    np.add.at(norm, idx, np.broadcast_to(win * win, idx.shape))
+    norm = np.maximum(norm, 1e-8)
+    phase = np.exp(2j * np.pi * np.random.default_rng(seed).random(mag.shape))
+    for _ in range(max(1, n_iter)):
+        y = np.zeros(length)
+        np.add.at(y, idx, np.fft.irfft(mag * phase, n=n_fft, axis=1) * win)
+        y /= norm
+        phase = np.exp(1j * np.angle(np.fft.rfft(y[idx] * win, axis=1)))
+    return y[n_fft - hop:].astype(np.float32)
+
+
+@pytest.mark.parametrize('n_iter', [1, 16])
+def test_griffin_lim_equals_the_algorithm_as_first_written(n_iter):
+    """The audio prediction's waveform: cached inverse, bincount overlap-add, unit phasors."""
+    from llmos_ros.config import ModalityConfig
+    from llmos_ros.kinds.audio import AUDIO_CHUNK, log_mel, log_mel_to_waveform
+    mod = ModalityConfig('mic', 'audio', '/mic', AUDIO_CHUNK, sample_rate=16000, window_s=0.5,
+                         n_mels=32)
+    t = np.arange(8000) / 16000.0
+    wave = (0.5 * np.sin(2 * np.pi * (300 + 900 * t) * t)).astype(np.float32)
+    wave[:2000] = 0.0  # silent bins: their phase stays 1 in both
+    spec = log_mel(wave, mod)
+    got = log_mel_to_waveform(spec, mod, n_iter=n_iter)
+    want = _griffin_lim_as_first_written(spec, mod, n_iter)
+    assert got.shape == want.shape and np.abs(want).max() > 0.1
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())

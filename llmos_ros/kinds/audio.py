@@ -177,27 +177,46 @@ def log_mel_to_waveform(spec: np.ndarray, mod: ModalityConfig, n_iter: int = 16,
     frames; for publishing audio predictions, which are spectrograms in the model.
     """
     _, hop, n_fft = stft_sizes(mod)
-    fb = mel_filterbank(int(mod.sample_rate), n_fft, int(mod.n_mels))
-    mel = np.maximum(np.exp(np.asarray(spec, np.float64).reshape(fb.shape[0], -1))
+    inverse = _mel_inverse(int(mod.sample_rate), n_fft, int(mod.n_mels))
+    mel = np.maximum(np.exp(np.asarray(spec, np.float64).reshape(inverse.shape[1], -1))
                      - LOG_FLOOR, 0.0)
-    mag = np.sqrt(np.maximum(np.linalg.pinv(fb) @ mel, 0.0)).T  # (frames, bins)
+    mag = np.sqrt(np.maximum(inverse @ mel, 0.0)).T  # (frames, bins)
     frames = mag.shape[0]
-    win = _hann(n_fft).astype(np.float64)
-    length = (frames - 1) * hop + n_fft
-    starts = np.arange(frames) * hop
-    idx = starts[:, None] + np.arange(n_fft)[None, :]
-    norm = np.zeros(length)
-    np.add.at(norm, idx, np.broadcast_to(win * win, idx.shape))
-    norm = np.maximum(norm, 1e-8)
+    win, idx, norm = _overlap_add(frames, hop, n_fft)
+    length = norm.size
     phase = np.exp(2j * np.pi * np.random.default_rng(seed).random(mag.shape))
     y = np.zeros(length)
-    for _ in range(max(1, n_iter)):
-        y = np.zeros(length)
-        np.add.at(y, idx, np.fft.irfft(mag * phase, n=n_fft, axis=1) * win)
-        y /= norm
+    for _ in range(max(1, n_iter)):  # overlap-add: bincount sums in np.add.at's order
+        frames_y = np.fft.irfft(mag * phase, n=n_fft, axis=1) * win
+        y = np.bincount(idx.ravel(), weights=frames_y.ravel(), minlength=length) / norm
         spec_y = np.fft.rfft(y[idx] * win, axis=1)
-        phase = np.exp(1j * np.angle(spec_y))
+        size = np.abs(spec_y)  # unit phasors: exp(1j * angle), 1 where a bin is 0
+        phase = np.divide(spec_y, size, out=np.ones_like(spec_y), where=size > 0)
     return y[n_fft - hop:].astype(np.float32)  # drop the zeros before the window
+
+
+@lru_cache(maxsize=16)
+def _mel_inverse(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """Pseudo-inverse of the mel filterbank, (bins, n_mels); read-only."""
+    inverse = np.linalg.pinv(mel_filterbank(sample_rate, n_fft, n_mels))
+    inverse.flags.writeable = False
+    return inverse
+
+
+@lru_cache(maxsize=16)
+def _overlap_add(frames: int, hop: int, n_fft: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """
+    Window, sample index [frames, n_fft] of each frame's samples, and the window-square sum.
+
+    The sum (at least 1e-8) normalises an overlap-add of windowed frames; arrays are read-only.
+    """
+    win = _hann(n_fft).astype(np.float64)
+    idx = (np.arange(frames) * hop)[:, None] + np.arange(n_fft)[None, :]
+    norm = np.maximum(np.bincount(idx.ravel(), weights=np.tile(win * win, frames),
+                                  minlength=(frames - 1) * hop + n_fft), 1e-8)
+    for a in (win, idx, norm):
+        a.flags.writeable = False
+    return win, idx, norm
 
 
 @lru_cache(maxsize=16)
