@@ -102,7 +102,12 @@ def main(argv=None) -> int:
     finally:
         for proc in (sim, perception):
             proc.terminate()
-            proc.wait(timeout=15)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                print(f'{proc.args[2]} ignored SIGTERM for 15 s: killed', file=sys.stderr)
+                proc.kill()
+                proc.wait()
         node.destroy_node()
         rclpy.try_shutdown()
     t0 = cpu0['t']

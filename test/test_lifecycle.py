@@ -179,15 +179,22 @@ def test_shutdown_from_every_state(sim_model, rclpy_context, steps):
 
 
 def test_configure_sets_the_torch_threads(sim_model, rclpy_context):
-    """torch_threads (default 1) is applied at configure; 0 leaves torch's own setting."""
+    """torch_threads (default 1) sets torch's and numpy's BLAS threads; 0 leaves them as were."""
+    from threadpoolctl import threadpool_info, threadpool_limits
     import torch
 
     from llmos_ros.nodes.perception_node import PerceptionNode
     _, model = sim_model
-    before = torch.get_num_threads()
+
+    def blas_threads():
+        return {pool['num_threads'] for pool in threadpool_info() if pool['user_api'] == 'blas'}
+
+    before, blas_before = torch.get_num_threads(), threadpool_limits(None, user_api='blas')
+    assert blas_threads(), 'numpy has no BLAS pool that threadpoolctl sees'
     try:
         for value, want in (('1', 1), ('0', 2)):
             torch.set_num_threads(2)
+            threadpool_limits(2, user_api='blas')
             node = PerceptionNode(context=rclpy_context, cli_args=[
                 '--ros-args', '-p', f'model_path:={model}', '-p', 'autostart:=false',
                 '-p', f'torch_threads:={value}'])
@@ -195,8 +202,10 @@ def test_configure_sets_the_torch_threads(sim_model, rclpy_context):
                 node.trigger_configure()
                 assert node.engine is not None
                 assert torch.get_num_threads() == want
+                assert blas_threads() == {want}
             finally:
                 node.trigger_shutdown()
                 node.destroy_node()
     finally:
         torch.set_num_threads(before)
+        blas_before.restore_original_limits()

@@ -120,7 +120,8 @@ def test_package_xml_declares_every_ros_import():
     python = {'numpy': 'python3-numpy', 'yaml': 'python3-yaml', 'cv2': 'python3-opencv',
               'torch': 'python3-pytorch-pip', 'rosbags': 'python3-rosbags-pip',
               'sounddevice': 'python3-sounddevice-pip', 'matplotlib': 'python3-matplotlib',
-              'sklearn': 'python3-sklearn', 'tqdm': 'python3-tqdm'}
+              'sklearn': 'python3-sklearn', 'tqdm': 'python3-tqdm',
+              'threadpoolctl': 'python3-sklearn'}  # no key of its own; sklearn depends on it
     missing = sorted(m for m in imported & ros if m not in deps)
     missing += sorted(python[m] for m in imported & set(python) if python[m] not in deps)
     assert not missing, f'package.xml lacks: {missing}'

@@ -40,6 +40,7 @@ import time
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+from threadpoolctl import threadpool_limits
 import torch
 
 from llmos_ros import kinds
@@ -69,11 +70,11 @@ PARAMETERS = {
     'model_path': Param('', 'checkpoint from llmos-train; empty: stay unconfigured',
                         read_only=False),
     'device': Param('cpu', "torch device: 'cpu', 'cuda' or 'cuda:N'", read_only=False),
-    'torch_threads': Param(1, 'torch CPU threads (intra-op, whole process); 0: torch default '
-                           '(one per core). Batch-1 inference gains little from more, and '
-                           'their spinning delays the other workers. With backend onnxruntime '
-                           'also its intra-op threads (0: its default)', (0, 256),
-                           read_only=False),
+    'torch_threads': Param(1, 'CPU compute threads of the process: torch intra-op and '
+                           "numpy's BLAS (0: their defaults, one per core). Batch-1 inference "
+                           'gains little from more, and their spinning delays the other '
+                           'workers. With backend onnxruntime also its intra-op threads '
+                           '(0: its default)', (0, 256), read_only=False),
     'backend': Param('torch', 'runs the encoders and decoders: torch (eager, on device) or '
                      'onnxruntime (cpu only; exported at configure and checked equal to eager)',
                      read_only=False, constraints='torch | onnxruntime'),
@@ -228,6 +229,10 @@ class PerceptionNode(LifecycleNode):
             threads = self.get_parameter('torch_threads').value
             if threads > 0:
                 torch.set_num_threads(threads)
+                # numpy's OpenBLAS (spectrograms, Griffin-Lim) keeps a pool of one thread per
+                # core that busy-waits after every matrix product: 58 % of the node's CPU at
+                # 30 Hz on 2 cores (perf), for products too small to gain from it
+                threadpool_limits(threads, user_api='blas')
             loaded = load_checkpoint(path, device='cpu')
             wanted = [m.strip() for m in self.get_parameter('modalities').value.split(',')
                       if m.strip()]
