@@ -2,6 +2,7 @@
 import os
 from pathlib import Path
 import sys
+import tempfile
 
 import pytest
 
@@ -9,6 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # A distinct domain per run so parallel runs on one machine never see each other.
 os.environ.setdefault('ROS_DOMAIN_ID', str(100 + os.getpid() % 100))
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+# llmos-eval's classifier cache in a folder of this run, never the user's ~/.cache
+os.environ['LLMOS_CACHE_DIR'] = tempfile.mkdtemp(prefix='llmos_test_cache_')
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

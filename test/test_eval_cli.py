@@ -380,3 +380,24 @@ def test_unwritable_out_fails_before_reading(env, tmp_path, where, match):
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and re.search(match, lines[0]), err
+
+
+def test_coherence_classifiers_come_from_the_cache_when_fitted_before(env, tmp_path,
+                                                                         monkeypatch):
+    """Same training inputs and settings: the cached classifiers give the same figures."""
+    monkeypatch.setenv('LLMOS_CACHE_DIR', str(tmp_path / 'cache'))
+    d = env['dir']
+    reports = []
+    for i, extra in enumerate([[], [], ['--no-classifier-cache']]):
+        code, _, err = run(['--bag', str(d / 'test'), '--model', str(d / 'm.pt'),
+                            '--out', str(tmp_path / f'rep{i}'), '--train-bag', str(d / 'train'),
+                            '--coherence-epochs', '1', '--threads', '1', '--quiet', *extra])
+        assert code == 0, err
+        reports.append(json.loads((tmp_path / f'rep{i}' / 'metrics.json').read_text()))
+    use = [r['meta']['coherence_classifiers'] for r in reports]
+    mods = set(env['report']['coherence']['classifier_accuracy'])
+    assert use == [dict.fromkeys(mods, 'fitted'), dict.fromkeys(mods, 'cached'),
+                   dict.fromkeys(mods, 'off')]
+    assert len(list((tmp_path / 'cache' / 'coherence').glob('*.pt'))) == len(mods)
+    for r in reports[1:]:
+        assert r['coherence'] == reports[0]['coherence']

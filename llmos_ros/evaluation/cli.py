@@ -57,6 +57,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'the counts used are in the report)')
     p.add_argument('--coherence-epochs', type=int, default=8,
                    help='training passes of each coherence classifier (default 8)')
+    p.add_argument('--no-classifier-cache', action='store_true',
+                   help='fit the coherence classifiers anew instead of taking those fitted '
+                        'before on the same training inputs from the cache ($LLMOS_CACHE_DIR, '
+                        'else ~/.cache/llmos_ros)')
     p.add_argument('--partial', action='store_true',
                    help='evaluate a truncated / corrupt bag up to the cut instead of failing')
     p.add_argument('--batch-size', type=int, default=256, help='batch of the metric model calls')
@@ -92,6 +96,7 @@ def options(args: argparse.Namespace) -> EvalOptions:
         frame_id=args.frame_id, compare=args.compare[0] if args.compare else None,
         max_samples=args.max_samples, max_train_samples=args.max_train_samples,
         max_fit_samples=args.max_fit_samples, coherence_epochs=args.coherence_epochs,
+        classifier_cache=not args.no_classifier_cache,
         partial=args.partial, batch_size=args.batch_size, seed=args.seed, device=args.device,
         threads=args.threads, quiet=args.quiet)
 

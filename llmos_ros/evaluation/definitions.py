@@ -28,8 +28,10 @@ EXTRA_DEFINITIONS = {
     'coherence': 'Cross-modal coherence: for each modality, a label classifier '
                  "(CoherenceClassifier) trained on the training bag's real normalised inputs "
                  'of that modality (at most meta.max_fit_samples labelled samples, evenly '
-                 'spaced in time; the count used is meta.fit_samples) classifies the modality '
-                 'decoded from the latent mean of the '
+                 'spaced in time; the count used is meta.fit_samples; fitted anew or taken '
+                 'from the disk cache of classifiers fitted on the same inputs, labels and '
+                 'settings, the same classifier bit for bit: meta.coherence_classifiers) '
+                 'classifies the modality decoded from the latent mean of the '
                  'given subset; the fraction of labelled test samples (every modality of the '
                  'subset present) classified as their true label.',
     'latency_ms': 'Per-sample latency of the live path in milliseconds: PerceptionEngine.infer '

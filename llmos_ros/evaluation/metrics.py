@@ -249,6 +249,32 @@ class CoherenceClassifier:
             model.eval()
         self._model = model
 
+    def settings(self) -> dict:
+        """What a fit depends on besides its data (the classifier cache's key)."""
+        return {'method': self.method, 'epochs': self.epochs, 'batch_size': self.batch_size,
+                'lr': self.lr, 'seed': self.seed}
+
+    def state(self) -> dict:
+        """A fitted 'cnn' classifier as plain values and tensors (torch.save, weights_only)."""
+        if self.method != 'cnn' or self.classes_ is None:
+            raise ValueError('only a fitted cnn classifier has a state')
+        return {**self.settings(), 'classes': [str(c) for c in self.classes_],
+                'shape': [int(s) for s in self._shape],
+                'weights': None if self._model is None else self._model.state_dict()}
+
+    @classmethod
+    def from_state(cls, state: dict) -> CoherenceClassifier:
+        """The classifier `state()` describes; it predicts as the one that was saved."""
+        clf = cls(state['method'], state['epochs'], state['batch_size'], state['lr'],
+                  state['seed'])
+        clf.classes_ = np.asarray(state['classes'])
+        clf._shape = tuple(state['shape'])
+        if state['weights'] is not None:
+            clf._model = clf._build(len(clf.classes_))
+            clf._model.load_state_dict(state['weights'])
+            clf._model.eval()
+        return clf
+
     def predict(self, x) -> np.ndarray:
         """Predicted labels (in the training labels' values) for inputs [N, *shape]."""
         if self.classes_ is None:

@@ -36,6 +36,7 @@ class EvalOptions:
     max_train_samples: int = 20000
     max_fit_samples: int = MAX_FIT_SAMPLES
     coherence_epochs: int = 8
+    classifier_cache: bool = True  # coherence classifiers from/to the disk cache
     partial: bool = False
     batch_size: int = 256
     seed: int = 0

@@ -47,7 +47,9 @@ def evaluate(opts: EvalOptions) -> dict:
     labels = label_use(opts, train, test)
     phases.mark('replay_test_bag')
     fit_counts: dict[str, int] = {}
-    classifiers = fit_classifiers(opts, train, mods, fit_counts) if labels.use else {}
+    cache_use: dict[str, str] = {}
+    classifiers = (fit_classifiers(opts, train, mods, fit_counts, cache_use) if labels.use
+                   else {})
     class_acc = classifier_accuracy(classifiers, test, labels)
     phases.mark('coherence_classifiers')
     subsets = subset_metrics(opts, loaded, train, test, mods, classifiers, labels, phases)
@@ -64,6 +66,7 @@ def evaluate(opts: EvalOptions) -> dict:
     tp.update({'n_samples': len(test), 'wall_s': test.wall_s, 'data_span_s': test.data_span_s})
     results = build_results(opts, loaded, train, run, mods, subsets, classifiers, class_acc,
                             temporal, tp, live_diff)
+    results['meta']['coherence_classifiers'] = cache_use
     results['meta']['phase_seconds'] = dict(phases.seconds)
     panels, plot_labels = subsets.panels, test.labels[full]
     if not panels:

@@ -58,9 +58,19 @@ def fit_rows(rows: np.ndarray, cap: int) -> np.ndarray:
     return rows[np.linspace(0, rows.size - 1, cap).round().astype(int)]
 
 
-def fit_classifiers(opts: EvalOptions, train: Replay, mods, fit_counts: dict) -> dict:
-    """A coherence classifier per modality on the training bag's labelled inputs."""
+def fit_classifiers(opts: EvalOptions, train: Replay, mods, fit_counts: dict,
+                    cache_use: dict | None = None) -> dict:
+    """
+    A coherence classifier per modality on the training bag's labelled inputs.
+
+    With opts.classifier_cache, a classifier fitted before on the same inputs, labels and
+    settings comes from the disk cache (`classifier_cache`: the same classifier, bit for bit);
+    cache_use[m] says 'cached', 'fitted' (and stored) or 'off'.
+    """
+    from llmos_ros.evaluation.classifier_cache import ClassifierCache, fit_key
     from llmos_ros.evaluation.metrics import CoherenceClassifier
+    cache = ClassifierCache() if opts.classifier_cache else None
+    cache_use = {} if cache_use is None else cache_use
     classifiers = {}
     for m in mods:
         rows = fit_rows(np.flatnonzero(train.present[m] & (train.labels != '')),
@@ -68,9 +78,17 @@ def fit_classifiers(opts: EvalOptions, train: Replay, mods, fit_counts: dict) ->
         if rows.size == 0:
             continue
         fit_counts[f'coherence/{m}'] = int(rows.size)
-        classifiers[m] = CoherenceClassifier(method='cnn', epochs=opts.coherence_epochs,
-                                             seed=opts.seed).fit(train.arrays[m][rows],
-                                                                 train.labels[rows])
+        clf = CoherenceClassifier(method='cnn', epochs=opts.coherence_epochs, seed=opts.seed)
+        x, y = train.arrays[m][rows], train.labels[rows]
+        key = fit_key(x, y, clf.settings()) if cache is not None else ''
+        cached = cache.load(key) if cache is not None else None
+        if cached is not None:
+            classifiers[m], cache_use[m] = cached, 'cached'
+            continue
+        classifiers[m] = clf.fit(x, y)
+        cache_use[m] = 'off' if cache is None else 'fitted'
+        if cache is not None and not cache.save(key, classifiers[m]):
+            opts.note(f'cannot write the classifier cache {cache.root}: fitting each time')
     return classifiers
 
 
