@@ -1,4 +1,4 @@
-"""The coherence classifier cache: keys that follow the fit's inputs, classifiers that round-trip."""
+"""The coherence classifier cache: keys follow the fit's inputs, classifiers round-trip."""
 import numpy as np
 
 from llmos_ros.evaluation.classifier_cache import ClassifierCache, fit_key
