@@ -12,7 +12,8 @@ machine depends on its load.
 Each --max-samples N runs once more on the first N test samples (the training bag stays
 whole), so the seconds per test sample show whether the cost is linear in bag length.
 --profile runs the full-length evaluation under cProfile and prints the functions with the most
-cumulative time. Bags: e.g. `python -m llmos_ros.sim.make_bag --out test --duration 1620
+cumulative time. Each run fits its coherence classifiers (`--no-classifier-cache`) unless
+--classifier-cache is given. Bags: e.g. `python -m llmos_ros.sim.make_bag --out test --duration 1620
 --set camera_rate_hz=4.88` (27 min, ~7,900 camera frames), a 45-minute training bag
 (`--duration 2700 --seed 7`, same rate) and a model of the default config trained on a short
 one (`llmos-train --bag SHORT --out model.pt --steps 200 --threads 1`; its quality does not
@@ -37,6 +38,8 @@ def run_eval(args, out: Path, max_samples: int | None, profile: Path | None) -> 
         cmd += ['-m', 'cProfile', '-o', str(profile)]
     cmd += ['-m', 'llmos_ros.evaluation.cli', '--bag', str(args.bag), '--model',
             str(args.model), '--out', str(out), '--threads', str(args.threads), '--quiet']
+    if not args.classifier_cache:
+        cmd.append('--no-classifier-cache')
     if args.train_bag:
         cmd += ['--train-bag', str(args.train_bag)]
     if max_samples:
@@ -91,6 +94,9 @@ def main(argv=None) -> int:
     p.add_argument('--max-samples', type=int, action='append', default=[],
                    help='also run on the first N test samples (repeatable)')
     p.add_argument('--profile', action='store_true', help='profile the full-length run')
+    p.add_argument('--classifier-cache', action='store_true',
+                   help="let llmos-eval take coherence classifiers from its cache (default: "
+                        'fit them in every run, the cost of a first evaluation)')
     args = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix='llmos_eval_speed_'))
     runs = []
