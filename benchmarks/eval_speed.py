@@ -13,8 +13,8 @@ Each --max-samples N runs once more on the first N test samples (the training ba
 whole), so the seconds per test sample show whether the cost is linear in bag length.
 --profile runs the full-length evaluation under cProfile and prints the functions with the most
 cumulative time. Each run fits its coherence classifiers (`--no-classifier-cache`) unless
---classifier-cache is given. Bags: e.g. `python -m llmos_ros.sim.make_bag --out test --duration 1620
---set camera_rate_hz=4.88` (27 min, ~7,900 camera frames), a 45-minute training bag
+--classifier-cache is given.
+Bags: e.g. `python -m llmos_ros.sim.make_bag --out test --duration 1620 --set camera_rate_hz=4.88` (27 min, ~7,900 camera frames), a 45-minute training bag
 (`--duration 2700 --seed 7`, same rate) and a model of the default config trained on a short
 one (`llmos-train --bag SHORT --out model.pt --steps 200 --threads 1`; its quality does not
 change the cost). The last line is one JSON object.
