@@ -14,7 +14,8 @@ whole), so the seconds per test sample show whether the cost is linear in bag le
 --profile runs the full-length evaluation under cProfile and prints the functions with the most
 cumulative time. Each run fits its coherence classifiers (`--no-classifier-cache`) unless
 --classifier-cache is given.
-Bags: e.g. `python -m llmos_ros.sim.make_bag --out test --duration 1620 --set camera_rate_hz=4.88` (27 min, ~7,900 camera frames), a 45-minute training bag
+Bags: e.g. `python -m llmos_ros.sim.make_bag --out test --duration 1620 --set camera_rate_hz=4.88`
+(27 min, ~7,900 camera frames), a 45-minute training bag
 (`--duration 2700 --seed 7`, same rate) and a model of the default config trained on a short
 one (`llmos-train --bag SHORT --out model.pt --steps 200 --threads 1`; its quality does not
 change the cost). The last line is one JSON object.
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
                    help='also run on the first N test samples (repeatable)')
     p.add_argument('--profile', action='store_true', help='profile the full-length run')
     p.add_argument('--classifier-cache', action='store_true',
-                   help="let llmos-eval take coherence classifiers from its cache (default: "
+                   help='let llmos-eval take coherence classifiers from its cache (default: '
                         'fit them in every run, the cost of a first evaluation)')
     args = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix='llmos_eval_speed_'))
