@@ -230,8 +230,9 @@ class PerceptionNode(LifecycleNode):
             if threads > 0:
                 torch.set_num_threads(threads)
                 # numpy's OpenBLAS (spectrograms, Griffin-Lim) keeps a pool of one thread per
-                # core that busy-waits after every matrix product: 58 % of the node's CPU at
-                # 30 Hz on 2 cores (perf), for products too small to gain from it
+                # core whose idle worker can busy-wait after every matrix product (in one run
+                # at 30 Hz on 2 cores, 57 % of the node's CPU samples under perf), for products
+                # too small to gain from a second thread
                 threadpool_limits(threads, user_api='blas')
             loaded = load_checkpoint(path, device='cpu')
             wanted = [m.strip() for m in self.get_parameter('modalities').value.split(',')
