@@ -237,7 +237,10 @@ def test_parameters_frames_and_debug_image(sim_model, test_node):
         log = perception.communicate(timeout=20)[0]
     assert 'Traceback' not in log, log
     assert 'prediction_rate_hz=2.5' in log  # applied, and said so
-    assert {m.header.frame_id for m in latents[:3]} == {'base_link'}
+    frames = [m.header.frame_id for m in latents]  # base_link until the switch, then odom
+    switch = frames.index('odom')
+    assert switch >= 1 and set(frames[:switch]) == {'base_link'} and set(frames[switch:]) == {
+        'odom'}, frames
     assert predictions['camera'][-1].header.frame_id == 'cam_optical'
     assert predictions['audio'][-1].header.frame_id == 'mic_link'
     assert predictions['tactile'][-1].header.frame_id == 'skin_link'
