@@ -1,6 +1,8 @@
 """Shared test set-up: real DDS limited to this machine, a distinct domain id per test run."""
+import atexit
 import os
 from pathlib import Path
+import shutil
 import sys
 import tempfile
 
@@ -10,8 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # A distinct domain per run so parallel runs on one machine never see each other.
 os.environ.setdefault('ROS_DOMAIN_ID', str(100 + os.getpid() % 100))
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-# llmos-eval's classifier cache in a folder of this run, never the user's ~/.cache
+# llmos-eval's classifier cache in a folder of this run (removed at exit), never ~/.cache
 os.environ['LLMOS_CACHE_DIR'] = tempfile.mkdtemp(prefix='llmos_test_cache_')
+atexit.register(shutil.rmtree, os.environ['LLMOS_CACHE_DIR'], True)
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

@@ -109,4 +109,4 @@ class SubsetResults:
     fit_counts: dict = field(default_factory=dict)  # meta.fit_samples
     seconds: float = 0.0  # meta.metric_seconds
     test_experts: tuple | None = None  # the test rows' expert outputs (encoders run once)
-    train_experts: tuple | None = None  # the training rows' (with labels), likewise
+    train_experts: tuple | None = None  # every training row's, likewise (when labels are used)

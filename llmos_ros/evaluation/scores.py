@@ -80,15 +80,15 @@ def fit_classifiers(opts: EvalOptions, train: Replay, mods, fit_counts: dict,
         fit_counts[f'coherence/{m}'] = int(rows.size)
         clf = CoherenceClassifier(method='cnn', epochs=opts.coherence_epochs, seed=opts.seed)
         x, y = train.arrays[m][rows], train.labels[rows]
-        key = fit_key(x, y, clf.settings()) if cache is not None else ''
-        cached = cache.load(key) if cache is not None else None
-        if cached is not None:
-            classifiers[m], cache_use[m] = cached, 'cached'
+        if cache is None:
+            classifiers[m], cache_use[m] = clf.fit(x, y), 'off'
             continue
-        classifiers[m] = clf.fit(x, y)
-        cache_use[m] = 'off' if cache is None else 'fitted'
-        if cache is not None and not cache.save(key, classifiers[m]):
-            opts.note(f'cannot write the classifier cache {cache.root}: fitting each time')
+        key = fit_key(x, y, clf.settings())
+        classifiers[m], cache_use[m] = cache.load(key), 'cached'
+        if classifiers[m] is None:
+            classifiers[m], cache_use[m] = clf.fit(x, y), 'fitted'
+            if not cache.save(key, classifiers[m]):
+                opts.note(f'cannot write the classifier cache {cache.root}: fitting each time')
     return classifiers
 
 

@@ -183,12 +183,10 @@ def log_mel_to_waveform(spec: np.ndarray, mod: ModalityConfig, n_iter: int = 16,
     mag = np.sqrt(np.maximum(inverse @ mel, 0.0)).T  # (frames, bins)
     frames = mag.shape[0]
     win, idx, norm = _overlap_add(frames, hop, n_fft)
-    length = norm.size
     phase = np.exp(2j * np.pi * np.random.default_rng(seed).random(mag.shape))
-    y = np.zeros(length)
     for _ in range(max(1, n_iter)):  # overlap-add: bincount sums in np.add.at's order
         frames_y = np.fft.irfft(mag * phase, n=n_fft, axis=1) * win
-        y = np.bincount(idx.ravel(), weights=frames_y.ravel(), minlength=length) / norm
+        y = np.bincount(idx.ravel(), weights=frames_y.ravel(), minlength=norm.size) / norm
         spec_y = np.fft.rfft(y[idx] * win, axis=1)
         size = np.abs(spec_y)  # unit phasors: exp(1j * angle), 1 where a bin is 0
         phase = np.divide(spec_y, size, out=np.ones_like(spec_y), where=size > 0)
