@@ -3,14 +3,24 @@ Surprise per modality: how unlikely modality m's expert is given the others. ROS
 
 Score. For a sample in which m and at least one other modality are present, let q_m = N(mu_m,
 var_m) be m's expert over the shared latent and N(mu_o, var_o) the model's own fusion (its
-`fusion`, moment-matched) of the other present experts. The score is the mean over the D shared
-dimensions of the squared standardised distance
+`fusion`, moment-matched) of the other present experts. Per shared dimension i the squared
+standardised distance is
 
-    s_m = 1/D * sum_i (mu_m,i - mu_o,i)^2 / (var_m,i + var_o,i)
+    d2_i = (mu_m,i - mu_o,i)^2 / (var_m,i + var_o,i)
 
-(a Mahalanobis distance under the two experts' combined uncertainty; 0 when they agree, large
-when m sees something the others do not). Private latents do not enter: they hold what only m
-shows, so the others say nothing about them.
+(0 when the two agree, large when m sees something the others do not). The experts' variances
+are not calibrated, and on clean data d2_i is heavy-tailed with a spread that differs from one
+dimension to the next, so the calibration fits to each dimension a Student-t law of the distance
+(d2_i / s_i ~ F(1, nu_i): scale s_i and degrees of freedom nu_i, maximum likelihood on clean
+data, nu_i from a grid) and the score is the mean over the D dimensions of its negative
+log-density relative to full agreement:
+
+    s_m = 1/D * sum_i (nu_i + 1) / 2 * log(1 + d2_i / (nu_i * s_i))
+
+so no single noisy dimension drowns the others and a distance counts by how rare it is on clean
+data in its own dimension. Without a fitted law (no calibration, or one stored before the fit
+was added) the score is the plain mean of d2_i, its first meaning. Private latents do not enter:
+they hold what only m shows, so the others say nothing about them.
 
 Calibration. Raw scores differ across modalities and models, so each is turned into a tail
 probability with the empirical distribution of the scores of clean data (the training split):
@@ -26,8 +36,9 @@ which then wins over the stored one. A calibration names the model id it belongs
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import json
+import math
 from pathlib import Path
 import sys
 
@@ -38,12 +49,18 @@ from llmos_ros.errors import CheckpointError, LlmosError
 from llmos_ros.models.fusions import fuse
 
 MAX_POINTS = 4001  # calibration scores kept per modality (evenly spaced order statistics)
+NU_GRID = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)  # Student-t degrees of freedom tried
+FIT_ROWS = 20_000  # clean samples (evenly spaced) the per-dimension laws are fitted on
+EM_STEPS = 50  # scale updates per degrees of freedom
 
 
-def loo_scores(fusion: str, mus: torch.Tensor, logvars: torch.Tensor, mask: torch.Tensor
-               ) -> torch.Tensor:
+def loo_distances(fusion: str, mus: torch.Tensor, logvars: torch.Tensor, mask: torch.Tensor
+                  ) -> torch.Tensor:
     """
-    Scores [M, B] of each expert against the fusion of the others; NaN where undefined.
+    Squared standardised distances d2 [M, B, D] (float64) of each expert from the others.
+
+    d2 is measured from the fusion of the other present experts; rows are NaN where it is
+    undefined (m absent, or no other expert present).
 
     The M leave-one-out fusions run as one batch of M * B rows (row m * B + b: sample b without
     expert m), so a live sample costs one fusion call, not M.
@@ -52,23 +69,71 @@ def loo_scores(fusion: str, mus: torch.Tensor, logvars: torch.Tensor, mask: torc
     others = mask.unsqueeze(0).repeat(m_count, 1, 1)  # [M (left out), M, B]
     others[torch.arange(m_count), torch.arange(m_count)] = False
     valid = (mask & others.any(1)).cpu()  # [M, B]: m present and some other expert too
-    out = torch.full(mask.shape, float('nan'), dtype=torch.float64)
+    out = torch.full(mus.shape, float('nan'), dtype=torch.float64)
     if not bool(valid.any()):
         return out
     mu_o, lv_o = fuse(fusion, mus.repeat(1, m_count, 1), logvars.repeat(1, m_count, 1),
                       others.transpose(0, 1).reshape(m_count, m_count * b)).gaussian()
     mu_o, lv_o = mu_o.reshape(mus.shape), lv_o.reshape(logvars.shape)
     d2 = (mus - mu_o) ** 2 / (torch.exp(logvars) + torch.exp(lv_o))
-    return torch.where(valid, d2.double().mean(-1).cpu(), out)
+    return torch.where(valid.unsqueeze(-1), d2.double().cpu(), out)
+
+
+def loo_scores(fusion: str, mus: torch.Tensor, logvars: torch.Tensor, mask: torch.Tensor
+               ) -> torch.Tensor:
+    """Plain scores [M, B] (mean of d2 over dimensions, no fitted law); NaN where undefined."""
+    return loo_distances(fusion, mus, logvars, mask).mean(-1)
+
+
+def student_score(d2: np.ndarray, nu: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Mean over the last axis of (nu + 1) / 2 * log(1 + d2 / (nu * scale)) (module doc)."""
+    return np.mean(0.5 * (nu + 1.0) * np.log1p(d2 / (nu * scale)), -1)
+
+
+def fit_student(d2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Per-dimension (nu [D], scale [D]) of clean distances d2 [N, D] (rows all finite).
+
+    For each nu of NU_GRID the scale is the maximum-likelihood one (EM: a t variable is a
+    Gaussian whose precision is Gamma-distributed, so each step reweights the rows by their
+    expected precision); each dimension keeps the nu of the highest likelihood.
+    """
+    if len(d2) > FIT_ROWS:
+        d2 = d2[np.round(np.linspace(0, len(d2) - 1, FIT_ROWS)).astype(int)]
+    d2 = np.maximum(d2, 1e-300)
+    best_ll = np.full(d2.shape[1], -np.inf)
+    best_nu, best_scale = np.zeros(d2.shape[1]), np.zeros(d2.shape[1])
+    for nu in NU_GRID:
+        scale = np.maximum(d2.mean(0), 1e-12)
+        for _ in range(EM_STEPS):
+            scale = np.maximum(np.mean((nu + 1.0) / (nu + d2 / scale) * d2, 0), 1e-12)
+        ll = (math.lgamma(0.5 * (nu + 1.0)) - math.lgamma(0.5 * nu)
+              - 0.5 * np.log(nu * math.pi * scale)
+              - np.mean(0.5 * (nu + 1.0) * np.log1p(d2 / (nu * scale)), 0))
+        better = ll > best_ll
+        best_ll[better], best_nu[better], best_scale[better] = ll[better], nu, scale[better]
+    return best_nu, best_scale
 
 
 @dataclass
 class SurpriseCalibration:
-    """Sorted clean-data scores per modality, for the model `model_id` (module doc)."""
+    """Per modality the laws of the distances and the sorted clean scores (module doc)."""
 
     model_id: str
     scores: dict[str, np.ndarray]  # name -> sorted scores (at most MAX_POINTS order statistics)
     counts: dict[str, int]  # name -> number of calibration samples
+    laws: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # (nu, scale)
+
+    def score(self, name: str, d2: np.ndarray) -> np.ndarray:
+        """Scores of distances d2 [..., D] of modality `name`: under its fitted law if any."""
+        law = self.laws.get(name)
+        if law is None:
+            return np.mean(d2, -1)
+        if law[0].size != d2.shape[-1]:
+            raise CheckpointError(f'surprise calibration of {self.model_id}: {name} has '
+                                  f'{law[0].size} fitted dimensions, the model '
+                                  f'{d2.shape[-1]} shared ones')
+        return student_score(d2, *law)
 
     def tail(self, name: str, score: float) -> float:
         """Tail probability of `score` for modality `name`; NaN when it cannot be told."""
@@ -80,16 +145,27 @@ class SurpriseCalibration:
 
     def to_dict(self) -> dict:
         return {'model_id': self.model_id, 'counts': dict(self.counts),
-                'scores': {n: [float(x) for x in s] for n, s in self.scores.items()}}
+                'scores': {n: [float(x) for x in s] for n, s in self.scores.items()},
+                'laws': {n: {'nu': [float(x) for x in nu], 'scale': [float(x) for x in scale]}
+                         for n, (nu, scale) in self.laws.items()}}
 
     @classmethod
     def from_dict(cls, data: dict, where: str = 'calibration') -> SurpriseCalibration:
+        """A stored calibration; one without 'laws' (stored before the fit) scores plainly."""
         try:
-            return cls(str(data['model_id']),
-                       {n: np.sort(np.asarray(s, np.float64)) for n, s in data['scores'].items()},
-                       {n: int(c) for n, c in data['counts'].items()})
+            laws = {n: (np.asarray(law['nu'], np.float64), np.asarray(law['scale'], np.float64))
+                    for n, law in data.get('laws', {}).items()}
+            cal = cls(str(data['model_id']),
+                      {n: np.sort(np.asarray(s, np.float64)) for n, s in data['scores'].items()},
+                      {n: int(c) for n, c in data['counts'].items()}, laws)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f'{where}: not a surprise calibration ({exc!r})') from None
+        for name, (nu, scale) in laws.items():
+            if nu.ndim != 1 or nu.shape != scale.shape or not (np.all(nu > 0)
+                                                               and np.all(scale > 0)):
+                raise CheckpointError(f'{where}: surprise calibration law of {name} is not two '
+                                      f'equal-length positive lists (nu, scale)')
+        return cal
 
     def save(self, path) -> None:
         Path(path).write_text(json.dumps(self.to_dict()))
@@ -104,9 +180,9 @@ def _keep(scores: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def sample_scores(model, arrays: dict[str, np.ndarray], present: dict[str, np.ndarray],
-                  batch_size: int = 256) -> np.ndarray:
-    """Scores [M, N] of N preprocessed samples (arrays name -> (N, *shape), present (N,))."""
+def sample_distances(model, arrays: dict[str, np.ndarray], present: dict[str, np.ndarray],
+                     batch_size: int = 256) -> np.ndarray:
+    """Distances d2 [M, N, D] of N preprocessed samples (arrays name -> (N, *shape))."""
     n = len(next(iter(present.values())))
     device = next(model.parameters()).device
     parts = []
@@ -118,18 +194,34 @@ def sample_scores(model, arrays: dict[str, np.ndarray], present: dict[str, np.nd
                  for k, p in present.items()}
         xs, mask = model.prepare(inputs, masks)
         mus, lvs, _, _ = model.experts(xs, mask)
-        parts.append(loo_scores(model.fusion, mus, lvs, mask).numpy())
-    return np.concatenate(parts, 1) if parts else np.zeros((len(model.names), 0))
+        parts.append(loo_distances(model.fusion, mus, lvs, mask).numpy())
+    if not parts:
+        return np.zeros((len(model.names), 0, model.shared_dim))
+    return np.concatenate(parts, 1)
+
+
+def sample_scores(model, arrays: dict[str, np.ndarray], present: dict[str, np.ndarray],
+                  calibration: SurpriseCalibration | None = None, batch_size: int = 256
+                  ) -> np.ndarray:
+    """Scores [M, N] of N preprocessed samples: under `calibration`'s laws, else plain."""
+    d2 = sample_distances(model, arrays, present, batch_size)
+    if calibration is None:
+        return d2.mean(-1)
+    return np.stack([calibration.score(name, d2[i]) for i, name in enumerate(model.names)])
 
 
 def calibrate(model, model_id: str, arrays, present, batch_size: int = 256
               ) -> SurpriseCalibration:
     """The calibration of `model` on clean preprocessed samples (the training split)."""
-    scores = sample_scores(model, arrays, present, batch_size)
-    kept = {n: _keep(scores[i]) for i, n in enumerate(model.names)}
-    return SurpriseCalibration(model_id, kept,
-                               {n: int(np.isfinite(scores[i]).sum())
-                                for i, n in enumerate(model.names)})
+    d2 = sample_distances(model, arrays, present, batch_size)
+    cal = SurpriseCalibration(model_id, {}, {})
+    for i, name in enumerate(model.names):
+        rows = d2[i][np.isfinite(d2[i]).all(-1)]
+        cal.counts[name] = len(rows)
+        if len(rows):
+            cal.laws[name] = fit_student(rows)
+        cal.scores[name] = _keep(cal.score(name, rows))
+    return cal
 
 
 def sidecar_path(model_path) -> Path:
@@ -142,13 +234,20 @@ def load_calibration(model_path, loaded) -> tuple[SurpriseCalibration | None, st
     The calibration of `loaded` (the sidecar, else the checkpoint's), and why there is none.
 
     A sidecar is an explicit recalibration, so it wins over the one llmos-train stored. A
-    calibration made for another model id is not used (the reason says so).
+    calibration made for another model id, or whose laws do not cover the model's shared
+    dimensions, is not used (the reason says so).
     """
     from llmos_ros.checkpoint import load_stored
-    return load_stored(model_path, loaded, 'surprise',
-                       sidecar_path(model_path) if model_path else None,
-                       SurpriseCalibration.from_dict, noun='surprise calibration',
-                       module='llmos_ros.surprise', redo='calibrate again')
+    cal, why = load_stored(model_path, loaded, 'surprise',
+                           sidecar_path(model_path) if model_path else None,
+                           SurpriseCalibration.from_dict, noun='surprise calibration',
+                           module='llmos_ros.surprise', redo='calibrate again')
+    dims = loaded.model.shared_dim
+    wrong = [n for n, (nu, _) in (cal.laws.items() if cal else ()) if nu.size != dims]
+    if wrong:
+        return None, (f'surprise calibration of {cal.model_id}: the laws of {", ".join(wrong)} '
+                      f"do not have the model's {dims} shared dimensions; calibrate again")
+    return cal, why
 
 
 def main(argv=None) -> int:

@@ -31,7 +31,7 @@ import torch
 
 from llmos_ros.belief import NS, BeliefConfig, BeliefFilter, BeliefState, staleness_weight
 from llmos_ros.belief_noise import BeliefNoise
-from llmos_ros.surprise import SurpriseCalibration, loo_scores
+from llmos_ros.surprise import SurpriseCalibration, loo_distances
 
 
 @dataclass
@@ -128,13 +128,12 @@ class TemporalTracker:
 
     def _surprise(self, present: list[str]) -> dict[str, tuple[float, float]]:
         mus, lvs, mask = self._stack(present, {})
-        scores = loo_scores(self.model.fusion, mus, lvs, mask)[:, 0].numpy()
-        out = {}
+        d2 = loo_distances(self.model.fusion, mus, lvs, mask)[:, 0].numpy()  # [M, D]
+        cal, out = self.calibration, {}
         for i, name in enumerate(self.names):
-            if name in present and math.isfinite(scores[i]):
-                cal = self.calibration
-                out[name] = (float(scores[i]),
-                             cal.tail(name, float(scores[i])) if cal else float('nan'))
+            if name in present and np.isfinite(d2[i]).all():
+                score = float(cal.score(name, d2[i]) if cal else d2[i].mean())
+                out[name] = (score, cal.tail(name, score) if cal else float('nan'))
         return out
 
     def _experts_full(self, inflate: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:

@@ -1,10 +1,20 @@
 """The surprise score against its closed form."""
+import json
+
 import numpy as np
 import pytest
 import torch
 
+from llmos_ros.errors import CheckpointError
 from llmos_ros.models.fusions import fuse, names
-from llmos_ros.surprise import loo_scores
+from llmos_ros.surprise import (
+    NU_GRID,
+    SurpriseCalibration,
+    fit_student,
+    loo_distances,
+    loo_scores,
+    student_score,
+)
 
 
 def test_scores_are_the_mean_squared_distance_standardised_by_both_variances():
@@ -44,3 +54,56 @@ def test_the_batched_leave_one_out_fusions_equal_one_fusion_per_expert(fusion):
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     assert np.isfinite(got).sum() == 9  # samples 0 (three), 1, 2 and 3 (two each); 4, 5 none
     np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_the_student_score_is_the_mean_negative_log_density_relative_to_agreement():
+    d2 = np.array([[0.0, 3.0], [8.0, 1.0]])
+    nu, scale = np.array([1.0, 4.0]), np.array([2.0, 0.5])
+    want = [np.mean([0.0, 2.5 * np.log(1 + 3.0 / 2.0)]),
+            np.mean([np.log(1 + 8.0 / 2.0), 2.5 * np.log(1 + 1.0 / 2.0)])]
+    np.testing.assert_allclose(student_score(d2, nu, scale), want)
+
+
+def test_fit_student_recovers_the_degrees_of_freedom_and_scale_of_t_distances():
+    gen = np.random.default_rng(0)
+    nu, scale = np.array([1.0, 4.0, 64.0]), np.array([0.3, 5.0, 2.0])
+    z = gen.standard_t(nu, size=(20_000, 3)) * np.sqrt(scale)
+    got_nu, got_scale = fit_student(z ** 2)
+    assert list(got_nu[:2]) == [1.0, 4.0] and got_nu[2] >= 16.0  # near-Gaussian: a large nu
+    assert set(got_nu) <= set(NU_GRID)
+    np.testing.assert_allclose(got_scale, scale, rtol=0.06)
+
+
+def test_a_calibration_without_laws_scores_with_the_plain_mean_its_first_meaning():
+    d2 = np.array([[1.0, 3.0, 8.0]])
+    old = SurpriseCalibration.from_dict({'model_id': 'm', 'counts': {'a': 3},
+                                         'scores': {'a': [0.5, 1.0, 2.0]}})
+    assert old.laws == {} and old.score('a', d2)[0] == 4.0
+    law = (np.array([1.0, 2.0, 4.0]), np.array([1.0, 1.0, 2.0]))
+    new = SurpriseCalibration('m', old.scores, old.counts, {'a': law})
+    again = SurpriseCalibration.from_dict(json.loads(json.dumps(new.to_dict())))
+    np.testing.assert_array_equal(again.laws['a'][0], law[0])
+    np.testing.assert_allclose(again.score('a', d2), student_score(d2, *law))
+    with pytest.raises(CheckpointError, match='a has 3 fitted dimensions, the model 2 shared'):
+        new.score('a', d2[:, :2])
+
+
+@pytest.mark.parametrize('law, match', [
+    ({'nu': [1.0, 2.0], 'scale': [1.0]}, 'not two equal-length positive lists'),
+    ({'nu': [1.0, -2.0], 'scale': [1.0, 1.0]}, 'not two equal-length positive lists'),
+    ({'nu': [1.0]}, 'not a surprise calibration'),
+])
+def test_a_stored_law_that_cannot_be_used_is_refused(law, match):
+    data = {'model_id': 'm', 'counts': {'a': 1}, 'scores': {'a': [1.0]}, 'laws': {'a': law}}
+    with pytest.raises(CheckpointError, match=match):
+        SurpriseCalibration.from_dict(data, 'side.json')
+
+
+def test_the_plain_score_is_the_mean_of_the_distances():
+    gen = torch.Generator().manual_seed(5)
+    mus, logvars = torch.randn(3, 4, 6, generator=gen), torch.randn(3, 4, 6, generator=gen)
+    mask = torch.tensor([[1, 1, 0, 1], [1, 0, 1, 1], [1, 1, 1, 0]], dtype=bool)
+    d2 = loo_distances('mopoe', mus, logvars, mask)
+    assert d2.shape == (3, 4, 6) and d2.dtype == torch.float64
+    np.testing.assert_array_equal(loo_scores('mopoe', mus, logvars, mask).numpy(),
+                                  d2.mean(-1).numpy())

@@ -89,7 +89,8 @@ def test_calibrated_tail_probabilities_are_uniform_on_held_out_clean_data(sim_mo
                     {k: a[block] for k, a in rep.arrays.items()},
                     {k: p[block] for k, p in rep.present.items()})
     held = sample_scores(loaded.model, {k: a[~block] for k, a in rep.arrays.items()},
-                         {k: p[~block] for k, p in rep.present.items()})
+                         {k: p[~block] for k, p in rep.present.items()}, cal)
+    assert set(cal.laws) == set(loaded.model.names)  # scored under the fitted laws
     grid = np.linspace(0.05, 0.95, 19)
     for i, name in enumerate(loaded.model.names):
         tails = np.array([cal.tail(name, s) for s in held[i] if np.isfinite(s)])
@@ -106,6 +107,11 @@ def test_calibrated_tail_probabilities_are_uniform_on_held_out_clean_data(sim_mo
     other = dataclasses.replace(loaded, model_id='x')
     assert load_calibration(path, other)[0] is None
     assert f'calibration of model {loaded.model_id}, not of x' in load_calibration(path, other)[1]
+    # laws that do not cover the model's shared dimensions are not used
+    short = {**cal.to_dict(), 'laws': {n: {'nu': [4.0], 'scale': [1.0]} for n in cal.laws}}
+    sidecar_path(path).write_text(json.dumps(short))
+    none, why = load_calibration(path, loaded)
+    assert none is None and f"model's {loaded.model.shared_dim} shared dimensions" in why
     bad = tmp_path / 'm.pt'
     sidecar_path(bad).write_text(json.dumps({'scores': 1}))
     none, why = load_calibration(bad, dataclasses.replace(loaded, extra={}))
