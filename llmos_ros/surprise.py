@@ -32,6 +32,7 @@ recalibrates on other clean bags into a JSON sidecar next to the checkpoint (`si
 which then wins over the stored one. A calibration names the model id it belongs to.
 
     python -m llmos_ros.surprise --model model.pt --bag TRAIN_BAG [--out model.pt.surprise.json]
+        [--validation]
 """
 from __future__ import annotations
 
@@ -258,22 +259,34 @@ def main(argv=None) -> int:
     parser.add_argument('--bag', required=True, nargs='+', help='clean (training) bag(s)')
     parser.add_argument('--out', help='JSON sidecar (default: MODEL.surprise.json)')
     parser.add_argument('--max-samples', type=int, help='at most N samples per bag')
+    parser.add_argument('--validation', action='store_true',
+                        help="only the held-out end of the bags (the checkpoint's "
+                             'train.val_fraction), as llmos-train calibrates: for the training '
+                             'bags of the model')
     args = parser.parse_args(argv)
     from llmos_ros.checkpoint import load_checkpoint
     from llmos_ros.evaluation.replay import replay
     from llmos_ros.inference import PerceptionEngine
     try:
         loaded = load_checkpoint(args.model)
-        arrays, present = {}, {}
-        for bag in args.bag:
-            rep = replay(bag, PerceptionEngine(loaded), infer=False,
-                         max_samples=args.max_samples, progress=False)
-            for n in loaded.model.names:
-                arrays.setdefault(n, []).append(rep.arrays[n])
-                present.setdefault(n, []).append(rep.present[n])
-        cal = calibrate(loaded.model, loaded.model_id,
-                        {n: np.concatenate(a) for n, a in arrays.items()},
-                        {n: np.concatenate(p) for n, p in present.items()})
+        if args.validation:
+            from llmos_ros.train import load_data
+            _, val, _ = load_data(args.bag, loaded.cfg, loaded.stats, progress=False)
+            if val is None:
+                raise LlmosError(f'{args.model}: train.val_fraction = '
+                                 f'{loaded.cfg.train.val_fraction:g} holds no validation split')
+            arrays, present = val.arrays, val.present
+        else:
+            arrays, present = {}, {}
+            for bag in args.bag:
+                rep = replay(bag, PerceptionEngine(loaded), infer=False,
+                             max_samples=args.max_samples, progress=False)
+                for n in loaded.model.names:
+                    arrays.setdefault(n, []).append(rep.arrays[n])
+                    present.setdefault(n, []).append(rep.present[n])
+            arrays = {n: np.concatenate(a) for n, a in arrays.items()}
+            present = {n: np.concatenate(p) for n, p in present.items()}
+        cal = calibrate(loaded.model, loaded.model_id, arrays, present)
         out = Path(args.out) if args.out else sidecar_path(args.model)
         cal.save(out)
     except LlmosError as exc:

@@ -131,3 +131,18 @@ def test_the_tracker_reuses_the_experts_infer_computed(replayed):
         np.testing.assert_allclose(a.belief.mean, b.belief.mean, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(a.belief.std, b.belief.std, rtol=1e-5, atol=1e-6)
         assert a.surprise.keys() == b.surprise.keys()
+
+
+def test_the_command_line_on_the_validation_split_redoes_the_calibration_of_llmos_train(
+        sim_model, tmp_path):
+    from llmos_ros.surprise import main
+    bag, path = sim_model
+    loaded = load_checkpoint(path)
+    out = tmp_path / 'cal.json'
+    assert main(['--model', str(path), '--bag', str(bag), '--validation', '--out', str(out)]) == 0
+    redone = SurpriseCalibration.from_dict(json.loads(out.read_text()))
+    stored = SurpriseCalibration.from_dict(loaded.extra['surprise'])
+    assert redone.counts == stored.counts and set(stored.laws) == set(loaded.model.names)
+    for name in loaded.model.names:
+        np.testing.assert_allclose(redone.scores[name], stored.scores[name], rtol=1e-5)
+        np.testing.assert_allclose(redone.laws[name][1], stored.laws[name][1], rtol=1e-5)
