@@ -264,6 +264,8 @@ def main(argv=None) -> int:
                              'train.val_fraction), as llmos-train calibrates: for the training '
                              'bags of the model')
     args = parser.parse_args(argv)
+    if args.validation and args.max_samples is not None:
+        parser.error('--max-samples does not apply to --validation (the split is what it is)')
     from llmos_ros.checkpoint import load_checkpoint
     from llmos_ros.evaluation.replay import replay
     from llmos_ros.inference import PerceptionEngine
