@@ -5,11 +5,12 @@ Belief and surprise on simulated bags with injected events (issue 13's figures).
         [--threads 1] [--process-noise Q [Q ...]] [--model M --train-bag B]
 
 Trains a model on a simulated training bag (or takes --model and its --train-bag), calibrates its
-surprise on that bag, takes its learned belief noise (`llmos_ros.belief_noise`: the checkpoint's,
-or, for a model trained without one, learned on the training bag into the sidecar), writes test
-bags of another seed -- clean, each modality swapped with another
-scene's stream in 2 s windows every 10 s, tactile silent for 3 s windows -- replays them through
-the live path (`PerceptionEngine` + `TemporalTracker`) and prints:
+surprise on that bag's validation split (its held-out end, as llmos-train does: `python -m
+llmos_ros.surprise --validation`, into the sidecar), takes its learned belief noise
+(`llmos_ros.belief_noise`: the checkpoint's, or, for a model trained without one, learned on the
+training bag into the sidecar), writes test bags of another seed -- clean, each modality swapped
+with another scene's stream in 2 s windows every 10 s, tactile silent for 3 s windows -- replays
+them through the live path (`PerceptionEngine` + `TemporalTracker`) and prints:
 
 * probe: linear-probe accuracy of the per-frame latent and of the belief on the clean bag, each
   probe fitted on the same representation of the training bag; in brackets the belief read by
@@ -51,7 +52,8 @@ from llmos_ros.evaluation.metrics import linear_probe
 from llmos_ros.evaluation.replay import replay
 from llmos_ros.inference import PerceptionEngine
 from llmos_ros.sim.make_bag import DEFAULT_START_NS, Event, write_bag
-from llmos_ros.surprise import calibrate, sidecar_path
+from llmos_ros.surprise import load_calibration
+from llmos_ros.surprise import main as surprise_main
 from llmos_ros.temporal import TemporalTracker
 from llmos_ros.train import main as train_main
 
@@ -166,11 +168,12 @@ def main(argv=None) -> int:
             if code:
                 return code
     loaded = load_checkpoint(model_path)
-    train = replay(train_bag, PerceptionEngine(loaded), infer=False, progress=False)
-    cal = calibrate(loaded.model, loaded.model_id, train.arrays, train.present)
-    cal.save(sidecar_path(model_path))
+    if surprise_main(['--model', str(model_path), '--bag', str(train_bag), '--validation']):
+        return 2
+    cal, _ = load_calibration(model_path, loaded)
     noise, why = load_noise(model_path, loaded)
     if noise is None:
+        train = replay(train_bag, PerceptionEngine(loaded), infer=False, progress=False)
         print(f'learning the belief noise on {train_bag} ({why})')
         noise = learn(loaded.model, loaded.model_id, train.stamps, train.arrays, train.present)
         noise_sidecar(model_path).write_text(json.dumps(noise.to_dict()))
