@@ -52,8 +52,7 @@ from llmos_ros.evaluation.metrics import linear_probe
 from llmos_ros.evaluation.replay import replay
 from llmos_ros.inference import PerceptionEngine
 from llmos_ros.sim.make_bag import DEFAULT_START_NS, Event, write_bag
-from llmos_ros.surprise import load_calibration
-from llmos_ros.surprise import main as surprise_main
+from llmos_ros.surprise import calibrate, sidecar_path, validation_split
 from llmos_ros.temporal import TemporalTracker
 from llmos_ros.train import main as train_main
 
@@ -168,9 +167,8 @@ def main(argv=None) -> int:
             if code:
                 return code
     loaded = load_checkpoint(model_path)
-    if surprise_main(['--model', str(model_path), '--bag', str(train_bag), '--validation']):
-        return 2
-    cal, _ = load_calibration(model_path, loaded)
+    cal = calibrate(loaded.model, loaded.model_id, *validation_split(loaded, [train_bag]))
+    cal.save(sidecar_path(model_path))
     noise, why = load_noise(model_path, loaded)
     if noise is None:
         train = replay(train_bag, PerceptionEngine(loaded), infer=False, progress=False)

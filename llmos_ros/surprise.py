@@ -172,6 +172,11 @@ class SurpriseCalibration:
         Path(path).write_text(json.dumps(self.to_dict()))
 
 
+def score(calibration: SurpriseCalibration | None, name: str, d2: np.ndarray) -> np.ndarray:
+    """Scores of distances d2 [..., D] of modality `name`: `calibration`'s, else the plain mean."""
+    return np.mean(d2, -1) if calibration is None else calibration.score(name, d2)
+
+
 def _keep(scores: np.ndarray) -> np.ndarray:
     """Sorted scores, thinned to MAX_POINTS evenly spaced order statistics."""
     s = np.sort(scores[np.isfinite(scores)])
@@ -206,9 +211,7 @@ def sample_scores(model, arrays: dict[str, np.ndarray], present: dict[str, np.nd
                   ) -> np.ndarray:
     """Scores [M, N] of N preprocessed samples: under `calibration`'s laws, else plain."""
     d2 = sample_distances(model, arrays, present, batch_size)
-    if calibration is None:
-        return d2.mean(-1)
-    return np.stack([calibration.score(name, d2[i]) for i, name in enumerate(model.names)])
+    return np.stack([score(calibration, name, d2[i]) for i, name in enumerate(model.names)])
 
 
 def calibrate(model, model_id: str, arrays, present, batch_size: int = 256
@@ -251,6 +254,16 @@ def load_calibration(model_path, loaded) -> tuple[SurpriseCalibration | None, st
     return cal, why
 
 
+def validation_split(loaded, bags, where='model') -> tuple[dict, dict]:
+    """(arrays, present) of the held-out end of `bags` that llmos-train calibrates on."""
+    from llmos_ros.train import load_data
+    _, val, _ = load_data(bags, loaded.cfg, loaded.stats, progress=False)
+    if val is None:
+        raise LlmosError(f'{where}: train.val_fraction = {loaded.cfg.train.val_fraction:g} '
+                         f'holds no validation split')
+    return val.arrays, val.present
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog='python -m llmos_ros.surprise',
                                      description='Calibrate the surprise of a checkpoint on '
@@ -272,12 +285,7 @@ def main(argv=None) -> int:
     try:
         loaded = load_checkpoint(args.model)
         if args.validation:
-            from llmos_ros.train import load_data
-            _, val, _ = load_data(args.bag, loaded.cfg, loaded.stats, progress=False)
-            if val is None:
-                raise LlmosError(f'{args.model}: train.val_fraction = '
-                                 f'{loaded.cfg.train.val_fraction:g} holds no validation split')
-            arrays, present = val.arrays, val.present
+            arrays, present = validation_split(loaded, args.bag, args.model)
         else:
             arrays, present = {}, {}
             for bag in args.bag:

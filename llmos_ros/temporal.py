@@ -31,7 +31,7 @@ import torch
 
 from llmos_ros.belief import NS, BeliefConfig, BeliefFilter, BeliefState, staleness_weight
 from llmos_ros.belief_noise import BeliefNoise
-from llmos_ros.surprise import SurpriseCalibration, loo_distances
+from llmos_ros.surprise import SurpriseCalibration, loo_distances, score
 
 
 @dataclass
@@ -132,8 +132,8 @@ class TemporalTracker:
         cal, out = self.calibration, {}
         for i, name in enumerate(self.names):
             if name in present and np.isfinite(d2[i]).all():
-                score = float(cal.score(name, d2[i]) if cal else d2[i].mean())
-                out[name] = (score, cal.tail(name, score) if cal else float('nan'))
+                s = float(score(cal, name, d2[i]))
+                out[name] = (s, cal.tail(name, s) if cal else float('nan'))
         return out
 
     def _experts_full(self, inflate: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
