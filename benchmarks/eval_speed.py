@@ -12,7 +12,13 @@ machine depends on its load.
 Each --max-samples N runs once more on the first N test samples (the training bag stays
 whole), so the seconds per test sample show whether the cost is linear in bag length.
 --profile runs the full-length evaluation under cProfile and prints the functions with the most
-cumulative time. Each run fits its coherence classifiers (`--no-classifier-cache`) unless
+cumulative time.
+--floor counts the arithmetic of the evaluation (torch's FLOP counter over an in-process run on
+the first 64 and 128 test samples: per test sample and fixed, the latter being the training
+bag's probes and classifier fits), measures how many FLOP/s this machine's cores reach on the
+model's own encoders and decoders, and prints the wall time the full-length evaluation could not
+beat even at that rate on every core: the compute floor, and the real-time factor it caps.
+Each run fits its coherence classifiers (`--no-classifier-cache`) unless
 --classifier-cache is given.
 Bags: e.g. `python -m llmos_ros.sim.make_bag --out test --duration 1620 --set camera_rate_hz=4.88`
 (27 min, ~7,900 camera frames), a 45-minute training bag
@@ -67,6 +73,83 @@ def run_eval(args, out: Path, max_samples: int | None, profile: Path | None) -> 
             'fit_samples': report['meta'].get('fit_samples')}
 
 
+def model_rate(model_path: Path, threads: int, batch: int = 256, repeats: int = 5) -> dict:
+    """FLOP and seconds of the model's encoders + decoders on a batch: this machine's FLOP/s."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from llmos_ros import kinds
+    from llmos_ros.checkpoint import load_checkpoint
+    torch.set_num_threads(threads)
+    loaded = load_checkpoint(model_path)
+    model = loaded.model.eval()
+    gen = torch.Generator().manual_seed(0)
+    inputs = {n: torch.randn((batch,) + tuple(kinds.of(m).shape(m)), generator=gen)
+              for n, m in loaded.cfg.modalities.items() if n in model.names}
+
+    def once():
+        mu, _ = model.encode(inputs)
+        return model.decode(mu)
+    with torch.no_grad():
+        counter = FlopCounterMode(display=False)
+        with counter:
+            once()
+        once()  # warm-up
+        start = time.perf_counter()
+        for _ in range(repeats):
+            once()
+        seconds = (time.perf_counter() - start) / repeats
+    flop = counter.get_total_flops()
+    return {'batch': batch, 'mflop_per_sample': round(flop / batch / 1e6, 2),
+            'ms_per_sample': round(1e3 * seconds / batch, 4),
+            'gflop_per_s': round(flop / seconds / 1e9, 1)}
+
+
+def eval_flop(args, n: int) -> float:
+    """Total FLOP (torch's counter) of an in-process llmos-eval on the first n test samples."""
+    import shutil
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from llmos_ros.evaluation.options import EvalOptions
+    from llmos_ros.evaluation.pipeline import evaluate
+    out = Path(tempfile.mkdtemp(prefix='llmos_eval_floor_'))
+    opts = EvalOptions(bag=str(args.bag), model=str(args.model), out=str(out),
+                       train_bag=str(args.train_bag) if args.train_bag else None,
+                       max_samples=n, classifier_cache=False, threads=args.threads, quiet=True)
+    torch.set_num_threads(args.threads)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        evaluate(opts)
+    shutil.rmtree(out, ignore_errors=True)
+    return float(counter.get_total_flops())
+
+
+def compute_floor(args, full: dict) -> dict:
+    """
+    The full-length run's arithmetic at this machine's measured FLOP/s on every core.
+
+    FLOP(n) = fixed + n * per_sample from runs on n = 64 and 128 test samples; the floor is
+    FLOP(all samples) / (FLOP/s of one thread * cores), a lower bound: it leaves out everything
+    that is not a torch operator (reading bags, numpy, sklearn probes) and assumes a perfect
+    parallel speed-up.
+    """
+    small, large = 64, 128
+    f_small, f_large = eval_flop(args, small), eval_flop(args, large)
+    per_sample = (f_large - f_small) / (large - small)
+    fixed = max(0.0, f_small - small * per_sample)
+    rate = model_rate(args.model, threads=1)
+    cores = os.cpu_count() or 1
+    total = fixed + full['samples'] * per_sample
+    floor_s = total / (rate['gflop_per_s'] * 1e9 * cores)
+    return {'gflop_per_test_sample': round(per_sample / 1e9, 4),
+            'gflop_fixed': round(fixed / 1e9, 1), 'gflop_total': round(total / 1e9, 1),
+            'one_thread_rate': rate, 'cores': cores, 'floor_s': round(floor_s, 1),
+            'floor_real_time_factor': round(full['data_span_s'] / floor_s, 1),
+            'measured_over_floor': round(full['wall_s'] / floor_s, 2)}
+
+
 def print_profile(path: Path, top: int = 25) -> None:
     """
     The `top` functions by cumulative time (llmos_ros, sklearn), then by own time (all).
@@ -95,6 +178,8 @@ def main(argv=None) -> int:
     p.add_argument('--max-samples', type=int, action='append', default=[],
                    help='also run on the first N test samples (repeatable)')
     p.add_argument('--profile', action='store_true', help='profile the full-length run')
+    p.add_argument('--floor', action='store_true',
+                   help="count the evaluation's FLOP and print the compute floor (minutes)")
     p.add_argument('--classifier-cache', action='store_true',
                    help='let llmos-eval take coherence classifiers from its cache (default: '
                         'fit them in every run, the cost of a first evaluation)')
@@ -116,9 +201,18 @@ def main(argv=None) -> int:
         print(f'  stages (s): {phases}', flush=True)
         if prof is not None:
             print_profile(prof)
+    floor = compute_floor(args, runs[-1]) if args.floor else None
+    if floor:
+        rate = floor['one_thread_rate']
+        print(f'compute floor: {floor["gflop_per_test_sample"] * 1e3:.1f} MFLOP per test sample '
+              f'+ {floor["gflop_fixed"]:.0f} GFLOP fixed = {floor["gflop_total"]:.0f} GFLOP; '
+              f'the model\'s layers run at {rate["gflop_per_s"]:.0f} GFLOP/s on one thread, '
+              f'so on {floor["cores"]} cores at best {floor["floor_s"]:.1f} s '
+              f'({floor["floor_real_time_factor"]:.1f}x real time); the measured run took '
+              f'{floor["measured_over_floor"]:.2f}x the floor', flush=True)
     print(json.dumps({'threads': args.threads, 'bag': str(args.bag),
                       'train_bag': str(args.train_bag) if args.train_bag else None,
-                      'runs': runs}))
+                      'runs': runs, 'floor': floor}))
     return 0
 
 
