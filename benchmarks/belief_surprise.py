@@ -167,7 +167,8 @@ def main(argv=None) -> int:
             if code:
                 return code
     loaded = load_checkpoint(model_path)
-    cal = calibrate(loaded.model, loaded.model_id, *validation_split(loaded, [train_bag]))
+    val, fit = validation_split(loaded, [train_bag])
+    cal = calibrate(loaded.model, loaded.model_id, *val, weight_data=fit)
     cal.save(sidecar_path(model_path))
     noise, why = load_noise(model_path, loaded)
     if noise is None:

@@ -12,15 +12,21 @@ standardised distance is
 are not calibrated, and on clean data d2_i is heavy-tailed with a spread that differs from one
 dimension to the next, so the calibration fits to each dimension a Student-t law of the distance
 (d2_i / s_i ~ F(1, nu_i): scale s_i and degrees of freedom nu_i, maximum likelihood on clean
-data, nu_i from a grid) and the score is the mean over the D dimensions of its negative
+data, nu_i from a grid) and the score is a weighted mean over the D dimensions of its negative
 log-density relative to full agreement:
 
-    s_m = 1/D * sum_i (nu_i + 1) / 2 * log(1 + d2_i / (nu_i * s_i))
+    s_m = sum_i w_i * (nu_i + 1) / 2 * log(1 + d2_i / (nu_i * s_i)),   w_i >= 0, sum_i w_i = 1
 
 so no single noisy dimension drowns the others and a distance counts by how rare it is on clean
-data in its own dimension. Without a fitted law (no calibration, or one stored before the fit
-was added) the score is the plain mean of d2_i, its first meaning. Private latents do not enter:
-they hold what only m shows, so the others say nothing about them.
+data in its own dimension. The weights say which dimensions tell a mismatch: they are fitted
+(`fit_weights`) to tell clean samples from shuffled ones (m's expert from another time of the
+recording next to the others', what a swapped or misrouted stream looks like) by logistic
+regression on the per-dimension terms, on clean samples other than those the tails are
+calibrated on (llmos-train: its training split; the tails: the validation split), so the tails
+stay those of data the weights have not seen. Without fitted weights w_i = 1/D; without a fitted
+law (no calibration, or one stored before the fit was added) the score is the plain mean of
+d2_i, its first meaning. Private latents do not enter: they hold what only m shows, so the
+others say nothing about them.
 
 Calibration. Raw scores differ across modalities and models, so each is turned into a tail
 probability with the empirical distribution of the scores of clean data (the training split):
@@ -53,6 +59,34 @@ MAX_POINTS = 4001  # calibration scores kept per modality (evenly spaced order s
 NU_GRID = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)  # Student-t degrees of freedom tried
 FIT_ROWS = 20_000  # clean samples (evenly spaced) the per-dimension laws are fitted on
 EM_STEPS = 50  # scale updates per degrees of freedom
+WEIGHT_ROWS = 8_000  # clean samples (evenly spaced) the dimension weights are fitted on
+SHUFFLES = (1 / 3, 1 / 2, 2 / 3)  # row b's shuffled partner: b + this share of the rows, cyclic
+WEIGHT_STEPS = 600  # full-batch Adam steps of the weights' logistic regression
+
+
+def loo_fusions(fusion: str, mus: torch.Tensor, logvars: torch.Tensor, mask: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """
+    (mu_o, logvar_o [M, B, D], others [M, B]): for each m the fusion of the experts but m.
+
+    others[m, b]: some expert other than m is present in sample b (else row m, b is undefined).
+    The M leave-one-out fusions run as one batch of M * B rows (row m * B + b: sample b without
+    expert m), so a live sample costs one fusion call, not M.
+    """
+    m_count, b = mask.shape
+    left = mask.unsqueeze(0).repeat(m_count, 1, 1)  # [M (left out), M, B]
+    left[torch.arange(m_count), torch.arange(m_count)] = False
+    mu_o, lv_o = fuse(fusion, mus.repeat(1, m_count, 1), logvars.repeat(1, m_count, 1),
+                      left.transpose(0, 1).reshape(m_count, m_count * b)).gaussian()
+    return mu_o.reshape(mus.shape), lv_o.reshape(logvars.shape), left.any(1)
+
+
+def distances(mu: torch.Tensor, logvar: torch.Tensor, mu_o: torch.Tensor, logvar_o: torch.Tensor,
+              valid: torch.Tensor) -> torch.Tensor:
+    """d2 (float64, CPU) of experts from fusions of the others; NaN rows where not `valid`."""
+    d2 = ((mu - mu_o) ** 2 / (torch.exp(logvar) + torch.exp(logvar_o))).double().cpu()
+    return torch.where(valid.cpu().unsqueeze(-1), d2, torch.tensor(float('nan'),
+                                                                    dtype=torch.float64))
 
 
 def loo_distances(fusion: str, mus: torch.Tensor, logvars: torch.Tensor, mask: torch.Tensor
@@ -62,22 +96,11 @@ def loo_distances(fusion: str, mus: torch.Tensor, logvars: torch.Tensor, mask: t
 
     d2 is measured from the fusion of the other present experts; rows are NaN where it is
     undefined (m absent, or no other expert present).
-
-    The M leave-one-out fusions run as one batch of M * B rows (row m * B + b: sample b without
-    expert m), so a live sample costs one fusion call, not M.
     """
-    m_count, b = mask.shape
-    others = mask.unsqueeze(0).repeat(m_count, 1, 1)  # [M (left out), M, B]
-    others[torch.arange(m_count), torch.arange(m_count)] = False
-    valid = (mask & others.any(1)).cpu()  # [M, B]: m present and some other expert too
-    out = torch.full(mus.shape, float('nan'), dtype=torch.float64)
-    if not bool(valid.any()):
-        return out
-    mu_o, lv_o = fuse(fusion, mus.repeat(1, m_count, 1), logvars.repeat(1, m_count, 1),
-                      others.transpose(0, 1).reshape(m_count, m_count * b)).gaussian()
-    mu_o, lv_o = mu_o.reshape(mus.shape), lv_o.reshape(logvars.shape)
-    d2 = (mus - mu_o) ** 2 / (torch.exp(logvars) + torch.exp(lv_o))
-    return torch.where(valid.unsqueeze(-1), d2.double().cpu(), out)
+    if not bool((mask & (mask.sum(0, keepdim=True) > 1)).any()):
+        return torch.full(mus.shape, float('nan'), dtype=torch.float64)
+    mu_o, lv_o, others = loo_fusions(fusion, mus, logvars, mask)
+    return distances(mus, logvars, mu_o, lv_o, mask & others)
 
 
 def loo_scores(fusion: str, mus: torch.Tensor, logvars: torch.Tensor, mask: torch.Tensor
@@ -86,9 +109,16 @@ def loo_scores(fusion: str, mus: torch.Tensor, logvars: torch.Tensor, mask: torc
     return loo_distances(fusion, mus, logvars, mask).mean(-1)
 
 
-def student_score(d2: np.ndarray, nu: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Mean over the last axis of (nu + 1) / 2 * log(1 + d2 / (nu * scale)) (module doc)."""
-    return np.mean(0.5 * (nu + 1.0) * np.log1p(d2 / (nu * scale)), -1)
+def student_terms(d2: np.ndarray, nu: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Per dimension (nu + 1) / 2 * log(1 + d2 / (nu * scale)) (module doc)."""
+    return 0.5 * (nu + 1.0) * np.log1p(d2 / (nu * scale))
+
+
+def student_score(d2: np.ndarray, nu: np.ndarray, scale: np.ndarray,
+                  weight: np.ndarray | None = None) -> np.ndarray:
+    """Weighted mean (default: plain mean) over the last axis of `student_terms` (module doc)."""
+    terms = student_terms(d2, nu, scale)
+    return np.mean(terms, -1) if weight is None else terms @ weight
 
 
 def fit_student(d2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -116,6 +146,51 @@ def fit_student(d2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return best_nu, best_scale
 
 
+def clean_and_shuffled(fusion: str, mus: torch.Tensor, logvars: torch.Tensor, mask: torch.Tensor
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """
+    (clean, shuffled) d2 [M, B, D]: each expert against the others of its own sample / another's.
+
+    Shuffled: expert m of row b's partner b + s * B (cyclic, s from SHUFFLES in turn) against
+    the fusion of the others of row b, as when m's stream comes from another time.
+    """
+    n = mus.shape[1]
+    mu_o, lv_o, others = loo_fusions(fusion, mus, logvars, mask)
+    shifts = torch.tensor([max(1, round(f * n)) for f in SHUFFLES])
+    partner = (torch.arange(n) + shifts[torch.arange(n) % len(shifts)]) % n
+    clean = distances(mus, logvars, mu_o, lv_o, mask & others)
+    shuffled = distances(mus[:, partner], logvars[:, partner], mu_o, lv_o,
+                         mask[:, partner] & others)
+    return clean.numpy(), shuffled.numpy()
+
+
+def fit_weights(clean: np.ndarray, shuffled: np.ndarray) -> np.ndarray:
+    """
+    Dimension weights w [D] (w >= 0, sum 1) that best tell shuffled from clean terms [N, D].
+
+    Logistic regression P(shuffled) = sigmoid(a * terms @ w + b) with w a softmax (so the score
+    only grows with each distance), a > 0, the two classes weighted equally; full-batch Adam
+    from uniform weights, so the fit is deterministic.
+    """
+    x = torch.from_numpy(np.concatenate([clean, shuffled]).astype(np.float32))
+    y = torch.cat([torch.zeros(len(clean)), torch.ones(len(shuffled))])
+    balance = torch.cat([torch.full((len(clean),), 0.5 / len(clean)),
+                         torch.full((len(shuffled),), 0.5 / len(shuffled))])
+    logits = torch.zeros(x.shape[1], requires_grad=True)
+    log_a = torch.zeros(1, requires_grad=True)
+    b = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.Adam([logits, log_a, b], lr=0.05)
+    with torch.enable_grad():
+        for _ in range(WEIGHT_STEPS):
+            z = torch.exp(log_a) * (x @ torch.softmax(logits, 0)) + b
+            loss = (torch.nn.functional.binary_cross_entropy_with_logits(
+                z, y, reduction='none') * balance).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return torch.softmax(logits, 0).detach().double().numpy()
+
+
 @dataclass
 class SurpriseCalibration:
     """Per modality the laws of the distances and the sorted clean scores (module doc)."""
@@ -124,6 +199,7 @@ class SurpriseCalibration:
     scores: dict[str, np.ndarray]  # name -> sorted scores (at most MAX_POINTS order statistics)
     counts: dict[str, int]  # name -> number of calibration samples
     laws: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # (nu, scale)
+    weights: dict[str, np.ndarray] = field(default_factory=dict)  # name -> w [D] (fit_weights)
 
     def score(self, name: str, d2: np.ndarray) -> np.ndarray:
         """Scores of distances d2 [..., D] of modality `name`: under its fitted law if any."""
@@ -134,7 +210,7 @@ class SurpriseCalibration:
             raise CheckpointError(f'surprise calibration of {self.model_id}: {name} has '
                                   f'{law[0].size} fitted dimensions, the model '
                                   f'{d2.shape[-1]} shared ones')
-        return student_score(d2, *law)
+        return student_score(d2, *law, self.weights.get(name))
 
     def tail(self, name: str, score: float) -> float:
         """Tail probability of `score` for modality `name`; NaN when it cannot be told."""
@@ -147,18 +223,27 @@ class SurpriseCalibration:
     def to_dict(self) -> dict:
         return {'model_id': self.model_id, 'counts': dict(self.counts),
                 'scores': {n: [float(x) for x in s] for n, s in self.scores.items()},
-                'laws': {n: {'nu': [float(x) for x in nu], 'scale': [float(x) for x in scale]}
+                'laws': {n: {'nu': [float(x) for x in nu], 'scale': [float(x) for x in scale],
+                             **({'weight': [float(x) for x in self.weights[n]]}
+                                if n in self.weights else {})}
                          for n, (nu, scale) in self.laws.items()}}
 
     @classmethod
     def from_dict(cls, data: dict, where: str = 'calibration') -> SurpriseCalibration:
-        """A stored calibration; one without 'laws' (stored before the fit) scores plainly."""
+        """
+        A stored calibration.
+
+        One without 'laws' (stored before the fit) scores plainly, laws without 'weight'
+        (stored before the weights) with the plain mean of the terms: each its first meaning.
+        """
         try:
             laws = {n: (np.asarray(law['nu'], np.float64), np.asarray(law['scale'], np.float64))
                     for n, law in data.get('laws', {}).items()}
+            weights = {n: np.asarray(law['weight'], np.float64)
+                       for n, law in data.get('laws', {}).items() if 'weight' in law}
             cal = cls(str(data['model_id']),
                       {n: np.sort(np.asarray(s, np.float64)) for n, s in data['scores'].items()},
-                      {n: int(c) for n, c in data['counts'].items()}, laws)
+                      {n: int(c) for n, c in data['counts'].items()}, laws, weights)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f'{where}: not a surprise calibration ({exc!r})') from None
         for name, (nu, scale) in laws.items():
@@ -166,6 +251,11 @@ class SurpriseCalibration:
                                                                and np.all(scale > 0)):
                 raise CheckpointError(f'{where}: surprise calibration law of {name} is not two '
                                       f'equal-length positive lists (nu, scale)')
+        for name, weight in weights.items():
+            if weight.shape != laws[name][0].shape or not (
+                    np.all(weight >= 0) and abs(weight.sum() - 1.0) < 1e-6):
+                raise CheckpointError(f'{where}: surprise calibration weight of {name} is not '
+                                      f'{laws[name][0].size} non-negative numbers summing to 1')
         return cal
 
     def save(self, path) -> None:
@@ -186,9 +276,9 @@ def _keep(scores: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def sample_distances(model, arrays: dict[str, np.ndarray], present: dict[str, np.ndarray],
-                     batch_size: int = 256) -> np.ndarray:
-    """Distances d2 [M, N, D] of N preprocessed samples (arrays name -> (N, *shape))."""
+def sample_experts(model, arrays: dict[str, np.ndarray], present: dict[str, np.ndarray],
+                   batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Shared-latent experts (mus [M, N, D], logvars, mask [M, N]) on the CPU, N samples."""
     n = len(next(iter(present.values())))
     device = next(model.parameters()).device
     parts = []
@@ -200,10 +290,22 @@ def sample_distances(model, arrays: dict[str, np.ndarray], present: dict[str, np
                  for k, p in present.items()}
         xs, mask = model.prepare(inputs, masks)
         mus, lvs, _, _ = model.experts(xs, mask)
-        parts.append(loo_distances(model.fusion, mus, lvs, mask).numpy())
+        parts.append((mus.cpu(), lvs.cpu(), mask.cpu()))
     if not parts:
-        return np.zeros((len(model.names), 0, model.shared_dim))
-    return np.concatenate(parts, 1)
+        m, d = len(model.names), model.shared_dim
+        return torch.zeros(m, 0, d), torch.zeros(m, 0, d), torch.zeros(m, 0, dtype=torch.bool)
+    return tuple(torch.cat([p[k] for p in parts], 1) for k in range(3))
+
+
+def sample_distances(model, arrays: dict[str, np.ndarray], present: dict[str, np.ndarray],
+                     batch_size: int = 256) -> np.ndarray:
+    """Distances d2 [M, N, D] of N preprocessed samples (arrays name -> (N, *shape))."""
+    mus, lvs, mask = sample_experts(model, arrays, present, batch_size)
+    return np.concatenate([loo_distances(model.fusion, mus[:, s:s + batch_size],
+                                         lvs[:, s:s + batch_size], mask[:, s:s + batch_size]
+                                         ).numpy()
+                           for s in range(0, mus.shape[1], batch_size)]
+                          or [np.zeros((len(model.names), 0, model.shared_dim))], 1)
 
 
 def sample_scores(model, arrays: dict[str, np.ndarray], present: dict[str, np.ndarray],
@@ -214,16 +316,37 @@ def sample_scores(model, arrays: dict[str, np.ndarray], present: dict[str, np.nd
     return np.stack([score(calibration, name, d2[i]) for i, name in enumerate(model.names)])
 
 
-def calibrate(model, model_id: str, arrays, present, batch_size: int = 256
-              ) -> SurpriseCalibration:
-    """The calibration of `model` on clean preprocessed samples (the training split)."""
+def _finite(d2: np.ndarray) -> np.ndarray:
+    return d2[np.isfinite(d2).all(-1)]
+
+
+def calibrate(model, model_id: str, arrays, present, batch_size: int = 256,
+              weight_data: tuple[dict, dict] | None = None) -> SurpriseCalibration:
+    """
+    The calibration of `model` on clean preprocessed samples (llmos-train: the validation split).
+
+    weight_data: other clean samples (arrays, present), e.g. the training split, on which the
+    dimension weights are fitted (at most WEIGHT_ROWS, evenly spaced, each against a shuffled
+    partner); None: no weights (plain mean of the terms).
+    """
     d2 = sample_distances(model, arrays, present, batch_size)
     cal = SurpriseCalibration(model_id, {}, {})
+    clean = shuffled = None
+    if weight_data is not None:
+        n = len(next(iter(weight_data[1].values())))
+        keep = np.round(np.linspace(0, n - 1, min(n, WEIGHT_ROWS))).astype(int)
+        if n > 1:
+            clean, shuffled = clean_and_shuffled(model.fusion, *sample_experts(
+                model, {k: a[keep] for k, a in weight_data[0].items()},
+                {k: p[keep] for k, p in weight_data[1].items()}, batch_size))
     for i, name in enumerate(model.names):
-        rows = d2[i][np.isfinite(d2[i]).all(-1)]
+        rows = _finite(d2[i])
         cal.counts[name] = len(rows)
         if len(rows):
-            cal.laws[name] = fit_student(rows)
+            cal.laws[name] = law = fit_student(rows)
+            if clean is not None and len(_finite(clean[i])) and len(_finite(shuffled[i])):
+                cal.weights[name] = fit_weights(student_terms(_finite(clean[i]), *law),
+                                                student_terms(_finite(shuffled[i]), *law))
         cal.scores[name] = _keep(cal.score(name, rows))
     return cal
 
@@ -254,14 +377,18 @@ def load_calibration(model_path, loaded) -> tuple[SurpriseCalibration | None, st
     return cal, why
 
 
-def validation_split(loaded, bags, where='model') -> tuple[dict, dict]:
-    """(arrays, present) of the held-out end of `bags` that llmos-train calibrates on."""
+def validation_split(loaded, bags, where='model') -> tuple[tuple[dict, dict], tuple[dict, dict]]:
+    """
+    (arrays, present) of the held-out end of `bags`, and the same of the rest.
+
+    What llmos-train calibrates the tails on, and what it fits the dimension weights on.
+    """
     from llmos_ros.train import load_data
-    _, val, _ = load_data(bags, loaded.cfg, loaded.stats, progress=False)
+    train, val, _ = load_data(bags, loaded.cfg, loaded.stats, progress=False)
     if val is None:
         raise LlmosError(f'{where}: train.val_fraction = {loaded.cfg.train.val_fraction:g} '
                          f'holds no validation split')
-    return val.arrays, val.present
+    return (val.arrays, val.present), (train.arrays, train.present)
 
 
 def main(argv=None) -> int:
@@ -273,9 +400,10 @@ def main(argv=None) -> int:
     parser.add_argument('--out', help='JSON sidecar (default: MODEL.surprise.json)')
     parser.add_argument('--max-samples', type=int, help='at most N samples per bag')
     parser.add_argument('--validation', action='store_true',
-                        help="only the held-out end of the bags (the checkpoint's "
-                             'train.val_fraction), as llmos-train calibrates: for the training '
-                             'bags of the model')
+                        help="tails on the held-out end of the bags (the checkpoint's "
+                             'train.val_fraction), dimension weights on the rest, as '
+                             'llmos-train calibrates: for the training bags of the model '
+                             '(without it: tails on all samples, no weights)')
     args = parser.parse_args(argv)
     if args.validation and args.max_samples is not None:
         parser.error('--max-samples does not apply to --validation (the split is what it is)')
@@ -284,8 +412,9 @@ def main(argv=None) -> int:
     from llmos_ros.inference import PerceptionEngine
     try:
         loaded = load_checkpoint(args.model)
+        weight_data = None
         if args.validation:
-            arrays, present = validation_split(loaded, args.bag, args.model)
+            (arrays, present), weight_data = validation_split(loaded, args.bag, args.model)
         else:
             arrays, present = {}, {}
             for bag in args.bag:
@@ -296,7 +425,8 @@ def main(argv=None) -> int:
                     present.setdefault(n, []).append(rep.present[n])
             arrays = {n: np.concatenate(a) for n, a in arrays.items()}
             present = {n: np.concatenate(p) for n, p in present.items()}
-        cal = calibrate(loaded.model, loaded.model_id, arrays, present)
+        cal = calibrate(loaded.model, loaded.model_id, arrays, present,
+                        weight_data=weight_data)
         out = Path(args.out) if args.out else sidecar_path(args.model)
         cal.save(out)
     except LlmosError as exc:

@@ -389,7 +389,7 @@ def train(args) -> dict:
             if final:
                 extra['stopped'] = reason
                 if val_t is not None:
-                    extra.update(calibrations(model, cfg, val_t, device))
+                    extra.update(calibrations(model, cfg, train_t, val_t, device))
             if last_state is not None:
                 extra['last_state'] = last_state
             save_checkpoint(out, model, cfg, stats, extra=extra)
@@ -471,11 +471,13 @@ def train(args) -> dict:
     return summary
 
 
-def calibrations(model: MultimodalVAE, cfg: Config, val_t: SampleTable, device) -> dict:
+def calibrations(model: MultimodalVAE, cfg: Config, train_t: SampleTable, val_t: SampleTable,
+                 device) -> dict:
     """
     What the live path learns from held-out data, of the final weights on the validation split.
 
-    extra['surprise']: the surprise calibration (llmos_ros.surprise); extra['belief']: the belief
+    extra['surprise']: the surprise calibration (llmos_ros.surprise; its tails on the validation
+    split, its dimension weights on the training split); extra['belief']: the belief
     noise (llmos_ros.belief_noise), left out (with a note) when the split has no two samples
     close enough in time. The validation samples are held out from the optimisation, so they are
     what clean data the model has not fitted looks like; both name the model id the checkpoint
@@ -488,7 +490,8 @@ def calibrations(model: MultimodalVAE, cfg: Config, val_t: SampleTable, device) 
     was_training = model.training
     model.eval()
     try:
-        out = {'surprise': calibrate(model, model_id, val_t.arrays, val_t.present).to_dict()}
+        out = {'surprise': calibrate(model, model_id, val_t.arrays, val_t.present,
+                                     weight_data=(train_t.arrays, train_t.present)).to_dict()}
         order = np.lexsort((val_t.stamps, val_t.bag_index if val_t.bag_index is not None
                             else np.zeros(len(val_t), np.int32)))
         table = val_t.subset(order)

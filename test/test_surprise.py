@@ -10,10 +10,13 @@ from llmos_ros.models.fusions import fuse, names
 from llmos_ros.surprise import (
     NU_GRID,
     SurpriseCalibration,
+    clean_and_shuffled,
     fit_student,
+    fit_weights,
     loo_distances,
     loo_scores,
     student_score,
+    student_terms,
 )
 
 
@@ -88,10 +91,64 @@ def test_a_calibration_without_laws_scores_with_the_plain_mean_its_first_meaning
         new.score('a', d2[:, :2])
 
 
+def test_weights_go_to_the_dimensions_that_tell_shuffled_from_clean():
+    """Shuffling moves dimension 1 only: it gets the weight; the score is the weighted mean."""
+    gen = np.random.default_rng(1)
+    clean = gen.chisquare(1, size=(3000, 4))
+    shuffled = gen.chisquare(1, size=(3000, 4))
+    shuffled[:, 1] *= 9.0
+    law = (np.full(4, 8.0), np.ones(4))
+    w = fit_weights(student_terms(clean, *law), student_terms(shuffled, *law))
+    assert w.shape == (4,) and np.all(w >= 0) and abs(w.sum() - 1.0) < 1e-6
+    assert w[1] > 0.7 and w.argmax() == 1
+    np.testing.assert_allclose(student_score(clean[:5], *law, w),
+                               student_terms(clean[:5], *law) @ w)
+    np.testing.assert_allclose(student_score(clean[:5], *law, np.full(4, 0.25)),
+                               student_score(clean[:5], *law))
+
+
+def test_shuffled_distances_pair_each_expert_with_another_samples_others():
+    gen = torch.Generator().manual_seed(2)
+    mus, logvars = torch.randn(3, 9, 4, generator=gen), torch.randn(3, 9, 4, generator=gen)
+    mask = torch.ones(3, 9, dtype=bool)
+    mask[2, 5] = False
+    clean, shuffled = clean_and_shuffled('mopoe', mus, logvars, mask)
+    np.testing.assert_allclose(clean, loo_distances('mopoe', mus, logvars, mask).numpy(),
+                               rtol=1e-6)
+    # row 0's partner is 0 + 9/3 = 3: expert m of sample 3 against the others of sample 0
+    moved = mus.clone(), logvars.clone()
+    for t in moved:
+        t[0, 0] = t[0, 3]
+    np.testing.assert_allclose(shuffled[0, 0], loo_distances('mopoe', *moved, mask)[0, 0],
+                               rtol=1e-6)
+    # partners b + (3, 4, 6)[b % 3] (cyclic): 3 5 8 6 8 2 0 2 5; modality 2 absent from sample 5
+    assert list(np.flatnonzero(np.isnan(shuffled[2]).all(-1))) == [1, 8]
+    assert list(np.flatnonzero(np.isnan(clean[2]).all(-1))) == [5]
+
+
+def test_stored_weights_round_trip_and_a_calibration_without_them_keeps_the_plain_mean():
+    law = (np.array([1.0, 2.0]), np.array([1.0, 3.0]))
+    w = np.array([0.75, 0.25])
+    cal = SurpriseCalibration('m', {'a': np.array([1.0])}, {'a': 1}, {'a': law}, {'a': w})
+    again = SurpriseCalibration.from_dict(json.loads(json.dumps(cal.to_dict())))
+    np.testing.assert_array_equal(again.weights['a'], w)
+    d2 = np.array([[2.0, 6.0]])
+    np.testing.assert_allclose(again.score('a', d2), student_terms(d2, *law) @ w)
+    data = cal.to_dict()
+    del data['laws']['a']['weight']
+    older = SurpriseCalibration.from_dict(data)
+    assert older.weights == {}
+    np.testing.assert_allclose(older.score('a', d2), student_score(d2, *law))
+
+
 @pytest.mark.parametrize('law, match', [
     ({'nu': [1.0, 2.0], 'scale': [1.0]}, 'not two equal-length positive lists'),
     ({'nu': [1.0, -2.0], 'scale': [1.0, 1.0]}, 'not two equal-length positive lists'),
     ({'nu': [1.0]}, 'not a surprise calibration'),
+    ({'nu': [1.0, 2.0], 'scale': [1.0, 1.0], 'weight': [1.0]},
+     'weight of a is not 2 non-negative numbers summing to 1'),
+    ({'nu': [1.0, 2.0], 'scale': [1.0, 1.0], 'weight': [1.5, -0.5]},
+     'weight of a is not 2 non-negative numbers summing to 1'),
 ])
 def test_a_stored_law_that_cannot_be_used_is_refused(law, match):
     data = {'model_id': 'm', 'counts': {'a': 1}, 'scores': {'a': [1.0]}, 'laws': {'a': law}}

@@ -84,13 +84,15 @@ def test_calibrated_tail_probabilities_are_uniform_on_held_out_clean_data(sim_mo
     rep = replay(bag, PerceptionEngine(loaded), infer=False, progress=False)
     # held out: every other 0.2 s block (6 camera frames) of the bag; a short bag has too few
     # episodes for a split in time (benchmarks/belief_surprise.py tests other bags)
+    # the dimension weights are fitted on the calibration samples here (llmos-train: on its
+    # training split); the tails must still be uniform on the held-out ones
     block = (np.arange(len(rep)) // 6) % 2 == 0
-    cal = calibrate(loaded.model, loaded.model_id,
-                    {k: a[block] for k, a in rep.arrays.items()},
-                    {k: p[block] for k, p in rep.present.items()})
+    part = ({k: a[block] for k, a in rep.arrays.items()},
+            {k: p[block] for k, p in rep.present.items()})
+    cal = calibrate(loaded.model, loaded.model_id, *part, weight_data=part)
     held = sample_scores(loaded.model, {k: a[~block] for k, a in rep.arrays.items()},
                          {k: p[~block] for k, p in rep.present.items()}, cal)
-    assert set(cal.laws) == set(loaded.model.names)  # scored under the fitted laws
+    assert set(cal.laws) == set(cal.weights) == set(loaded.model.names)  # laws and weights
     grid = np.linspace(0.05, 0.95, 19)
     for i, name in enumerate(loaded.model.names):
         tails = np.array([cal.tail(name, s) for s in held[i] if np.isfinite(s)])
@@ -146,3 +148,4 @@ def test_the_command_line_on_the_validation_split_redoes_the_calibration_of_llmo
     for name in loaded.model.names:
         np.testing.assert_allclose(redone.scores[name], stored.scores[name], rtol=1e-5)
         np.testing.assert_allclose(redone.laws[name][1], stored.laws[name][1], rtol=1e-5)
+        np.testing.assert_allclose(redone.weights[name], stored.weights[name], atol=1e-6)
