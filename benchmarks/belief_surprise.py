@@ -3,10 +3,11 @@ Belief and surprise on simulated bags with injected events (issue 13's figures).
 
     python benchmarks/belief_surprise.py [--out DIR] [--train-s 60] [--steps 300] [--test-s 40]
         [--threads 1] [--process-noise Q [Q ...]] [--model M --train-bag B]
+        [--test-seeds 11 23 37 51]
 
 Trains a model on a simulated training bag (or takes --model and its --train-bag), calibrates its
-surprise on that bag's validation split (its held-out end, as llmos-train does: `python -m
-llmos_ros.surprise --validation`, into the sidecar), takes its learned belief noise
+surprise as llmos-train does (tails on that bag's validation split, its held-out end; dimension
+weights on the rest: `python -m llmos_ros.surprise --validation`, into the sidecar), takes its learned belief noise
 (`llmos_ros.belief_noise`: the checkpoint's, or, for a model trained without one, learned on the
 training bag into the sidecar), writes test bags of another seed -- clean, each modality swapped
 with another scene's stream in 2 s windows every 10 s, tactile silent for 3 s windows -- replays
@@ -24,7 +25,8 @@ them through the live path (`PerceptionEngine` + `TemporalTracker`) and prints:
   latent scatters around the state the belief estimates by that much; nominal 0.90); cov90
   belief-only leaves r out (the belief's own interval, how issue 13 first measured it);
 * swaps: AUROC of each modality's surprise score for samples inside its swap windows (after the
-  modality's pairing window has filled) against samples outside (>= 0.9 wanted);
+  modality's pairing window has filled) against samples outside (>= 0.9 wanted); with several
+  --test-seeds the mean over one swap bag per seed;
 * false alarms: the share of clean-bag samples with tail probability < 0.01, per modality.
 
 One row per --process-noise value (q for every dimension, experts unscaled) and a row 'learned'
@@ -71,6 +73,10 @@ def parse_args(argv=None):
                    help='belief.process_noise values to compare (one row each, beside learned)')
     p.add_argument('--model', help='existing checkpoint (skips training; needs --train-bag)')
     p.add_argument('--train-bag', help='the training bag of --model')
+    p.add_argument('--test-seeds', type=int, nargs='+', default=[11],
+                   help='scene seeds of the test bags: the first makes every test bag, the '
+                        'others swap bags too; swap AUROC is their mean (four 2-s swaps per '
+                        'bag make one seed a noisy figure)')
     return p.parse_args(argv)
 
 
@@ -178,13 +184,17 @@ def main(argv=None) -> int:
         noise_sidecar(model_path).write_text(json.dumps(noise.to_dict()))
     names = list(loaded.model.names)
     swaps, silent = windows(args.test_s, 2.0), windows(args.test_s, 3.0)
-    bags = {'clean': [], 'silence': [Event('silence', 'tactile', a, b - a) for a, b in silent]}
-    bags.update({f'swap_{m}': [Event('swap', m, a, b - a) for a, b in swaps] for m in names})
+    seed, *more = args.test_seeds
+    swapped = {m: [Event('swap', m, a, b - a) for a, b in swaps] for m in names}
+    bags = {'clean': (seed, []),
+            'silence': (seed, [Event('silence', 'tactile', a, b - a) for a, b in silent]),
+            **{f'swap_{m}': (seed, swapped[m]) for m in names},
+            **{f'swap_{m}_{k}': (k, swapped[m]) for m in names for k in more}}
     runs = {}
-    for name, events in bags.items():
+    for name, (bag_seed, events) in bags.items():
         path = work / f'test_{name}'
         if not path.exists():
-            write_bag(path, args.test_s, seed=11, events=events, progress=False)
+            write_bag(path, args.test_s, seed=bag_seed, events=events, progress=False)
         runs[name] = replayed(path, loaded)
     runs['train'] = replayed(train_bag, loaded)
     labels, train_labels = runs['clean'][2], runs['train'][2]
@@ -192,7 +202,9 @@ def main(argv=None) -> int:
     lags = {m: max(0.0, loaded.cfg.modalities[m].window_s) for m in names}
     private = loaded.model.private_slice('tactile')
     print(f'model {loaded.model_id} ({loaded.cfg.model.fusion}), train {train_bag}, '
-          f'test bags of {args.test_s:g} s (seed 11); probes fitted on the training bag')
+          f'test bags of {args.test_s:g} s (seed {seed}'
+          + (f'; swap bags also of seeds {more}, AUROC their mean' if more else '')
+          + '); probes fitted on the training bag')
     print('process_noise  probe latent/belief (belief, frame probe)  jitter ratio  silent: std '
           'rising, end/start, '
           'cov90, cov90 belief-only | ' + '  '.join(f'AUROC {m}' for m in names) + ' | '
@@ -209,8 +221,10 @@ def main(argv=None) -> int:
         probe['belief_frame_probe'] = linear_probe(frame_fit, train_labels[tlab],
                                                    clean.belief[lab], labels[lab])
         ratio = jitter(clean.latent, labels) / jitter(clean.belief, labels)
-        swap_figs = {m: swap_auroc(tr[f'swap_{m}'], i, swaps, lags[m])
-                     for i, m in enumerate(names)}
+        per_seed = {m: [swap_auroc(tr[f'swap_{m}'], i, swaps, lags[m])]
+                    + [swap_auroc(tr[f'swap_{m}_{k}'], i, swaps, lags[m]) for k in more]
+                    for i, m in enumerate(names)}
+        swap_figs = {m: None if None in v else float(np.mean(v)) for m, v in per_seed.items()}
         fa = {m: false_alarm_rate(clean.tails[:, i]) for i, m in enumerate(names)}
         sil = silence_figures(tr['silence'], clean, silent, private,
                               noise.measurement_noise[private])
@@ -218,7 +232,8 @@ def main(argv=None) -> int:
                      'probe_belief': probe['belief'],
                      'probe_belief_frame_probe': probe['belief_frame_probe'],
                      'jitter_ratio': ratio, 'silence': sil,
-                     'swap_auroc': swap_figs, 'false_alarm_rate_1pct': fa})
+                     'swap_auroc': swap_figs, 'swap_auroc_per_seed': per_seed,
+                     'false_alarm_rate_1pct': fa})
         print(f'{q:>13}  {probe["latent"]:.3f} / {probe["belief"]:.3f} '
               f'({probe["belief_frame_probe"]:.3f})  {ratio:6.2f}x'
               f'       {_f(sil["std_non_decreasing"])}, {_f(sil["std_end_over_start"])}, '
@@ -229,6 +244,7 @@ def main(argv=None) -> int:
               'belief': {k: v for k, v in BeliefConfig().__dict__.items()
                          if k != 'process_noise'},
               'noise': noise.to_dict(), 'rows': rows, 'test_s': args.test_s, 'steps': args.steps,
+              'test_seeds': args.test_seeds,
               'seconds': time.perf_counter() - started}
     print(json.dumps(finite(result)))
     return 0
