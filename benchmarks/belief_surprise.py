@@ -7,11 +7,12 @@ Belief and surprise on simulated bags with injected events (issue 13's figures).
 
 Trains a model on a simulated training bag (or takes --model and its --train-bag), calibrates its
 surprise as llmos-train does (tails on that bag's validation split, its held-out end; dimension
-weights on the rest: `python -m llmos_ros.surprise --validation`, into the sidecar), takes its learned belief noise
-(`llmos_ros.belief_noise`: the checkpoint's, or, for a model trained without one, learned on the
-training bag into the sidecar), writes test bags of another seed -- clean, each modality swapped
-with another scene's stream in 2 s windows every 10 s, tactile silent for 3 s windows -- replays
-them through the live path (`PerceptionEngine` + `TemporalTracker`) and prints:
+weights on the rest: `python -m llmos_ros.surprise --validation`, into the sidecar), takes its
+learned belief noise (`llmos_ros.belief_noise`: the checkpoint's, or, for a model trained
+without one, learned on the training bag into the sidecar), writes test bags of another seed --
+clean, each modality swapped with another scene's stream in 2 s windows every 10 s, tactile
+silent for 3 s windows -- replays them through the live path (`PerceptionEngine` +
+`TemporalTracker`) and prints:
 
 * probe: linear-probe accuracy of the per-frame latent and of the belief on the clean bag, each
   probe fitted on the same representation of the training bag; in brackets the belief read by

@@ -301,11 +301,12 @@ def sample_distances(model, arrays: dict[str, np.ndarray], present: dict[str, np
                      batch_size: int = 256) -> np.ndarray:
     """Distances d2 [M, N, D] of N preprocessed samples (arrays name -> (N, *shape))."""
     mus, lvs, mask = sample_experts(model, arrays, present, batch_size)
-    return np.concatenate([loo_distances(model.fusion, mus[:, s:s + batch_size],
-                                         lvs[:, s:s + batch_size], mask[:, s:s + batch_size]
-                                         ).numpy()
-                           for s in range(0, mus.shape[1], batch_size)]
-                          or [np.zeros((len(model.names), 0, model.shared_dim))], 1)
+    parts = [np.zeros((len(model.names), 0, model.shared_dim))]
+    for start in range(0, mus.shape[1], batch_size):  # the fusions in batches (memory)
+        rows = slice(start, start + batch_size)
+        parts.append(loo_distances(model.fusion, mus[:, rows], lvs[:, rows],
+                                   mask[:, rows]).numpy())
+    return np.concatenate(parts, 1)
 
 
 def sample_scores(model, arrays: dict[str, np.ndarray], present: dict[str, np.ndarray],
