@@ -172,13 +172,14 @@ def fit_weights(clean: np.ndarray, shuffled: np.ndarray) -> np.ndarray:
     only grows with each distance), a > 0, the two classes weighted equally; full-batch Adam
     from uniform weights, so the fit is deterministic.
     """
-    x = torch.from_numpy(np.concatenate([clean, shuffled]).astype(np.float32))
-    y = torch.cat([torch.zeros(len(clean)), torch.ones(len(shuffled))])
-    balance = torch.cat([torch.full((len(clean),), 0.5 / len(clean)),
-                         torch.full((len(shuffled),), 0.5 / len(shuffled))])
-    logits = torch.zeros(x.shape[1], requires_grad=True)
-    log_a = torch.zeros(1, requires_grad=True)
-    b = torch.zeros(1, requires_grad=True)
+    f64 = {'dtype': torch.float64}  # so llmos-train and a redo agree at any thread count
+    x = torch.from_numpy(np.concatenate([clean, shuffled]).astype(np.float64))
+    y = torch.cat([torch.zeros(len(clean), **f64), torch.ones(len(shuffled), **f64)])
+    balance = torch.cat([torch.full((len(clean),), 0.5 / len(clean), **f64),
+                         torch.full((len(shuffled),), 0.5 / len(shuffled), **f64)])
+    logits = torch.zeros(x.shape[1], requires_grad=True, **f64)
+    log_a = torch.zeros(1, requires_grad=True, **f64)
+    b = torch.zeros(1, requires_grad=True, **f64)
     opt = torch.optim.Adam([logits, log_a, b], lr=0.05)
     with torch.enable_grad():
         for _ in range(WEIGHT_STEPS):
@@ -188,7 +189,7 @@ def fit_weights(clean: np.ndarray, shuffled: np.ndarray) -> np.ndarray:
             opt.zero_grad()
             loss.backward()
             opt.step()
-    return torch.softmax(logits, 0).detach().double().numpy()
+    return torch.softmax(logits, 0).detach().numpy()
 
 
 @dataclass

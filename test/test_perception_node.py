@@ -70,6 +70,14 @@ def _set_param(node, executor, target, name, value):
     assert future.result().results[0].successful
 
 
+def _after_first_frame(watcher) -> list:
+    """The latents stamped at or after the first camera frame the watcher received."""
+    if not watcher.inputs['camera']:
+        return []
+    first_seen = min(watcher.inputs['camera'])
+    return [m for m in watcher.latents if _ns(m.header.stamp) >= first_seen]
+
+
 def test_live_latents_follow_the_inputs(sim_model, ros_node):
     node, executor = ros_node
     _, model = sim_model
@@ -78,8 +86,10 @@ def test_live_latents_follow_the_inputs(sim_model, ros_node):
                         '-p', 'prediction_rate_hz:=20.0')
     sim = _start('llmos_ros.nodes.sim_source_node')
     try:
-        assert spin_until(node, lambda: len(watcher.latents) >= 30, 60.0, executor), \
-            'no latent states'
+        # at least 20 latents stamped at or after the first camera frame this node saw (under
+        # load the watcher may match the sim's publishers well after the perception node did)
+        assert spin_until(node, lambda: len(_after_first_frame(watcher)) >= 20, 60.0,
+                          executor), ('no latent states', len(watcher.latents))
         # switch the tactile stream off mid-run, then on again
         _set_param(node, executor, 'llmos_sim_source', 'enable_tactile', False)
         off_at = len(watcher.latents)
@@ -96,8 +106,7 @@ def test_live_latents_follow_the_inputs(sim_model, ros_node):
     assert 'Traceback' not in ''.join(logs), logs
     # the watcher may match the sim's publishers after the perception node did (discovery under
     # load): stamps are checked from the first camera frame the watcher saw on
-    first_seen = min(watcher.inputs['camera'])
-    checked = [m for m in watcher.latents if _ns(m.header.stamp) >= first_seen]
+    checked = _after_first_frame(watcher)
     assert len(checked) >= 20, (len(checked), len(watcher.latents))
     for msg in checked:
         # output stamps are input stamps: the camera frame (reference) and each modality's input

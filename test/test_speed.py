@@ -301,4 +301,5 @@ def test_griffin_lim_equals_the_algorithm_as_first_written(n_iter):
     got = log_mel_to_waveform(spec, mod, n_iter=n_iter)
     want = _griffin_lim_as_first_written(spec, mod, n_iter)
     assert got.shape == want.shape and np.abs(want).max() > 0.1
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+    # float32 FFTs: the order of the sums differs by CPU; a wrong step would differ by O(max)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3 * np.abs(want).max())
