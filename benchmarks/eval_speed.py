@@ -136,6 +136,8 @@ def compute_floor(args, full: dict) -> dict:
     parallel speed-up.
     """
     small, large = 64, 128
+    if full['samples'] <= large:
+        raise SystemExit(f'--floor needs more than {large} test samples ({full["samples"]} here)')
     f_small, f_large = eval_flop(args, small), eval_flop(args, large)
     per_sample = (f_large - f_small) / (large - small)
     fixed = max(0.0, f_small - small * per_sample)
