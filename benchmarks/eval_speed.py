@@ -109,7 +109,6 @@ def eval_flop(args, n: int) -> float:
     """Total FLOP (torch's counter) of an in-process llmos-eval on the first n test samples."""
     import shutil
 
-    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from llmos_ros.evaluation.options import EvalOptions
@@ -118,7 +117,6 @@ def eval_flop(args, n: int) -> float:
     opts = EvalOptions(bag=str(args.bag), model=str(args.model), out=str(out),
                        train_bag=str(args.train_bag) if args.train_bag else None,
                        max_samples=n, classifier_cache=False, threads=args.threads, quiet=True)
-    torch.set_num_threads(args.threads)
     counter = FlopCounterMode(display=False)
     with counter:
         evaluate(opts)

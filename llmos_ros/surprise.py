@@ -64,6 +64,11 @@ SHUFFLES = (1 / 3, 1 / 2, 2 / 3)  # row b's shuffled partner: b + this share of 
 WEIGHT_STEPS = 600  # full-batch Adam steps of the weights' logistic regression
 
 
+def evenly_spaced(n: int, k: int) -> np.ndarray:
+    """Indices of min(n, k) rows evenly spaced over n (first and last included)."""
+    return np.round(np.linspace(0, n - 1, min(n, k))).astype(int)
+
+
 def loo_fusions(fusion: str, mus: torch.Tensor, logvars: torch.Tensor, mask: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """
@@ -130,7 +135,7 @@ def fit_student(d2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     expected precision); each dimension keeps the nu of the highest likelihood.
     """
     if len(d2) > FIT_ROWS:
-        d2 = d2[np.round(np.linspace(0, len(d2) - 1, FIT_ROWS)).astype(int)]
+        d2 = d2[evenly_spaced(len(d2), FIT_ROWS)]
     d2 = np.maximum(d2, 1e-300)
     best_ll = np.full(d2.shape[1], -np.inf)
     best_nu, best_scale = np.zeros(d2.shape[1]), np.zeros(d2.shape[1])
@@ -272,7 +277,7 @@ def _keep(scores: np.ndarray) -> np.ndarray:
     """Sorted scores, thinned to MAX_POINTS evenly spaced order statistics."""
     s = np.sort(scores[np.isfinite(scores)])
     if s.size > MAX_POINTS:
-        s = s[np.round(np.linspace(0, s.size - 1, MAX_POINTS)).astype(int)]
+        s = s[evenly_spaced(s.size, MAX_POINTS)]
     return s
 
 
@@ -333,22 +338,22 @@ def calibrate(model, model_id: str, arrays, present, batch_size: int = 256,
     """
     d2 = sample_distances(model, arrays, present, batch_size)
     cal = SurpriseCalibration(model_id, {}, {})
-    clean = shuffled = None
-    if weight_data is not None:
-        n = len(next(iter(weight_data[1].values())))
-        keep = np.round(np.linspace(0, n - 1, min(n, WEIGHT_ROWS))).astype(int)
-        if n > 1:
-            clean, shuffled = clean_and_shuffled(model.fusion, *sample_experts(
-                model, {k: a[keep] for k, a in weight_data[0].items()},
-                {k: p[keep] for k, p in weight_data[1].items()}, batch_size))
+    pairs = None  # (clean, shuffled) d2 [M, B, D] of the weight rows
+    n = len(next(iter(weight_data[1].values()))) if weight_data is not None else 0
+    if n > 1:
+        keep = evenly_spaced(n, WEIGHT_ROWS)
+        pairs = clean_and_shuffled(model.fusion, *sample_experts(
+            model, {k: a[keep] for k, a in weight_data[0].items()},
+            {k: p[keep] for k, p in weight_data[1].items()}, batch_size))
     for i, name in enumerate(model.names):
         rows = _finite(d2[i])
         cal.counts[name] = len(rows)
         if len(rows):
             cal.laws[name] = law = fit_student(rows)
-            if clean is not None and len(_finite(clean[i])) and len(_finite(shuffled[i])):
-                cal.weights[name] = fit_weights(student_terms(_finite(clean[i]), *law),
-                                                student_terms(_finite(shuffled[i]), *law))
+            clean, shuffled = (_finite(p[i]) for p in pairs) if pairs else ((), ())
+            if len(clean) and len(shuffled):
+                cal.weights[name] = fit_weights(student_terms(clean, *law),
+                                                student_terms(shuffled, *law))
         cal.scores[name] = _keep(cal.score(name, rows))
     return cal
 
