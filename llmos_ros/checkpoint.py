@@ -152,7 +152,9 @@ def with_old_meanings(config: dict) -> dict:
       moe / mmvae_plus training objective, i.e. what `--resume` continues with;
     - `model.balance_likelihoods` (added on, with likelihood weights by modality size):
       absent -> False, every modality weighted by its `likelihood_scale` alone (the objective
-      `--resume` continues with and the bound evaluation reports).
+      `--resume` continues with and the bound evaluation reports);
+    - `modalities.<m>.likelihood` (added with the audio kind's 'time_shift' default): absent ->
+      'gaussian', the likelihood every modality had.
     """
     config = json.loads(json.dumps(config))  # a deep copy of plain data
     model = config.setdefault('model', {})
@@ -162,6 +164,7 @@ def with_old_meanings(config: dict) -> dict:
     for mod in (config.get('modalities') or {}).values():
         if mod.get('kind') == 'taxels' and 'grid_hz' not in mod:
             mod['window_s'] = 0.0
+        mod.setdefault('likelihood', 'gaussian')
     return config
 
 

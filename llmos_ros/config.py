@@ -26,7 +26,10 @@ class ModalityConfig:
     fields mean for it, its shape and its preprocessing: kind 'image' reads height, width,
     channels; 'audio' sample_rate, window_s, n_mels, hop_s; 'taxels' rows, cols, channels,
     window_s, grid_hz; 'wrench' window_s, grid_hz. `window_s` < 0 (the default) takes the
-    kind's default window (`Kind.default_window_s`). An unknown kind is a ConfigError.
+    kind's default window (`Kind.default_window_s`). `likelihood` is the decoder's likelihood
+    of the modality in training ('' or absent: the kind's default, the first of
+    `Kind.likelihoods`; 'gaussian', or 'time_shift' for audio). An unknown kind or a likelihood
+    the kind does not offer is a ConfigError.
     """
 
     name: str
@@ -48,11 +51,18 @@ class ModalityConfig:
     grid_hz: float = 100.0  # time grid of a taxel or wrench window (frames averaged per step)
     # pairing
     max_age_s: float = 0.25  # older than this at the sample time: the modality is absent
+    # training: the decoder's likelihood ('': the kind's default, see Kind.likelihoods)
+    likelihood: str = ''
 
     def __post_init__(self):
         kind = kinds.of(self)
         if self.window_s < 0:
             self.window_s = kind.default_window_s
+        if not self.likelihood:
+            self.likelihood = kind.likelihoods[0]
+        if self.likelihood not in kind.likelihoods:
+            raise ConfigError(f'modalities.{self.name}.likelihood: {self.likelihood!r} is not '
+                              f'one of kind {self.kind!r}: {list(kind.likelihoods)}')
 
     def shape(self) -> tuple[int, ...]:
         """Shape of the model array of this modality (its kind's `shape`)."""
@@ -224,3 +234,4 @@ def apply_overrides(modalities: dict[str, ModalityConfig], overrides: dict[str, 
             raise ConfigError(f'modalities.{name}: unknown keys {sorted(unknown)}')
         for key, value in values.items():
             setattr(modalities[name], key, type(getattr(modalities[name], key))(value))
+        modalities[name].__post_init__()  # defaults and checks of the new values

@@ -3,18 +3,19 @@ The moe / mmvae_plus objectives as first written (one decoder pass over all M*K*
 
 Kept verbatim as the reference that the faster implementations in
 llmos_ros.models.objectives must match (test/test_speed.py) and as the "before" of
-benchmarks/fusion_speed.py.
+benchmarks/fusion_speed.py; since the audio kind's 'time_shift' likelihood, each modality's
+density is `modality_log_prob` (what it was for every modality then: the Gaussian).
 """
 import torch
 
 from llmos_ros.models.objectives import (
     diag_normal_log_prob,
     dreg,
-    gaussian_log_prob,
     kl_weight,
     log_likelihoods,
     log_q_mixture,
     masked_mean,
+    modality_log_prob,
     std_normal_log_prob,
 )
 
@@ -53,7 +54,8 @@ def mmvae_plus_loss(model, xs, mask, step):
         w_n = torch.where(own, ws, aux)  # component n uses its own w_n, others sample r_n
         zin = torch.cat([zs, w_n], -1).reshape(m * k * b, d + p)
         mean, log_scale = model.decode_modality(name, zin)
-        lp = gaussian_log_prob(xs[n], mean.reshape((m, k, b) + mean.shape[1:]), log_scale)
+        lp = modality_log_prob(model, name, xs[n], mean.reshape((m, k, b) + mean.shape[1:]),
+                               log_scale)
         lps.append(model.likelihood_scale[name] * lp * mask[n].float())
     lpx = torch.stack(lps, 0).sum(0)  # [M, K, B]
     lqz = log_q_mixture(zs, mus.detach(), logvars.detach(), mask)

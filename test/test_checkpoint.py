@@ -169,6 +169,7 @@ def _as_written_before_the_keys(tmp_path, cfg):
     del config['model']['balance_likelihoods']
     for mod in config['modalities'].values():
         del mod['grid_hz']
+        del mod['likelihood']
         if mod['kind'] == 'taxels':
             mod['window_s'] = 1.0  # the old unused default of every modality
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -192,6 +193,31 @@ def test_checkpoints_older_than_the_new_keys_load_with_their_old_meaning(tmp_pat
     assert loaded.model.shapes['tax'] == (1, 2, 3)
     x = {n: torch.randn((2,) + model.shapes[n]) for n in model.names}
     assert torch.equal(loaded.model.encode(x)[0], model.eval().encode(x)[0])
+
+
+def test_an_audio_checkpoint_older_than_the_likelihood_key_keeps_the_gaussian(tmp_path):
+    cfg = Config.from_dict({'modalities': {
+        'cam': {'kind': 'image', 'topic': '/cam', 'msg_type': 'sensor_msgs/msg/Image',
+                'height': 8, 'width': 8},
+        'mic': {'kind': 'audio', 'topic': '/mic', 'msg_type': 'llmos_ros/msg/AudioChunk',
+                'n_mels': 4, 'window_s': 0.1, 'hop_s': 0.025, 'sample_rate': 8000}},
+        'model': {'latent_dim': 3, 'private_dim': 2, 'hidden': 16}})
+    assert cfg.modalities['mic'].likelihood == 'time_shift'  # today's default
+    model = MultimodalVAE(cfg)
+    path = tmp_path / 'new.pt'
+    save_checkpoint(path, model, cfg, {})
+    assert load_checkpoint(path).model.shift_time == {'mic'}
+    config = copy.deepcopy(cfg.to_dict())
+    for mod in config['modalities'].values():
+        del mod['likelihood']
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    old = tmp_path / 'old.pt'
+    torch.save({'format': ckpt_mod.FORMAT, 'format_version': FORMAT_VERSION,
+                'model_id': model_id_of(state, config), 'config': config, 'state_dict': state,
+                'stats': {}, 'inputs': [], 'extra': {}}, old)
+    loaded = load_checkpoint(old)
+    assert loaded.cfg.modalities['mic'].likelihood == 'gaussian'  # as it was trained
+    assert loaded.model.shift_time == set()
 
 
 def test_a_checkpoint_keeps_its_own_k_samples(tmp_path):

@@ -66,3 +66,25 @@ def test_learning_rate_schedule_settings_are_checked(tmp_path, train, match):
     path.write_text(f'train: {train}')
     with pytest.raises(ConfigError, match=match):
         load_config(path)
+
+
+def test_likelihood_defaults_to_the_kinds_and_refuses_what_the_kind_lacks(tmp_path):
+    path = tmp_path / 'cfg.yaml'
+    path.write_text('modalities:\n'
+                    '  cam: {kind: image, topic: c, msg_type: sensor_msgs/msg/Image}\n'
+                    '  mic: {kind: audio, topic: m, msg_type: llmos_ros/msg/AudioChunk}\n')
+    cfg = load_config(path)
+    assert cfg.modalities['cam'].likelihood == 'gaussian'
+    assert cfg.modalities['mic'].likelihood == 'time_shift'
+    path.write_text('modalities:\n  cam: {kind: image, topic: c, msg_type: sensor_msgs/msg/Image,'
+                    ' likelihood: time_shift}\n')
+    with pytest.raises(ConfigError, match=r"modalities.cam.likelihood: 'time_shift' is not one "
+                                          r"of kind 'image': \['gaussian'\]"):
+        load_config(path)
+    from llmos_ros.config import ModalityConfig, apply_overrides
+    mods = {'cam': ModalityConfig('cam', 'image', 'c', 'sensor_msgs/msg/Image'),
+            'mic': ModalityConfig('mic', 'audio', 'm', 'llmos_ros/msg/AudioChunk')}
+    apply_overrides(mods, {'mic': {'likelihood': 'gaussian'}})
+    assert mods['mic'].likelihood == 'gaussian'
+    with pytest.raises(ConfigError, match='modalities.cam.likelihood'):
+        apply_overrides(mods, {'cam': {'likelihood': 'laplace'}})

@@ -8,6 +8,7 @@ import torch
 from llmos_ros.evaluation.metrics import (
     DEFINITIONS,
     CoherenceClassifier,
+    aligned_mse,
     error_and_skill,
     iwae_log_likelihood,
     latency_percentiles,
@@ -40,6 +41,19 @@ def test_mse_per_sample_on_2x3():
     np.testing.assert_allclose(got, [4.0 / 3.0, 1.0])
     with pytest.raises(ValueError, match='does not match'):
         mse(np.zeros((2, 4)), target)
+
+
+def test_aligned_mse_is_the_least_mse_over_circular_time_shifts():
+    rng = np.random.default_rng(0)
+    pred = rng.normal(size=(4, 1, 3, 9))
+    target = np.roll(pred, 3, -1) + 0.01 * rng.normal(size=pred.shape)
+    direct = np.array([min(mse(np.roll(pred[i:i + 1], k, -1), target[i:i + 1])[0]
+                           for k in range(9)) for i in range(4)])
+    np.testing.assert_allclose(aligned_mse(pred, target), direct, rtol=1e-9, atol=1e-12)
+    assert aligned_mse(pred, target).max() < 2e-4 < mse(pred, target).min()
+    np.testing.assert_allclose(aligned_mse(pred, pred), 0.0, atol=1e-12)
+    with pytest.raises(ValueError, match='does not match target'):
+        aligned_mse(pred, target[..., :8])
 
 
 def test_baseline_and_skill_score():

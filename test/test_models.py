@@ -361,3 +361,47 @@ def test_mopoe_private_kl_is_the_expected_kl_of_the_private_latents_used(cross_p
 def test_mopoe_cross_private_must_be_own_or_prior():
     with pytest.raises(Exception, match="model.cross_private must be 'own' or 'prior'"):
         make_cfg('mopoe', cross_private='aux')
+
+
+def test_time_shift_likelihood_is_the_gaussian_marginalised_over_circular_shifts():
+    """Closed form: log (1/T) sum_tau N(x | roll(mean, tau), s^2), each term by direct sum."""
+    from llmos_ros.models.objectives import gaussian_log_prob, shifted_gaussian_log_prob
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 1, 4, 7, generator=gen, dtype=torch.float64)
+    mean = torch.randn(2, 3, 1, 4, 7, generator=gen, dtype=torch.float64)  # [N, B, ...]
+    log_scale = torch.tensor(0.3, dtype=torch.float64)
+    direct = torch.logsumexp(torch.stack(
+        [gaussian_log_prob(x, torch.roll(mean, tau, -1), log_scale) for tau in range(7)], -1),
+        -1) - math.log(7)
+    got = shifted_gaussian_log_prob(x, mean, log_scale)
+    assert got.shape == (2, 3)
+    torch.testing.assert_close(got, direct, rtol=1e-10, atol=1e-9)
+    # the input's position in time does not matter; its content does
+    torch.testing.assert_close(shifted_gaussian_log_prob(torch.roll(x, 3, -1), mean, log_scale),
+                               got, rtol=1e-10, atol=1e-9)
+    assert not torch.allclose(shifted_gaussian_log_prob(x.flip(-2), mean, log_scale), got)
+    # one time step: the plain Gaussian
+    torch.testing.assert_close(shifted_gaussian_log_prob(x[..., :1], mean[..., :1], log_scale),
+                               gaussian_log_prob(x[..., :1], mean[..., :1], log_scale))
+
+
+def test_audio_is_trained_with_the_time_shift_likelihood_unless_configured():
+    model = MultimodalVAE(make_cfg('mopoe', three=True))
+    assert model.cfg.modalities['mic'].likelihood == 'time_shift'
+    assert model.cfg.modalities['cam'].likelihood == 'gaussian'
+    assert model.shift_time == {'mic'}
+    plain = make_cfg('mopoe', three=True)
+    plain.modalities['mic'].likelihood = 'gaussian'
+    assert MultimodalVAE(plain).shift_time == set()
+    # the objective uses it: the audio term of a rolled window under the same decoded mean
+    from llmos_ros.models.objectives import log_likelihoods
+    batch = make_batch(model, b=2)
+    z = torch.randn(1, 2, model.latent_size)
+    xs, _ = model.prepare(batch, None)
+    i = model.names.index('mic')
+    rolled = list(xs)
+    rolled[i] = torch.roll(xs[i], 2, -1)
+    torch.testing.assert_close(log_likelihoods(model, z, rolled)[i],
+                               log_likelihoods(model, z, xs)[i])
+    assert not torch.allclose(log_likelihoods(MultimodalVAE(plain), z, rolled)[i],
+                              log_likelihoods(MultimodalVAE(plain), z, xs)[i])

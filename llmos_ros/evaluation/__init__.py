@@ -12,9 +12,9 @@ Names are imported lazily, so `llmos_ros.evaluation.metrics` does not load matpl
 from importlib import import_module
 
 _EXPORTS = {
-    'metrics': ('DEFINITIONS', 'CoherenceClassifier', 'error_and_skill', 'iwae_log_likelihood',
-                'latency_percentiles', 'linear_probe', 'mean_baseline_mse', 'mse',
-                'skill_score', 'subsets', 'throughput'),
+    'metrics': ('DEFINITIONS', 'CoherenceClassifier', 'aligned_mse', 'error_and_skill',
+                'iwae_log_likelihood', 'latency_percentiles', 'linear_probe',
+                'mean_baseline_mse', 'mse', 'skill_score', 'subsets', 'throughput'),
     'report': ('REPORT_SCHEMA', 'SCHEMA_VERSION', 'ReportError', 'build_report',
                'compare_reports', 'load_report', 'report_errors', 'validate_report',
                'write_report'),

@@ -24,7 +24,10 @@ DEFINITIONS: dict[str, str] = {
     'n_samples': 'Number of test samples in which every modality of the subset is present.',
     'mse': "Mean squared error in the model's normalised input space: per sample the mean over "
            'all elements of (prediction - target)^2, then the mean over the samples in which the '
-           'target modality is present.',
+           "target modality is present. For a modality with the 'time_shift' likelihood "
+           '(audio by default) the prediction is first aligned to the target: the least such '
+           'mean over the circular shifts of its time axis, the shift the likelihood leaves '
+           'open.',
     'baseline_mse': 'The same mse for the constant prediction of the training mean (in '
                     'normalised space the training mean is 0).',
     'skill': 'Skill score against predicting the training mean: 1 - mse / baseline_mse. 1 is '
@@ -100,6 +103,26 @@ def mse(pred, target) -> np.ndarray:
     if d.ndim == 0:
         raise ValueError('mse needs a batch axis: got scalars')
     return (d ** 2).reshape(d.shape[0], -1).mean(axis=1)
+
+
+def aligned_mse(pred, target) -> np.ndarray:
+    """
+    Per-sample mse after the best circular shift of pred along the last (time) axis.
+
+    pred and target [B, ..., T] of the same shape; the least over shifts tau of the mean of
+    (roll(pred, tau) - target)^2, computed for all T shifts at once by FFT cross-correlation.
+    Returns float64 [B].
+    """
+    p, t = _np(pred).astype(np.float64), _np(target).astype(np.float64)
+    if p.shape != t.shape or p.ndim < 2:
+        raise ValueError(f'aligned_mse: prediction shape {p.shape} does not match target '
+                         f'{t.shape} (or has no batch and time axes)')
+    n = p[0].size
+    width = p.shape[-1]
+    cross = np.fft.irfft(np.fft.rfft(t, axis=-1) * np.conj(np.fft.rfft(p, axis=-1)), n=width,
+                         axis=-1).reshape(p.shape[0], -1, width).sum(1)  # [B, T]
+    flat = (p * p).reshape(p.shape[0], -1).sum(1) + (t * t).reshape(t.shape[0], -1).sum(1)
+    return np.maximum(flat[:, None] - 2.0 * cross, 0.0).min(1) / n
 
 
 def mean_baseline_mse(target, train_mean=0.0) -> np.ndarray:

@@ -43,7 +43,12 @@ class Kind:
     - `reference_rank`: preference as the sample clock when `sync.reference` is not set (the
       lowest-ranked kind present wins: a camera before taxels before audio);
     - `time_frequency`: pictures have frequency upwards and time to the right (spectrograms);
-    - `picture_span_s`: seconds of input frames the debug picture draws (0: the newest frame).
+    - `picture_span_s`: seconds of input frames the debug picture draws (0: the newest frame);
+    - `likelihoods`: the decoder likelihoods a modality of this kind may use
+      (`ModalityConfig.likelihood`; `llmos_ros.models.objectives.modality_log_prob`), the first
+      its default: 'gaussian' (around the decoded array) or 'time_shift' (around the decoded
+      window circularly shifted along its last, time, axis, the shift unknown and marginalised:
+      for windows of a stream in which an event can fall anywhere).
     """
 
     name: str = ''
@@ -55,6 +60,7 @@ class Kind:
     reference_rank: int = 10
     time_frequency: bool = False
     picture_span_s: float = 0.0
+    likelihoods: tuple[str, ...] = ('gaussian',)
 
     def frame_from_msg(self, msg_type: str, msg: Any) -> Frame:
         """

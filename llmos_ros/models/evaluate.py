@@ -14,12 +14,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from llmos_ros.evaluation.metrics import iwae_log_likelihood, mean_baseline_mse, mse, subsets
+from llmos_ros.evaluation.metrics import (
+    aligned_mse,
+    iwae_log_likelihood,
+    mean_baseline_mse,
+    mse,
+    subsets,
+)
 from llmos_ros.models.objectives import (
     DECODE_ROWS,
     diag_normal_log_prob,
-    gaussian_log_prob,
     kl_std_normal,
+    modality_log_prob,
     std_normal_log_prob,
 )
 
@@ -89,7 +95,7 @@ def log_likelihood(model, inputs, z, given):
     for name in given:
         mean, log_scale = decode_mean(model, name, z)
         x = inputs[name]
-        total = total + gaussian_log_prob(x, mean, log_scale, event_dims=x.dim() - 1)
+        total = total + modality_log_prob(model, name, x, mean, log_scale)
     return total
 
 
@@ -129,7 +135,8 @@ def subset_metrics(model, arrays, present, rows, given, device, batch_size: int 
                 if keep.any():
                     pred = decoded[m].cpu().numpy()[keep]
                     target = arrays[m][idx][keep]
-                    err[m].append(mse(pred, target))
+                    err[m].append(aligned_mse(pred, target) if m in model.shift_time
+                                  else mse(pred, target))
                     base[m].append(mean_baseline_mse(target, 0.0))
             if chunk_hook is not None:
                 chunk_hook(idx, decoded)

@@ -76,6 +76,8 @@ class MultimodalVAE(nn.Module):
         self.decoders = nn.ModuleDict(
             {n: Decoder(self.shapes[n], mcfg.hidden, code) for n in self.names})
         self.likelihood_scale = likelihood_scales(self.shapes, mcfg)
+        # modalities whose likelihood marginalises a circular shift in time (Kind.likelihoods)
+        self.shift_time = {n for n in self.names if cfg.modalities[n].likelihood == 'time_shift'}
         # Conv weights in channels-last layout: oneDNN picks its faster NHWC kernels for every
         # conv (inputs stay NCHW). Same values within float rounding; with networks.Upsample2x
         # a training step is 1.54x and a batch-1 encode + decode 1.06x faster on the 2-core CPU

@@ -5,7 +5,9 @@ Every objective takes the model, the sanitised inputs `xs` (list in modality ord
 modality's values already replaced so they cannot leak) and the presence mask [M, B], and
 returns (loss, logs). Only modalities present in a sample are encoded into or reconstructed
 for that sample; samples with no modality at all do not count. Likelihoods are Gaussian with a
-learned per-modality log-scale, weighted by `model.likelihood_scale[name]`
+learned per-modality log-scale (for a modality with `likelihood: time_shift`, audio by default,
+marginalised over circular shifts of the decoded window in time: `shifted_gaussian_log_prob`),
+weighted by `model.likelihood_scale[name]`
 (`mvae.likelihood_scales`: the balance by modality size times the config's likelihood_scale).
 The KL weight warms up linearly from 0 to `beta` over `warmup_steps`. Here: the densities, the
 KL warm-up, the (cross-modal) log-likelihoods, the mixture density and the DReG surrogate of the
@@ -38,6 +40,35 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tens
     return lp.flatten(-event_dims).sum(-1)
 
 
+def shifted_gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor
+                              ) -> torch.Tensor:
+    """
+    Log-density of x [..., C, H, T] around the decoded mean shifted circularly in time.
+
+    N(roll(mean, tau), s^2) marginalised over a uniform circular shift tau of the last (time)
+    axis: log (1/T) sum_tau N(x | roll(mean, tau)). The decoder draws the event once; where it
+    falls in the window is the shift, which nothing else tells (kinds/audio.py). All T shifts at
+    once: sum (x - roll(m))^2 = |x|^2 + |m|^2 - 2 x . roll(m), the last term for every shift by
+    FFT cross-correlation along time.
+    """
+    t = x.shape[-1]
+    n = x.shape[-3] * x.shape[-2] * t
+    cross = torch.fft.irfft(torch.fft.rfft(x, dim=-1) * torch.fft.rfft(mean, dim=-1).conj(),
+                            n=t, dim=-1).sum((-3, -2))  # [..., T]: sum x . roll(mean, tau)
+    sq = (x * x).sum((-3, -2, -1)).unsqueeze(-1) + (mean * mean).sum((-3, -2, -1)).unsqueeze(-1) \
+        - 2.0 * cross
+    lp = -0.5 * sq * torch.exp(-2.0 * log_scale) - n * (log_scale + 0.5 * LOG_2PI)
+    return torch.logsumexp(lp, -1) - math.log(t)
+
+
+def modality_log_prob(model, name: str, x: torch.Tensor, mean: torch.Tensor,
+                      log_scale: torch.Tensor) -> torch.Tensor:
+    """Log p(x_name | decoded mean) under the modality's likelihood, summed over its values."""
+    if name in getattr(model, 'shift_time', ()):
+        return shifted_gaussian_log_prob(x, mean, log_scale)
+    return gaussian_log_prob(x, mean, log_scale)
+
+
 def diag_normal_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """Log-density N(z | mu, diag(exp(logvar))) summed over the last dimension."""
     d = (z - mu) * torch.exp(-0.5 * logvar)
@@ -64,7 +95,8 @@ def log_likelihoods(model, z: torch.Tensor, xs: list[torch.Tensor]) -> torch.Ten
     out = []
     for i, name in enumerate(model.names):
         mean, log_scale = model.decode_modality(name, model.decoder_input(flat, name))
-        lp = gaussian_log_prob(xs[i], mean.reshape((n, b) + mean.shape[1:]), log_scale)
+        lp = modality_log_prob(model, name, xs[i], mean.reshape((n, b) + mean.shape[1:]),
+                               log_scale)
         out.append(model.likelihood_scale[name] * lp)
     return torch.stack(out, 0)
 
@@ -90,8 +122,8 @@ def cross_log_likelihoods(model, zins: list[torch.Tensor], xs: list[torch.Tensor
         for chunk in zins[n].reshape(m * k, b, -1).split(per_pass):
             c = chunk.shape[0]
             mean, log_scale = model.decode_modality(name, chunk.reshape(c * b, -1))
-            parts.append(gaussian_log_prob(xs[n], mean.reshape((c, b) + mean.shape[1:]),
-                                           log_scale))
+            parts.append(modality_log_prob(model, name, xs[n],
+                                           mean.reshape((c, b) + mean.shape[1:]), log_scale))
         terms.append(model.likelihood_scale[name] * torch.cat(parts, 0) * mask[n].float())
     return torch.stack(terms, 0).sum(0).reshape(m, k, b)
 
