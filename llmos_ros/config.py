@@ -232,6 +232,7 @@ def apply_overrides(modalities: dict[str, ModalityConfig], overrides: dict[str, 
         unknown = set(values) - names
         if unknown:
             raise ConfigError(f'modalities.{name}: unknown keys {sorted(unknown)}')
-        for key, value in values.items():
-            setattr(modalities[name], key, type(getattr(modalities[name], key))(value))
-        modalities[name].__post_init__()  # defaults and checks of the new values
+        mod = modalities[name]
+        # replace() runs __post_init__ again: the kind's defaults and checks of the new values
+        modalities[name] = dataclasses.replace(
+            mod, **{key: type(getattr(mod, key))(value) for key, value in values.items()})

@@ -110,19 +110,18 @@ def aligned_mse(pred, target) -> np.ndarray:
     Per-sample mse after the best circular shift of pred along the last (time) axis.
 
     pred and target [B, ..., T] of the same shape; the least over shifts tau of the mean of
-    (roll(pred, tau) - target)^2, computed for all T shifts at once by FFT cross-correlation.
-    Returns float64 [B].
+    (roll(pred, tau) - target)^2 (`objectives.circular_sq_distances`, the distances the
+    'time_shift' likelihood marginalises). Returns float64 [B].
     """
+    import torch
+
+    from llmos_ros.models.objectives import circular_sq_distances
     p, t = _np(pred).astype(np.float64), _np(target).astype(np.float64)
     if p.shape != t.shape or p.ndim < 2:
         raise ValueError(f'aligned_mse: prediction shape {p.shape} does not match target '
                          f'{t.shape} (or has no batch and time axes)')
-    n = p[0].size
-    width = p.shape[-1]
-    cross = np.fft.irfft(np.fft.rfft(t, axis=-1) * np.conj(np.fft.rfft(p, axis=-1)), n=width,
-                         axis=-1).reshape(p.shape[0], -1, width).sum(1)  # [B, T]
-    flat = (p * p).reshape(p.shape[0], -1).sum(1) + (t * t).reshape(t.shape[0], -1).sum(1)
-    return np.maximum(flat[:, None] - 2.0 * cross, 0.0).min(1) / n
+    sq = circular_sq_distances(torch.from_numpy(t), torch.from_numpy(p), p.ndim - 1)
+    return sq.clamp_min(0.0).min(-1).values.numpy() / p[0].size
 
 
 def mean_baseline_mse(target, train_mean=0.0) -> np.ndarray:

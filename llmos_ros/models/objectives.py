@@ -40,6 +40,23 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tens
     return lp.flatten(-event_dims).sum(-1)
 
 
+def circular_sq_distances(x: torch.Tensor, mean: torch.Tensor, event_dims: int = 3
+                          ) -> torch.Tensor:
+    """
+    Squared distances of x from every circular time shift of mean: [..., T].
+
+    sum (x - roll(mean, tau))^2 over the last `event_dims` axes, for each shift tau of the last
+    (time) axis. All T shifts at once: |x|^2 + |m|^2 - 2 x . roll(m), the last term for every
+    shift by FFT cross-correlation along time.
+    """
+    t = x.shape[-1]
+    dims = tuple(range(-event_dims, 0))
+    cross = torch.fft.irfft(torch.fft.rfft(x, dim=-1) * torch.fft.rfft(mean, dim=-1).conj(),
+                            n=t, dim=-1).sum(dims[:-1])  # [..., T]: x . roll(mean, tau)
+    return ((x * x).sum(dims).unsqueeze(-1) + (mean * mean).sum(dims).unsqueeze(-1)
+            - 2.0 * cross)
+
+
 def shifted_gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor
                               ) -> torch.Tensor:
     """
@@ -47,24 +64,19 @@ def shifted_gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale: to
 
     N(roll(mean, tau), s^2) marginalised over a uniform circular shift tau of the last (time)
     axis: log (1/T) sum_tau N(x | roll(mean, tau)). The decoder draws the event once; where it
-    falls in the window is the shift, which nothing else tells (kinds/audio.py). All T shifts at
-    once: sum (x - roll(m))^2 = |x|^2 + |m|^2 - 2 x . roll(m), the last term for every shift by
-    FFT cross-correlation along time.
+    falls in the window is the shift, which nothing else tells (kinds/audio.py).
     """
     t = x.shape[-1]
     n = x.shape[-3] * x.shape[-2] * t
-    cross = torch.fft.irfft(torch.fft.rfft(x, dim=-1) * torch.fft.rfft(mean, dim=-1).conj(),
-                            n=t, dim=-1).sum((-3, -2))  # [..., T]: sum x . roll(mean, tau)
-    sq = (x * x).sum((-3, -2, -1)).unsqueeze(-1) + (mean * mean).sum((-3, -2, -1)).unsqueeze(-1) \
-        - 2.0 * cross
-    lp = -0.5 * sq * torch.exp(-2.0 * log_scale) - n * (log_scale + 0.5 * LOG_2PI)
+    lp = (-0.5 * circular_sq_distances(x, mean) * torch.exp(-2.0 * log_scale)
+          - n * (log_scale + 0.5 * LOG_2PI))
     return torch.logsumexp(lp, -1) - math.log(t)
 
 
 def modality_log_prob(model, name: str, x: torch.Tensor, mean: torch.Tensor,
                       log_scale: torch.Tensor) -> torch.Tensor:
     """Log p(x_name | decoded mean) under the modality's likelihood, summed over its values."""
-    if name in getattr(model, 'shift_time', ()):
+    if name in model.shift_time:
         return shifted_gaussian_log_prob(x, mean, log_scale)
     return gaussian_log_prob(x, mean, log_scale)
 
