@@ -40,6 +40,7 @@ class ModalityConfig:
     height: int = 32
     width: int = 32
     channels: int = 1  # images: 1 (mono) or 3 (rgb); taxels: values per taxel
+    max_shift: float = 0.0625  # images, likelihood 'space_shift': reach, a part of each side
     # audio
     sample_rate: int = 16000  # the model's rate; inputs are resampled to it
     window_s: float = -1.0  # audio, taxels, wrench: causal window; < 0: the kind's default
@@ -63,6 +64,9 @@ class ModalityConfig:
         if self.likelihood not in kind.likelihoods:
             raise ConfigError(f'modalities.{self.name}.likelihood: {self.likelihood!r} is not '
                               f'one of kind {self.kind!r}: {list(kind.likelihoods)}')
+        if not 0.0 < self.max_shift <= 0.5:
+            raise ConfigError(f'modalities.{self.name}.max_shift must be in (0, 0.5] (a part '
+                              f'of each side), got {self.max_shift}')
 
     def shape(self) -> tuple[int, ...]:
         """Shape of the model array of this modality (its kind's `shape`)."""

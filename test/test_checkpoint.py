@@ -206,7 +206,7 @@ def test_an_audio_checkpoint_older_than_the_likelihood_key_keeps_the_gaussian(tm
     model = MultimodalVAE(cfg)
     path = tmp_path / 'new.pt'
     save_checkpoint(path, model, cfg, {})
-    assert load_checkpoint(path).model.shift_time == {'mic'}
+    assert load_checkpoint(path).model.shift_reach == {'mic': (None,)}
     config = copy.deepcopy(cfg.to_dict())
     for mod in config['modalities'].values():
         del mod['likelihood']
@@ -217,7 +217,7 @@ def test_an_audio_checkpoint_older_than_the_likelihood_key_keeps_the_gaussian(tm
                 'stats': {}, 'inputs': [], 'extra': {}}, old)
     loaded = load_checkpoint(old)
     assert loaded.cfg.modalities['mic'].likelihood == 'gaussian'  # as it was trained
-    assert loaded.model.shift_time == set()
+    assert loaded.model.shift_reach == {}
 
 
 def test_a_checkpoint_keeps_its_own_k_samples(tmp_path):

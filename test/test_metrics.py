@@ -56,6 +56,18 @@ def test_aligned_mse_is_the_least_mse_over_circular_time_shifts():
         aligned_mse(pred, target[..., :8])
 
 
+def test_aligned_mse_in_space_is_the_least_mse_over_shifts_within_reach():
+    rng = np.random.default_rng(1)
+    pred = rng.normal(size=(3, 2, 8, 10))
+    target = np.roll(pred, (2, -1), (-2, -1)) + 0.01 * rng.normal(size=pred.shape)
+    direct = np.array([min(mse(np.roll(pred[i:i + 1], (dy, dx), (-2, -1)), target[i:i + 1])[0]
+                           for dy in range(-2, 3) for dx in range(-2, 3)) for i in range(3)])
+    np.testing.assert_allclose(aligned_mse(pred, target, (2, 2)), direct, rtol=1e-9, atol=1e-12)
+    assert aligned_mse(pred, target, (2, 2)).max() < 2e-4
+    # a shift beyond the reach is not searched
+    assert aligned_mse(pred, target, (1, 1)).min() > 0.5
+
+
 def test_baseline_and_skill_score():
     target = np.array([[1.0, 2.0, 5.0], [1.0, 1.0, 1.0]])
     # predicting the training mean 0 in normalised space: mean of squares per sample

@@ -373,26 +373,60 @@ def test_time_shift_likelihood_is_the_gaussian_marginalised_over_circular_shifts
     direct = torch.logsumexp(torch.stack(
         [gaussian_log_prob(x, torch.roll(mean, tau, -1), log_scale) for tau in range(7)], -1),
         -1) - math.log(7)
-    got = shifted_gaussian_log_prob(x, mean, log_scale)
+    got = shifted_gaussian_log_prob(x, mean, log_scale, (None,))
     assert got.shape == (2, 3)
     torch.testing.assert_close(got, direct, rtol=1e-10, atol=1e-9)
     # the input's position in time does not matter; its content does
-    torch.testing.assert_close(shifted_gaussian_log_prob(torch.roll(x, 3, -1), mean, log_scale),
+    torch.testing.assert_close(shifted_gaussian_log_prob(torch.roll(x, 3, -1), mean, log_scale, (None,)),
                                got, rtol=1e-10, atol=1e-9)
-    assert not torch.allclose(shifted_gaussian_log_prob(x.flip(-2), mean, log_scale), got)
+    assert not torch.allclose(shifted_gaussian_log_prob(x.flip(-2), mean, log_scale, (None,)), got)
     # one time step: the plain Gaussian
-    torch.testing.assert_close(shifted_gaussian_log_prob(x[..., :1], mean[..., :1], log_scale),
+    torch.testing.assert_close(shifted_gaussian_log_prob(x[..., :1], mean[..., :1], log_scale, (None,)),
                                gaussian_log_prob(x[..., :1], mean[..., :1], log_scale))
+
+
+def test_space_shift_likelihood_is_the_gaussian_marginalised_over_shifts_within_reach():
+    """log (1/|S|) sum over |dy| <= 2, |dx| <= 1 of N(x | roll(mean, (dy, dx)), s^2), directly."""
+    from llmos_ros.models.objectives import gaussian_log_prob, shifted_gaussian_log_prob
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 2, 7, 9, generator=gen, dtype=torch.float64)
+    mean = torch.randn(2, 3, 2, 7, 9, generator=gen, dtype=torch.float64)
+    log_scale = torch.tensor(-0.2, dtype=torch.float64)
+    shifts = [(dy, dx) for dy in range(-2, 3) for dx in range(-1, 2)]
+    direct = torch.logsumexp(torch.stack(
+        [gaussian_log_prob(x, torch.roll(mean, s, (-2, -1)), log_scale) for s in shifts], -1),
+        -1) - math.log(len(shifts))
+    got = shifted_gaussian_log_prob(x, mean, log_scale, (2, 1))
+    assert got.shape == (2, 3)
+    torch.testing.assert_close(got, direct, rtol=1e-10, atol=1e-9)
+    # a reach as wide as the side takes every shift of that axis once
+    every = [(dy, dx) for dy in range(7) for dx in range(-1, 2)]
+    direct = torch.logsumexp(torch.stack(
+        [gaussian_log_prob(x, torch.roll(mean, s, (-2, -1)), log_scale) for s in every], -1),
+        -1) - math.log(len(every))
+    torch.testing.assert_close(shifted_gaussian_log_prob(x, mean, log_scale, (3, 1)), direct,
+                               rtol=1e-10, atol=1e-9)
+
+
+@pytest.mark.parametrize('side, shift, reach', [(28, 0.0625, 2), (64, 0.0625, 4), (8, 0.0625, 1),
+                                                (32, 0.125, 4)])
+def test_an_image_with_the_space_shift_likelihood_reaches_a_part_of_each_side(side, shift, reach):
+    cfg = make_cfg('mopoe', three=True)
+    cam = cfg.modalities['cam']
+    cam.height, cam.width, cam.max_shift, cam.likelihood = side, side // 2, shift, 'space_shift'
+    model = MultimodalVAE(cfg)
+    assert model.shift_reach['cam'] == (reach, max(1, round(side // 2 * shift)))
+    assert model.shift_reach['mic'] == (None,)
 
 
 def test_audio_is_trained_with_the_time_shift_likelihood_unless_configured():
     model = MultimodalVAE(make_cfg('mopoe', three=True))
     assert model.cfg.modalities['mic'].likelihood == 'time_shift'
     assert model.cfg.modalities['cam'].likelihood == 'gaussian'
-    assert model.shift_time == {'mic'}
+    assert model.shift_reach == {'mic': (None,)}
     plain = make_cfg('mopoe', three=True)
     plain.modalities['mic'].likelihood = 'gaussian'
-    assert MultimodalVAE(plain).shift_time == set()
+    assert MultimodalVAE(plain).shift_reach == {}
     # the objective uses it: the audio term of a rolled window under the same decoded mean
     from llmos_ros.models.objectives import log_likelihoods
     batch = make_batch(model, b=2)

@@ -105,22 +105,24 @@ def mse(pred, target) -> np.ndarray:
     return (d ** 2).reshape(d.shape[0], -1).mean(axis=1)
 
 
-def aligned_mse(pred, target) -> np.ndarray:
+def aligned_mse(pred, target, reach: tuple[int | None, ...] = (None,)) -> np.ndarray:
     """
-    Per-sample mse after the best circular shift of pred along the last (time) axis.
+    Per-sample mse after the best circular shift of pred along its last len(reach) axes.
 
-    pred and target [B, ..., T] of the same shape; the least over shifts tau of the mean of
-    (roll(pred, tau) - target)^2 (`objectives.circular_sq_distances`, the distances the
-    'time_shift' likelihood marginalises). Returns float64 [B].
+    pred and target [B, ..., T] of the same shape; the least over the shifts s within `reach`
+    (`objectives.shift_offsets`; (None,): every shift of the last, time, axis) of the mean of
+    (roll(pred, s) - target)^2 (`objectives.circular_sq_distances`, the distances the shift
+    likelihoods marginalise). Returns float64 [B].
     """
     import torch
 
-    from llmos_ros.models.objectives import circular_sq_distances
+    from llmos_ros.models.objectives import circular_sq_distances, shift_offsets
     p, t = _np(pred).astype(np.float64), _np(target).astype(np.float64)
-    if p.shape != t.shape or p.ndim < 2:
+    if p.shape != t.shape or p.ndim < 1 + len(reach):
         raise ValueError(f'aligned_mse: prediction shape {p.shape} does not match target '
-                         f'{t.shape} (or has no batch and time axes)')
-    sq = circular_sq_distances(torch.from_numpy(t), torch.from_numpy(p), p.ndim - 1)
+                         f'{t.shape} (or has no batch and shifted axes)')
+    sq = circular_sq_distances(torch.from_numpy(t), torch.from_numpy(p), p.ndim - 1, len(reach))
+    sq = sq[..., shift_offsets(p.shape[-len(reach):], reach)]
     return sq.clamp_min(0.0).min(-1).values.numpy() / p[0].size
 
 

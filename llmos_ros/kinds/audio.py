@@ -328,6 +328,10 @@ class AudioKind(Kind):
         """Audio is always a window of chunks."""
         return True
 
+    def shift_reach(self, mod: ModalityConfig) -> tuple[int | None, ...] | None:
+        """'time_shift': every circular shift of the time axis."""
+        return (None,) if mod.likelihood == 'time_shift' else None
+
     def shape(self, mod: ModalityConfig) -> tuple[int, ...]:
         """(1, n_mels, frames)."""
         return (1, mod.n_mels, audio_frames(mod))

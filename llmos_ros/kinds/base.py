@@ -46,9 +46,11 @@ class Kind:
     - `picture_span_s`: seconds of input frames the debug picture draws (0: the newest frame);
     - `likelihoods`: the decoder likelihoods a modality of this kind may use
       (`ModalityConfig.likelihood`; `llmos_ros.models.objectives.modality_log_prob`), the first
-      its default: 'gaussian' (around the decoded array) or 'time_shift' (around the decoded
+      its default: 'gaussian' (around the decoded array), 'time_shift' (around the decoded
       window circularly shifted along its last, time, axis, the shift unknown and marginalised:
-      for windows of a stream in which an event can fall anywhere).
+      for windows of a stream in which an event can fall anywhere) or 'space_shift' (around
+      the decoded image shifted by a few pixels, marginalised alike); `shift_reach` says how
+      far a shift likelihood reaches.
     """
 
     name: str = ''
@@ -78,6 +80,13 @@ class Kind:
     def windowed(self, mod: ModalityConfig) -> bool:
         """Paired as a causal time window (else: the newest frame at the sample time)."""
         return mod.window_s > 0
+
+    def shift_reach(self, mod: ModalityConfig) -> tuple[int | None, ...] | None:
+        """
+        The shift a shift likelihood marginalises, per trailing axis of the array: how far it
+        reaches either way (None: every circular shift). None for the plain 'gaussian'.
+        """
+        return None
 
     def shape(self, mod: ModalityConfig) -> tuple[int, ...]:
         """Shape of the model array, (channels, height, width)."""

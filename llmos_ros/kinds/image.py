@@ -214,6 +214,7 @@ class ImageKind(Kind):
     name = 'image'
     message_types = (IMAGE, COMPRESSED_IMAGE)
     frame_types = (ImageFrame, CompressedFrame)
+    likelihoods = ('gaussian', 'space_shift')
     prediction_type = IMAGE
     reference_rank = 0
 
@@ -246,6 +247,12 @@ class ImageKind(Kind):
     def windowed(self, mod: ModalityConfig) -> bool:
         """Images are never windowed: the newest frame at the sample time."""
         return False
+
+    def shift_reach(self, mod: ModalityConfig) -> tuple[int | None, ...] | None:
+        """'space_shift': up to max_shift of each side (at least 1 px) along height and width."""
+        if mod.likelihood != 'space_shift':
+            return None
+        return tuple(max(1, round(side * mod.max_shift)) for side in (mod.height, mod.width))
 
     def shape(self, mod: ModalityConfig) -> tuple[int, ...]:
         """(channels, height, width)."""

@@ -135,8 +135,9 @@ def subset_metrics(model, arrays, present, rows, given, device, batch_size: int 
                 if keep.any():
                     pred = decoded[m].cpu().numpy()[keep]
                     target = arrays[m][idx][keep]
-                    err[m].append(aligned_mse(pred, target) if m in model.shift_time
-                                  else mse(pred, target))
+                    reach = model.shift_reach.get(m)
+                    err[m].append(mse(pred, target) if reach is None
+                                  else aligned_mse(pred, target, reach))
                     base[m].append(mean_baseline_mse(target, 0.0))
             if chunk_hook is not None:
                 chunk_hook(idx, decoded)

@@ -21,6 +21,7 @@ import math
 import torch
 from torch import nn
 
+from llmos_ros import kinds
 from llmos_ros.config import Config
 from llmos_ros.errors import ConfigError, InputError
 from llmos_ros.models import fusions
@@ -76,8 +77,10 @@ class MultimodalVAE(nn.Module):
         self.decoders = nn.ModuleDict(
             {n: Decoder(self.shapes[n], mcfg.hidden, code) for n in self.names})
         self.likelihood_scale = likelihood_scales(self.shapes, mcfg)
-        # modalities whose likelihood marginalises a circular shift in time (Kind.likelihoods)
-        self.shift_time = {n for n in self.names if cfg.modalities[n].likelihood == 'time_shift'}
+        # modalities whose likelihood marginalises a circular shift: name -> its reach per
+        # trailing axis (Kind.shift_reach; objectives.shifted_gaussian_log_prob)
+        self.shift_reach = {n: r for n in self.names
+                            if (r := kinds.of(cfg.modalities[n]).shift_reach(cfg.modalities[n]))}
         # Conv weights in channels-last layout: oneDNN picks its faster NHWC kernels for every
         # conv (inputs stay NCHW). Same values within float rounding; with networks.Upsample2x
         # a training step is 1.54x and a batch-1 encode + decode 1.06x faster on the 2-core CPU
