@@ -154,7 +154,9 @@ def with_old_meanings(config: dict) -> dict:
       absent -> False, every modality weighted by its `likelihood_scale` alone (the objective
       `--resume` continues with and the bound evaluation reports);
     - `modalities.<m>.likelihood` (added with the audio kind's 'time_shift' default): absent ->
-      'gaussian', the likelihood every modality had.
+      'gaussian', the likelihood every modality had (images default to 'space_shift' since);
+    - `modalities.<m>.max_shift` (added with 'space_shift'): absent -> the default; only that
+      likelihood reads it, and a checkpoint without the key cannot have it.
     """
     config = json.loads(json.dumps(config))  # a deep copy of plain data
     model = config.setdefault('model', {})

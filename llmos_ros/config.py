@@ -28,8 +28,9 @@ class ModalityConfig:
     window_s, grid_hz; 'wrench' window_s, grid_hz. `window_s` < 0 (the default) takes the
     kind's default window (`Kind.default_window_s`). `likelihood` is the decoder's likelihood
     of the modality in training ('' or absent: the kind's default, the first of
-    `Kind.likelihoods`; 'gaussian', or 'time_shift' for audio). An unknown kind or a likelihood
-    the kind does not offer is a ConfigError.
+    `Kind.likelihoods`; 'gaussian', 'time_shift' for audio, 'space_shift' for images, whose
+    reach is `max_shift`, a part of each side). An unknown kind, a likelihood the kind does not
+    offer or a max_shift outside (0, 0.5] is a ConfigError.
     """
 
     name: str

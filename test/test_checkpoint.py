@@ -195,18 +195,19 @@ def test_checkpoints_older_than_the_new_keys_load_with_their_old_meaning(tmp_pat
     assert torch.equal(loaded.model.encode(x)[0], model.eval().encode(x)[0])
 
 
-def test_an_audio_checkpoint_older_than_the_likelihood_key_keeps_the_gaussian(tmp_path):
+def test_a_checkpoint_older_than_the_likelihood_key_keeps_the_gaussian(tmp_path):
     cfg = Config.from_dict({'modalities': {
         'cam': {'kind': 'image', 'topic': '/cam', 'msg_type': 'sensor_msgs/msg/Image',
                 'height': 8, 'width': 8},
         'mic': {'kind': 'audio', 'topic': '/mic', 'msg_type': 'llmos_ros/msg/AudioChunk',
                 'n_mels': 4, 'window_s': 0.1, 'hop_s': 0.025, 'sample_rate': 8000}},
         'model': {'latent_dim': 3, 'private_dim': 2, 'hidden': 16}})
-    assert cfg.modalities['mic'].likelihood == 'time_shift'  # today's default
+    assert cfg.modalities['mic'].likelihood == 'time_shift'  # today's defaults
+    assert cfg.modalities['cam'].likelihood == 'space_shift'
     model = MultimodalVAE(cfg)
     path = tmp_path / 'new.pt'
     save_checkpoint(path, model, cfg, {})
-    assert load_checkpoint(path).model.shift_reach == {'mic': (None,)}
+    assert load_checkpoint(path).model.shift_reach == {'mic': (None,), 'cam': (1, 1)}
     config = copy.deepcopy(cfg.to_dict())
     for mod in config['modalities'].values():
         del mod['likelihood']
@@ -217,6 +218,7 @@ def test_an_audio_checkpoint_older_than_the_likelihood_key_keeps_the_gaussian(tm
                 'stats': {}, 'inputs': [], 'extra': {}}, old)
     loaded = load_checkpoint(old)
     assert loaded.cfg.modalities['mic'].likelihood == 'gaussian'  # as it was trained
+    assert loaded.cfg.modalities['cam'].likelihood == 'gaussian'
     assert loaded.model.shift_reach == {}
 
 

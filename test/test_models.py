@@ -377,16 +377,18 @@ def test_time_shift_likelihood_is_the_gaussian_marginalised_over_circular_shifts
     assert got.shape == (2, 3)
     torch.testing.assert_close(got, direct, rtol=1e-10, atol=1e-9)
     # the input's position in time does not matter; its content does
-    torch.testing.assert_close(shifted_gaussian_log_prob(torch.roll(x, 3, -1), mean, log_scale, (None,)),
-                               got, rtol=1e-10, atol=1e-9)
-    assert not torch.allclose(shifted_gaussian_log_prob(x.flip(-2), mean, log_scale, (None,)), got)
+    every = (None,)
+    torch.testing.assert_close(
+        shifted_gaussian_log_prob(torch.roll(x, 3, -1), mean, log_scale, every),
+        got, rtol=1e-10, atol=1e-9)
+    assert not torch.allclose(shifted_gaussian_log_prob(x.flip(-2), mean, log_scale, every), got)
     # one time step: the plain Gaussian
-    torch.testing.assert_close(shifted_gaussian_log_prob(x[..., :1], mean[..., :1], log_scale, (None,)),
+    torch.testing.assert_close(shifted_gaussian_log_prob(x[..., :1], mean[..., :1], log_scale, every),
                                gaussian_log_prob(x[..., :1], mean[..., :1], log_scale))
 
 
 def test_space_shift_likelihood_is_the_gaussian_marginalised_over_shifts_within_reach():
-    """log (1/|S|) sum over |dy| <= 2, |dx| <= 1 of N(x | roll(mean, (dy, dx)), s^2), directly."""
+    """Closed form: log (1/|S|) sum over |dy| <= 2, |dx| <= 1 of N(x | roll(mean, (dy, dx)))."""
     from llmos_ros.models.objectives import gaussian_log_prob, shifted_gaussian_log_prob
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(3, 2, 7, 9, generator=gen, dtype=torch.float64)
@@ -416,16 +418,28 @@ def test_an_image_with_the_space_shift_likelihood_reaches_a_part_of_each_side(si
     cam.height, cam.width, cam.max_shift, cam.likelihood = side, side // 2, shift, 'space_shift'
     model = MultimodalVAE(cfg)
     assert model.shift_reach['cam'] == (reach, max(1, round(side // 2 * shift)))
+    # the objective uses it: the image term is the shifted Gaussian around the decoded image
+    from llmos_ros.models.objectives import log_likelihoods, shifted_gaussian_log_prob
+    z = torch.randn(1, 2, model.latent_size)
+    xs, _ = model.prepare(make_batch(model, b=2), None)
+    i = model.names.index('cam')
+    mean, log_scale = model.decode(z[0])['cam']
+    torch.testing.assert_close(
+        log_likelihoods(model, z, xs)[i, 0],
+        model.likelihood_scale['cam'] * shifted_gaussian_log_prob(xs[i], mean, log_scale,
+                                                                  model.shift_reach['cam']))
     assert model.shift_reach['mic'] == (None,)
 
 
-def test_audio_is_trained_with_the_time_shift_likelihood_unless_configured():
+def test_audio_and_images_are_trained_with_shift_likelihoods_unless_configured():
     model = MultimodalVAE(make_cfg('mopoe', three=True))
     assert model.cfg.modalities['mic'].likelihood == 'time_shift'
-    assert model.cfg.modalities['cam'].likelihood == 'gaussian'
-    assert model.shift_reach == {'mic': (None,)}
+    assert model.cfg.modalities['cam'].likelihood == 'space_shift'
+    assert model.cfg.modalities['tax'].likelihood == 'gaussian'
+    assert model.shift_reach == {'mic': (None,), 'cam': (1, 1)}  # 8 x 9 pixels: 1 px
     plain = make_cfg('mopoe', three=True)
     plain.modalities['mic'].likelihood = 'gaussian'
+    plain.modalities['cam'].likelihood = 'gaussian'
     assert MultimodalVAE(plain).shift_reach == {}
     # the objective uses it: the audio term of a rolled window under the same decoded mean
     from llmos_ros.models.objectives import log_likelihoods

@@ -83,8 +83,10 @@ class Kind:
 
     def shift_reach(self, mod: ModalityConfig) -> tuple[int | None, ...] | None:
         """
-        The shift a shift likelihood marginalises, per trailing axis of the array: how far it
-        reaches either way (None: every circular shift). None for the plain 'gaussian'.
+        How far the modality's shift likelihood reaches, or None for the plain 'gaussian'.
+
+        Per trailing axis of the array, the largest shift either way (None: every circular
+        shift of that axis).
         """
         return None
 

@@ -7,6 +7,13 @@ decoded, converted to the model's channels (1 = grey, 3 = RGB), resized with `cv
 scaled to [0, 1]; predictions are published as mono8 / rgb8 Images at the model's size.
 Bad input raises InputError 'type', 'encoding', 'size', 'decode' or 'too_large'. Drawn as RGB
 (or grey) pictures.
+
+Likelihood 'space_shift' (`Kind.likelihoods`): the Gaussian around the decoded image averaged
+over every circular shift of up to `max_shift` of each side (at least 1 px) along height and
+width: where exactly the scene sits in the frame (a camera's small motions, a digit held a
+little off centre, a touch a few pixels over on the pad) is left to the likelihood, so the
+latent carries what is seen rather than its exact pixel offset; larger displacements stay in
+the latent. 'gaussian' keeps every pixel offset.
 """
 from __future__ import annotations
 
@@ -214,7 +221,7 @@ class ImageKind(Kind):
     name = 'image'
     message_types = (IMAGE, COMPRESSED_IMAGE)
     frame_types = (ImageFrame, CompressedFrame)
-    likelihoods = ('gaussian', 'space_shift')
+    likelihoods = ('space_shift', 'gaussian')
     prediction_type = IMAGE
     reference_rank = 0
 

@@ -5,8 +5,9 @@ Every objective takes the model, the sanitised inputs `xs` (list in modality ord
 modality's values already replaced so they cannot leak) and the presence mask [M, B], and
 returns (loss, logs). Only modalities present in a sample are encoded into or reconstructed
 for that sample; samples with no modality at all do not count. Likelihoods are Gaussian with a
-learned per-modality log-scale (for a modality with `likelihood: time_shift`, audio by default,
-marginalised over circular shifts of the decoded window in time: `shifted_gaussian_log_prob`),
+learned per-modality log-scale (for a modality with a shift likelihood, marginalised over
+circular shifts of the decoded array: audio 'time_shift' in time, image 'space_shift' by a few
+pixels, `shifted_gaussian_log_prob`),
 weighted by `model.likelihood_scale[name]`
 (`mvae.likelihood_scales`: the balance by modality size times the config's likelihood_scale).
 The KL weight warms up linearly from 0 to `beta` over `warmup_steps`. Here: the densities, the
