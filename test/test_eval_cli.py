@@ -103,6 +103,19 @@ def _log_normal(x, mean, log_scale):
     return (-0.5 * z * z - log_scale - 0.5 * LOG_2PI).reshape(len(x), -1).sum(1)
 
 
+def _rolls(reach):
+    """Every (dy, dx) of an image's 'space_shift' likelihood with this reach."""
+    return [(dy, dx) for dy in range(-reach[0], reach[0] + 1)
+            for dx in range(-reach[1], reach[1] + 1)]
+
+
+def _log_shifted(x, mean, log_scale, reach):
+    """The image's 'space_shift' log-likelihood by brute force: log-mean-exp over the rolls."""
+    lps = np.stack([_log_normal(x, np.roll(mean, s, (-2, -1)), log_scale) for s in _rolls(reach)])
+    top = lps.max(0)
+    return np.log(np.exp(lps - top).mean(0)) + top
+
+
 def test_metrics_equal_hand_computed(env, table):
     """MSE, skill, -ELBO and IWAE of the subset {camera} recomputed from the model here."""
     model = env['loaded'].model
@@ -124,7 +137,12 @@ def test_metrics_equal_hand_computed(env, table):
         m_zk = [model.decoders['camera'](model.decoder_input(z_, 'camera')).numpy()
                 for z_ in zk]
     xc = x['camera'].numpy().astype(np.float64)
-    err = ((dec['camera'] - xc) ** 2).reshape(rows.size, -1).mean(1).mean()
+    # the camera's default 'space_shift' likelihood leaves up to 1 px of 16 open (1/16 a side):
+    # its error is at the best roll within that reach, its likelihood the mean over the rolls
+    reach = model.shift_reach['camera']
+    assert model.cfg.modalities['camera'].likelihood == 'space_shift' and reach == (1, 1)
+    err = np.min([((np.roll(dec['camera'], r, (-2, -1)) - xc) ** 2).reshape(rows.size, -1)
+                  .mean(1) for r in _rolls(reach)], 0).mean()
     base = (xc ** 2).reshape(rows.size, -1).mean(1).mean()
     assert entry['recon']['camera']['mse'] == pytest.approx(err, rel=1e-5)
     assert entry['recon']['camera']['baseline_mse'] == pytest.approx(base, rel=1e-5)
@@ -142,14 +160,14 @@ def test_metrics_equal_hand_computed(env, table):
     # -ELBO: one seeded sample of z, exact KL; IWAE with K=2 after it on the same generator
     mu_, lv = mu.double().numpy(), logvar.double().numpy()
     kl = 0.5 * (np.exp(lv) + mu_ ** 2 - 1 - lv).sum(1)
-    ll = _log_normal(xc, m_z, log_scale)
+    ll = _log_shifted(xc, m_z, log_scale, reach)
     assert entry['neg_elbo'] == pytest.approx(float(np.mean(kl - ll)), rel=1e-4)
     lws = []
     for z_, m_ in zip(zk, m_zk):
         z_ = z_.double().numpy()
         log_p = -0.5 * (z_ ** 2 + LOG_2PI).sum(1)
         log_q = (-0.5 * ((z_ - mu_) ** 2 / np.exp(lv) + lv + LOG_2PI)).sum(1)
-        lws.append(_log_normal(xc, m_, log_scale) + log_p - log_q)
+        lws.append(_log_shifted(xc, m_, log_scale, reach) + log_p - log_q)
     lws = np.stack(lws)
     iwae = np.log(np.exp(lws - lws.max(0)).mean(0)) + lws.max(0)
     assert entry['iwae_nll'] == pytest.approx(float(-iwae.mean()), rel=1e-4)

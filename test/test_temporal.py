@@ -9,6 +9,7 @@ from llmos_ros.belief import BeliefConfig
 from llmos_ros.checkpoint import load_checkpoint
 from llmos_ros.evaluation.replay import replay
 from llmos_ros.inference import PerceptionEngine
+from llmos_ros.sim.make_bag import write_bag
 from llmos_ros.surprise import (
     SurpriseCalibration,
     calibrate,
@@ -79,8 +80,12 @@ def test_tracker_restarts_on_a_stamp_going_back(replayed):
 
 
 def test_calibrated_tail_probabilities_are_uniform_on_held_out_clean_data(sim_model, tmp_path):
-    bag, path = sim_model
+    _, path = sim_model
     loaded = load_checkpoint(path)
+    # 24 s of the same scene (the model's 8 s and 16 more): with 8 s the 120 held-out samples,
+    # correlated over tens of frames, put an ECDF 0.16 off a uniform one for one model in two
+    bag = tmp_path / 'bag'
+    write_bag(bag, 24.0, seed=3, progress=False)
     rep = replay(bag, PerceptionEngine(loaded), infer=False, progress=False)
     # held out: every other 0.2 s block (6 camera frames) of the bag; a short bag has too few
     # episodes for a split in time (benchmarks/belief_surprise.py tests other bags)
@@ -96,7 +101,7 @@ def test_calibrated_tail_probabilities_are_uniform_on_held_out_clean_data(sim_mo
     grid = np.linspace(0.05, 0.95, 19)
     for i, name in enumerate(loaded.model.names):
         tails = np.array([cal.tail(name, s) for s in held[i] if np.isfinite(s)])
-        assert tails.size > 100 and np.all((tails > 0) & (tails <= 1))
+        assert tails.size > 300 and np.all((tails > 0) & (tails <= 1))
         ecdf = np.array([(tails <= g).mean() for g in grid])
         assert np.abs(ecdf - grid).max() < 0.15, (name, ecdf.round(2))
     # stored next to the checkpoint, found again; another model's calibration is refused

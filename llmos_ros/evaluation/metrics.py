@@ -24,10 +24,10 @@ DEFINITIONS: dict[str, str] = {
     'n_samples': 'Number of test samples in which every modality of the subset is present.',
     'mse': "Mean squared error in the model's normalised input space: per sample the mean over "
            'all elements of (prediction - target)^2, then the mean over the samples in which the '
-           "target modality is present. For a modality with the 'time_shift' likelihood "
-           '(audio by default) the prediction is first aligned to the target: the least such '
-           'mean over the circular shifts of its time axis, the shift the likelihood leaves '
-           'open.',
+           "target modality is present. For a modality with a shift likelihood (audio's "
+           "'time_shift', images' 'space_shift', the defaults) the prediction is first aligned "
+           'to the target: the least such mean over the circular shifts the likelihood leaves '
+           'open (every shift of the time axis; up to max_shift of each image side).',
     'baseline_mse': 'The same mse for the constant prediction of the training mean (in '
                     'normalised space the training mean is 0).',
     'skill': 'Skill score against predicting the training mean: 1 - mse / baseline_mse. 1 is '
