@@ -110,19 +110,18 @@ def aligned_mse(pred, target, reach: tuple[int | None, ...] = (None,)) -> np.nda
     Per-sample mse after the best circular shift of pred along its last len(reach) axes.
 
     pred and target [B, ..., T] of the same shape; the least over the shifts s within `reach`
-    (`objectives.shift_offsets`; (None,): every shift of the last, time, axis) of the mean of
-    (roll(pred, s) - target)^2 (`objectives.circular_sq_distances`, the distances the shift
-    likelihoods marginalise). Returns float64 [B].
+    ((None,): every shift of the last, time, axis) of the mean of (roll(pred, s) - target)^2
+    (`objectives.shifted_sq_distances`, the distances the shift likelihoods marginalise).
+    Returns float64 [B].
     """
     import torch
 
-    from llmos_ros.models.objectives import circular_sq_distances, shift_offsets
+    from llmos_ros.models.objectives import shifted_sq_distances
     p, t = _np(pred).astype(np.float64), _np(target).astype(np.float64)
     if p.shape != t.shape or p.ndim < 1 + len(reach):
         raise ValueError(f'aligned_mse: prediction shape {p.shape} does not match target '
                          f'{t.shape} (or has no batch and shifted axes)')
-    sq = circular_sq_distances(torch.from_numpy(t), torch.from_numpy(p), p.ndim - 1, len(reach))
-    sq = sq[..., shift_offsets(p.shape[-len(reach):], reach)]
+    sq = shifted_sq_distances(torch.from_numpy(t), torch.from_numpy(p), reach, p.ndim - 1)
     return sq.clamp_min(0.0).min(-1).values.numpy() / p[0].size
 
 

@@ -41,32 +41,8 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tens
     return lp.flatten(-event_dims).sum(-1)
 
 
-def circular_sq_distances(x: torch.Tensor, mean: torch.Tensor, event_dims: int = 3,
-                          shift_dims: int = 1) -> torch.Tensor:
-    """
-    Squared distances of x from every circular shift of mean: [..., S].
-
-    sum (x - roll(mean, s))^2 over the last `event_dims` axes, for each shift s of the last
-    `shift_dims` axes (time: 1; height and width: 2), S = the product of their sizes, shifts
-    in row-major order (`shift_offsets`). All at once: |x|^2 + |m|^2 - 2 x . roll(m), the last
-    term for every shift by FFT cross-correlation over the shifted axes.
-    """
-    dims = tuple(range(-event_dims, 0))
-    axes = dims[-shift_dims:]
-    sizes = x.shape[-shift_dims:]
-    cross = torch.fft.irfftn(torch.fft.rfftn(x, dim=axes) * torch.fft.rfftn(mean, dim=axes).conj(),
-                             s=sizes, dim=axes)  # x . roll(mean, s) per channel
-    cross = cross.sum(dims[:-shift_dims]).flatten(-shift_dims)  # [..., S]
-    return ((x * x).sum(dims).unsqueeze(-1) + (mean * mean).sum(dims).unsqueeze(-1)
-            - 2.0 * cross)
-
-
-def shift_offsets(sizes: tuple[int, ...], reach: tuple[int | None, ...]) -> torch.Tensor:
-    """
-    Flat indices (into `circular_sq_distances`' last axis) of the shifts within reach.
-
-    Per shifted axis of size n, the shifts -r..r (mod n) for reach r, every shift for None.
-    """
+def _shift_offsets(sizes: tuple[int, ...], reach: tuple[int | None, ...]) -> torch.Tensor:
+    """Flat row-major indices of the shifts -r..r (mod n) per axis of size n; None: all n."""
     grids = [torch.arange(n) if r is None or 2 * r + 1 >= n
              else torch.arange(-r, r + 1) % n for n, r in zip(sizes, reach)]
     flat = torch.zeros(1, dtype=torch.long)
@@ -75,22 +51,42 @@ def shift_offsets(sizes: tuple[int, ...], reach: tuple[int | None, ...]) -> torc
     return flat
 
 
+def shifted_sq_distances(x: torch.Tensor, mean: torch.Tensor, reach: tuple[int | None, ...],
+                         event_dims: int = 3) -> torch.Tensor:
+    """
+    Squared distances of x from the circular shifts of mean within reach: [..., S].
+
+    sum (x - roll(mean, s))^2 over the last `event_dims` axes, for each shift s of the last
+    len(reach) axes (time: 1; height and width: 2) with every component within its axis'
+    reach (r: -r..r; None: every shift of that axis). All at once: |x|^2 + |m|^2 - 2 x . roll(m),
+    the last term for every circular shift by FFT cross-correlation over the shifted axes,
+    then the shifts within reach kept.
+    """
+    dims = tuple(range(-event_dims, 0))
+    axes = dims[-len(reach):]
+    sizes = tuple(x.shape[-len(reach):])
+    cross = torch.fft.irfftn(torch.fft.rfftn(x, dim=axes) * torch.fft.rfftn(mean, dim=axes).conj(),
+                             s=sizes, dim=axes)  # x . roll(mean, s) per channel
+    cross = cross.sum(dims[:-len(reach)]).flatten(-len(reach))  # [..., every shift]
+    cross = cross.index_select(-1, _shift_offsets(sizes, reach).to(cross.device))
+    return ((x * x).sum(dims).unsqueeze(-1) + (mean * mean).sum(dims).unsqueeze(-1)
+            - 2.0 * cross)
+
+
 def shifted_gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor,
                               reach: tuple[int | None, ...]) -> torch.Tensor:
     """
     Log-density of x [..., C, H, W] around the decoded mean shifted circularly.
 
     N(roll(mean, s), s^2) marginalised over a uniform circular shift s of the last len(reach)
-    axes, each within its reach (`shift_offsets`): log (1/|S|) sum_s N(x | roll(mean, s)).
+    axes, each within its reach (`shifted_sq_distances`): log (1/|S|) sum_s N(x | roll(mean, s)).
     The decoder draws the event once; where it falls (in the window: audio 'time_shift'; in
     the picture: image 'space_shift') is the shift, which nothing else tells.
     """
-    sizes = tuple(x.shape[-len(reach):])
-    keep = shift_offsets(sizes, reach).to(x.device)
     n = x.shape[-3] * x.shape[-2] * x.shape[-1]
-    sq = circular_sq_distances(x, mean, 3, len(reach)).index_select(-1, keep)
+    sq = shifted_sq_distances(x, mean, reach)
     lp = -0.5 * sq * torch.exp(-2.0 * log_scale) - n * (log_scale + 0.5 * LOG_2PI)
-    return torch.logsumexp(lp, -1) - math.log(len(keep))
+    return torch.logsumexp(lp, -1) - math.log(sq.shape[-1])
 
 
 def modality_log_prob(model, name: str, x: torch.Tensor, mean: torch.Tensor,
