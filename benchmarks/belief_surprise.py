@@ -7,7 +7,8 @@ Belief and surprise on simulated bags with injected events (issue 13's figures).
 
 Trains a model on a simulated training bag (or takes --model and its --train-bag), calibrates its
 surprise as llmos-train does (tails on that bag's validation split, its held-out end; dimension
-weights on the rest: `python -m llmos_ros.surprise --validation`, into the sidecar), takes its
+weights on the rest: `python -m llmos_ros.surprise --validation`, into the sidecar; the score
+window of --window-s, default the surprise's), takes its
 learned belief noise (`llmos_ros.belief_noise`: the checkpoint's, or, for a model trained
 without one, learned on the training bag into the sidecar), writes test bags of another seed --
 clean, each modality swapped with another scene's stream in 2 s windows every 10 s, tactile
@@ -55,7 +56,7 @@ from llmos_ros.evaluation.metrics import linear_probe
 from llmos_ros.evaluation.replay import replay
 from llmos_ros.inference import PerceptionEngine
 from llmos_ros.sim.make_bag import DEFAULT_START_NS, Event, write_bag
-from llmos_ros.surprise import calibrate, sidecar_path, validation_split
+from llmos_ros.surprise import WINDOW_S, calibrate, sidecar_path, validation_split
 from llmos_ros.temporal import TemporalTracker
 from llmos_ros.train import main as train_main
 
@@ -74,6 +75,8 @@ def parse_args(argv=None):
                    help='belief.process_noise values to compare (one row each, beside learned)')
     p.add_argument('--model', help='existing checkpoint (skips training; needs --train-bag)')
     p.add_argument('--train-bag', help='the training bag of --model')
+    p.add_argument('--window-s', type=float, default=WINDOW_S,
+                   help='surprise score window in seconds (0: per frame)')
     p.add_argument('--test-seeds', type=int, nargs='+', default=[11],
                    help='scene seeds of the test bags: the first makes every test bag, the '
                         'others swap bags too; swap AUROC is their mean (four 2-s swaps per '
@@ -175,7 +178,8 @@ def main(argv=None) -> int:
                 return code
     loaded = load_checkpoint(model_path)
     val, fit = validation_split(loaded, [train_bag])
-    cal = calibrate(loaded.model, loaded.model_id, *val, weight_data=fit)
+    cal = calibrate(loaded.model, loaded.model_id, *val, weight_data=fit,
+                    window_s=args.window_s)
     cal.save(sidecar_path(model_path))
     noise, why = load_noise(model_path, loaded)
     if noise is None:
@@ -245,7 +249,7 @@ def main(argv=None) -> int:
               'belief': {k: v for k, v in BeliefConfig().__dict__.items()
                          if k != 'process_noise'},
               'noise': noise.to_dict(), 'rows': rows, 'test_s': args.test_s, 'steps': args.steps,
-              'test_seeds': args.test_seeds,
+              'test_seeds': args.test_seeds, 'surprise_window_s': cal.window_s,
               'seconds': time.perf_counter() - started}
     print(json.dumps(finite(result)))
     return 0

@@ -7,7 +7,8 @@ node's worker after publishing the latent; `llmos-eval` on every evaluated sampl
 1. The experts of the modalities in the sample are computed from `result.inputs` and kept as
    each modality's last expert, with the stamp of the input it came from.
 2. Surprise of each present modality against the fusion of the other present ones
-   (`llmos_ros.surprise`), with its calibrated tail probability.
+   (`llmos_ros.surprise`): the mean of its per-frame scores over the calibration's window, with
+   its calibrated tail probability; the window restarts with the belief.
 3. Staleness-aware fusion into the belief: each input is folded in once, when it first appears,
    with its variance divided by its effective weight w(age) (`llmos_ros.belief.staleness_weight`,
    age = sample time - input stamp: a late input counts less). Folding a kept expert in again at
@@ -31,7 +32,7 @@ import torch
 
 from llmos_ros.belief import NS, BeliefConfig, BeliefFilter, BeliefState, staleness_weight
 from llmos_ros.belief_noise import BeliefNoise
-from llmos_ros.surprise import SurpriseCalibration, loo_distances, score
+from llmos_ros.surprise import ScoreWindow, SurpriseCalibration, loo_distances, score
 
 
 @dataclass
@@ -93,6 +94,7 @@ class TemporalTracker:
         self.noise = noise  # the learned noise model (llmos_ros.belief_noise), None: fallback
         self.filter = BeliefFilter(self.cfg, noise)
         self.kept: dict[str, _Expert] = {}
+        self.window = ScoreWindow(calibration.window_s if calibration else 0.0)
 
     @torch.no_grad()
     def _experts(self, result) -> None:
@@ -126,13 +128,13 @@ class TemporalTracker:
         return (torch.stack(mus)[:, None], torch.stack(lvs)[:, None],
                 torch.tensor(mask, device=self.device)[:, None])
 
-    def _surprise(self, present: list[str]) -> dict[str, tuple[float, float]]:
+    def _surprise(self, stamp_ns: int, present: list[str]) -> dict[str, tuple[float, float]]:
         mus, lvs, mask = self._stack(present, {})
         d2 = loo_distances(self.model.fusion, mus, lvs, mask)[:, 0].numpy()  # [M, D]
         cal, out = self.calibration, {}
         for i, name in enumerate(self.names):
             if name in present and np.isfinite(d2[i]).all():
-                s = float(score(cal, name, d2[i]))
+                s = self.window.add(name, stamp_ns, float(score(cal, name, d2[i])))
                 out[name] = (s, cal.tail(name, s) if cal else float('nan'))
         return out
 
@@ -169,9 +171,10 @@ class TemporalTracker:
         """
         if self.filter.reset_reason(result.stamp_ns, self.model.latent_size, self.model_id):
             self.kept.clear()  # first sample, model change, stamp back or long gap: start over
+            self.window.clear()
         self._experts(result)
-        scores = (self._surprise([n for n in self.names if n in result.inputs]) if surprise
-                  else {})
+        scores = (self._surprise(result.stamp_ns, [n for n in self.names if n in result.inputs])
+                  if surprise else {})
         ages, weights, inflate, stamps = {}, {}, {}, {}
         for name in self.names:
             e = self.kept.get(name)

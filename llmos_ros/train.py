@@ -111,6 +111,14 @@ def load_data(bags, cfg: Config, stats: dict | None, progress: bool):
     return train, val, stats
 
 
+def time_ordered(table: SampleTable) -> tuple[SampleTable, np.ndarray]:
+    """`table`'s rows sorted by (bag, stamp), and the bag of each row (the runs in time)."""
+    bags = (table.bag_index if table.bag_index is not None
+            else np.zeros(len(table), np.int32))
+    order = np.lexsort((table.stamps, bags))
+    return table.subset(order), bags[order]
+
+
 def batch_tensors(table: SampleTable, rows: np.ndarray, device,
                   augment: tuple[Config, np.random.Generator] | None = None
                   ) -> tuple[dict, dict]:
@@ -490,14 +498,13 @@ def calibrations(model: MultimodalVAE, cfg: Config, train_t: SampleTable, val_t:
     was_training = model.training
     model.eval()
     try:
-        out = {'surprise': calibrate(model, model_id, val_t.arrays, val_t.present,
+        table, groups = time_ordered(val_t)
+        out = {'surprise': calibrate(model, model_id, table.arrays, table.present, table.stamps,
+                                     groups,
                                      weight_data=(train_t.arrays, train_t.present)).to_dict()}
-        order = np.lexsort((val_t.stamps, val_t.bag_index if val_t.bag_index is not None
-                            else np.zeros(len(val_t), np.int32)))
-        table = val_t.subset(order)
         try:
             out['belief'] = learn(model, model_id, table.stamps, table.arrays, table.present,
-                                  table.bag_index, device).to_dict()
+                                  groups, device).to_dict()
         except LlmosError as exc:
             print(f'[llmos-train] no belief noise learned, the belief uses the fallback: {exc}',
                   flush=True)

@@ -9,6 +9,7 @@ from llmos_ros.errors import CheckpointError
 from llmos_ros.models.fusions import fuse, names
 from llmos_ros.surprise import (
     NU_GRID,
+    ScoreWindow,
     SurpriseCalibration,
     clean_and_shuffled,
     fit_student,
@@ -17,6 +18,7 @@ from llmos_ros.surprise import (
     loo_scores,
     student_score,
     student_terms,
+    windowed,
 )
 
 
@@ -164,3 +166,37 @@ def test_the_plain_score_is_the_mean_of_the_distances():
     assert d2.shape == (3, 4, 6) and d2.dtype == torch.float64
     np.testing.assert_array_equal(loo_scores('mopoe', mus, logvars, mask).numpy(),
                                   d2.mean(-1).numpy())
+
+
+def test_the_windowed_score_is_the_mean_of_the_finite_scores_in_the_last_window_of_its_run():
+    rng = np.random.default_rng(3)
+    stamps = np.cumsum(rng.integers(10, 60, 40)) * 1_000_000  # 10-60 ms apart
+    scores = rng.normal(size=40)
+    scores[[4, 5, 17]] = np.nan  # the modality was not scored there
+    runs = [np.arange(0, 25), np.arange(25, 40)]  # a reset between rows 24 and 25
+    got = windowed(stamps, scores, 0.2, runs)
+    for k in range(40):
+        run = runs[0] if k < 25 else runs[1]
+        inside = [j for j in run if stamps[k] - 200_000_000 < stamps[j] <= stamps[k]
+                  and np.isfinite(scores[j])]
+        want = np.mean(scores[inside]) if np.isfinite(scores[k]) else np.nan
+        np.testing.assert_allclose(got[k], want, err_msg=str(k))
+    np.testing.assert_array_equal(windowed(stamps, scores, 0.0, runs), scores)  # per frame
+    # live, one sample at a time: the same means (a reset clears the window)
+    live = ScoreWindow(0.2)
+    for k in range(40):
+        if k == 25:
+            live.clear()
+        if np.isfinite(scores[k]):
+            assert live.add('a', int(stamps[k]), float(scores[k])) == pytest.approx(got[k])
+    assert ScoreWindow(0.0).add('a', 5, 1.5) == 1.5
+
+
+def test_the_calibration_keeps_its_window_and_an_older_one_scores_per_frame():
+    cal = SurpriseCalibration('m', {'a': np.array([1.0])}, {'a': 1}, window_s=0.3)
+    assert SurpriseCalibration.from_dict(json.loads(json.dumps(cal.to_dict()))).window_s == 0.3
+    data = cal.to_dict()
+    del data['window_s']
+    assert SurpriseCalibration.from_dict(data).window_s == 0.0
+    with pytest.raises(CheckpointError, match='window_s must be a finite number >= 0, got -1'):
+        SurpriseCalibration.from_dict({**data, 'window_s': -1}, 'side.json')

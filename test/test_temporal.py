@@ -16,6 +16,7 @@ from llmos_ros.surprise import (
     load_calibration,
     sample_scores,
     sidecar_path,
+    windowed,
 )
 from llmos_ros.temporal import TemporalTracker
 
@@ -154,3 +155,21 @@ def test_the_command_line_on_the_validation_split_redoes_the_calibration_of_llmo
         np.testing.assert_allclose(redone.scores[name], stored.scores[name], rtol=1e-5)
         np.testing.assert_allclose(redone.laws[name][1], stored.laws[name][1], rtol=1e-5)
         np.testing.assert_allclose(redone.weights[name], stored.weights[name], atol=1e-6)
+
+
+def test_the_published_score_is_the_window_mean_of_the_per_frame_scores(replayed):
+    _, engine, results = replayed
+    plain = {n: np.array([0.0, 1.0]) for n in engine.names}
+    counts = {n: 2 for n in engine.names}
+    frame = TemporalTracker(engine, calibration=SurpriseCalibration('m', plain, counts))
+    window = TemporalTracker(engine, calibration=SurpriseCalibration('m', plain, counts,
+                                                                     window_s=0.3))
+    a = [frame.step(r).surprise for r in results[:40]]
+    b = [window.step(r).surprise for r in results[:40]]
+    stamps = np.array([r.stamp_ns for r in results[:40]])
+    for name in engine.names:
+        per_frame = np.array([s.get(name, (np.nan,))[0] for s in a])
+        want = windowed(stamps, per_frame, 0.3)
+        got = np.array([s.get(name, (np.nan,))[0] for s in b])
+        np.testing.assert_allclose(got, want)
+        assert np.isfinite(got).sum() > 30 and np.nanstd(got) < np.nanstd(per_frame)
