@@ -12,13 +12,16 @@ window of --window-s, default the surprise's), takes its
 learned belief noise (`llmos_ros.belief_noise`: the checkpoint's, or, for a model trained
 without one, learned on the training bag into the sidecar), writes test bags of another seed --
 clean, each modality swapped with another scene's stream in 2 s windows every 10 s, tactile
-silent for 3 s windows -- replays them through the live path (`PerceptionEngine` +
+silent for 3 s windows, and a steady one (the same scene without touches: only the sensor noise
+changes within an episode) -- replays them through the live path (`PerceptionEngine` +
 `TemporalTracker`) and prints:
 
 * probe: linear-probe accuracy of the per-frame latent and of the belief on the clean bag, each
   probe fitted on the same representation of the training bag; in brackets the belief read by
   a probe fitted on the training bag's single frames (products of the present experts);
-* jitter ratio: per-frame over belief step-to-step jitter within episodes, clean bag (>= 2 wanted);
+* jitter ratio: per-frame over belief step-to-step jitter within episodes, clean bag; 'steady':
+  the same on the steady bag, where the state does not move within an episode (>= 2 wanted), and
+  the probes (fitted on the training bag) on it;
 * silence: share of steps in which the belief std over tactile's private latent does not fall
   while tactile is silent, the std at the window's end over its start, and the coverage of that
   latent's predicted 90 % interval: the share of (sample, dimension) pairs in the silent windows
@@ -56,6 +59,7 @@ from llmos_ros.evaluation.metrics import linear_probe
 from llmos_ros.evaluation.replay import replay
 from llmos_ros.inference import PerceptionEngine
 from llmos_ros.sim.make_bag import DEFAULT_START_NS, Event, write_bag
+from llmos_ros.sim.scene import SceneConfig
 from llmos_ros.surprise import WINDOW_S, calibrate, sidecar_path, validation_split
 from llmos_ros.temporal import TemporalTracker
 from llmos_ros.train import main as train_main
@@ -201,6 +205,11 @@ def main(argv=None) -> int:
         if not path.exists():
             write_bag(path, args.test_s, seed=bag_seed, events=events, progress=False)
         runs[name] = replayed(path, loaded)
+    steady = work / 'test_steady'
+    if not steady.exists():
+        write_bag(steady, args.test_s, seed=seed, config=SceneConfig(touches=False),
+                  progress=False)
+    runs['steady'] = replayed(steady, loaded)
     runs['train'] = replayed(train_bag, loaded)
     labels, train_labels = runs['clean'][2], runs['train'][2]
     lab, tlab = labels != '', train_labels != ''
@@ -210,7 +219,8 @@ def main(argv=None) -> int:
           f'test bags of {args.test_s:g} s (seed {seed}'
           + (f'; swap bags also of seeds {more}, AUROC their mean' if more else '')
           + '); probes fitted on the training bag')
-    print('process_noise  probe latent/belief (belief, frame probe)  jitter ratio  silent: std '
+    print('process_noise  probe latent/belief (belief, frame probe)  jitter ratio  steady: '
+          'jitter ratio, probe latent/belief  silent: std '
           'rising, end/start, '
           'cov90, cov90 belief-only | ' + '  '.join(f'AUROC {m}' for m in names) + ' | '
           + '  '.join(f'FA {m}' for m in names))
@@ -226,6 +236,13 @@ def main(argv=None) -> int:
         probe['belief_frame_probe'] = linear_probe(frame_fit, train_labels[tlab],
                                                    clean.belief[lab], labels[lab])
         ratio = jitter(clean.latent, labels) / jitter(clean.belief, labels)
+        still, still_labels = tr['steady'], runs['steady'][2]
+        slab = still_labels != ''
+        ratio_steady = (jitter(still.latent, still_labels)
+                        / jitter(still.belief, still_labels))
+        probe_steady = {kind: linear_probe(getattr(train_tr, kind)[tlab], train_labels[tlab],
+                                           getattr(still, kind)[slab], still_labels[slab])
+                        for kind in ('latent', 'belief')}
         per_seed = {m: [swap_auroc(tr[f'swap_{m}'], i, swaps, lags[m])]
                     + [swap_auroc(tr[f'swap_{m}_{k}'], i, swaps, lags[m]) for k in more]
                     for i, m in enumerate(names)}
@@ -236,11 +253,15 @@ def main(argv=None) -> int:
         rows.append({'process_noise': q, 'probe_latent': probe['latent'],
                      'probe_belief': probe['belief'],
                      'probe_belief_frame_probe': probe['belief_frame_probe'],
-                     'jitter_ratio': ratio, 'silence': sil,
+                     'jitter_ratio': ratio, 'jitter_ratio_steady': ratio_steady,
+                     'probe_steady_latent': probe_steady['latent'],
+                     'probe_steady_belief': probe_steady['belief'], 'silence': sil,
                      'swap_auroc': swap_figs, 'swap_auroc_per_seed': per_seed,
                      'false_alarm_rate_1pct': fa})
         print(f'{q:>13}  {probe["latent"]:.3f} / {probe["belief"]:.3f} '
               f'({probe["belief_frame_probe"]:.3f})  {ratio:6.2f}x'
+              f'  {ratio_steady:6.2f}x, {probe_steady["latent"]:.3f} / '
+              f'{probe_steady["belief"]:.3f}'
               f'       {_f(sil["std_non_decreasing"])}, {_f(sil["std_end_over_start"])}, '
               f'{_f(sil["coverage_90"])}, {_f(sil["coverage_90_belief_only"])} | '
               + '  '.join(f'{_f(swap_figs[m]):>10}' for m in names)

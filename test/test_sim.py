@@ -114,6 +114,28 @@ def test_audio_energy_comes_from_touches(events):
     assert max(quiet) < 0.01
 
 
+def test_a_scene_without_touches_is_steady_within_each_episode():
+    touched = Scene(seed=3, start_ns=START_NS)
+    steady = Scene(SceneConfig(touches=False), seed=3, start_ns=START_NS)
+    assert [steady.label(k) for k in range(6)] == [touched.label(k) for k in range(6)]
+    assert not any(steady.episode(k).touches for k in range(6))
+    states = {(s.episode, s.x, s.y, s.touching, s.force)
+              for s in (steady.state_at(t) for t in np.arange(0.0, 8.0, 0.01))}
+    assert states == {(0, 0.0, 0.0, False, 0.0), (1, 0.0, 0.0, False, 0.0)}
+    audio_rms, taxel_max, images = [], [], []
+    for _, topic, f in steady.events(3.9):
+        if topic == AUDIO_TOPIC:
+            audio_rms.append(float(np.sqrt(np.mean(f.samples.astype(np.float64) ** 2))))
+        elif topic == TACTILE_TOPIC:
+            taxel_max.append(float(np.abs(f.values).max()))
+        elif topic == CAMERA_TOPIC:
+            images.append(f.data.astype(np.float64))
+    assert max(audio_rms) < 0.005  # background noise only (0.002 std)
+    assert max(taxel_max) < 0.05  # taxel noise only (0.005 std), no pressure blob
+    frames = np.stack(images)
+    assert np.abs(frames - frames.mean(0)).std() < 5.0  # the same image up to pixel noise (3)
+
+
 def test_audio_pitch_depends_on_material():
     centroids = {m: [] for m in MATERIALS}
     for seed in range(6):
@@ -207,6 +229,10 @@ def test_config_validation():
         SceneConfig.from_dict({'colour': 'red'})
     cfg = SceneConfig.from_dict({'image_width': '48', 'camera_rate_hz': 15})
     assert cfg.image_width == 48 and cfg.camera_rate_hz == 15.0
+    assert SceneConfig.from_dict({'touches': 'false'}).touches is False
+    assert SceneConfig.from_dict({'touches': True}).touches is True
+    with pytest.raises(ConfigError, match=r"touches='maybe' is not a bool \(true or false\)"):
+        SceneConfig.from_dict({'touches': 'maybe'})
     assert SceneConfig(chunk_s=0.0101).chunk_samples == 162
 
 

@@ -5,6 +5,8 @@ The hidden state is a sequence of episodes of `episode_s` seconds. Each episode 
 class (OBJECTS) and a material (MATERIALS), published as the label 'object/material', and a few
 touches: a fingertip presses the object at a contact position (x, y in object coordinates,
 [-1, 1]^2), with a force that ramps up and down smoothly; some touches are taps, others slide.
+With `touches` off the fingertip hovers still over the object's centre: a steady scene (only the
+sensor noise changes within an episode), to measure how still a state estimate holds.
 
 - Camera (rgb8): the object's shape in the material's colour and texture (shading depends on
   the shape), with the fingertip marker at the contact position whose size and brightness grow
@@ -90,6 +92,7 @@ class SceneConfig:
     cols: int = 8
     channels: int = 1  # per taxel: 1 pressure; 3 pressure + shear x, y
     episode_s: float = 4.0
+    touches: bool = True  # False: no touches, the fingertip hovers still (a steady scene)
     camera_jitter_s: float = 0.004  # stamps lag the nominal time by [0, jitter)
     tactile_jitter_s: float = 0.002
     image_noise: float = 3.0  # std of the pixel noise, in 0..255 levels
@@ -135,6 +138,12 @@ class SceneConfig:
         kwargs = {}
         for key, value in values.items():
             kind = type(getattr(cls, key)) if hasattr(cls, key) else str
+            if kind is bool:
+                text = str(value).strip().lower()
+                if text not in ('true', 'false', '1', '0'):
+                    raise ConfigError(f'sim scene: {key}={value!r} is not a bool (true or false)')
+                kwargs[key] = text in ('true', '1')
+                continue
             try:
                 kwargs[key] = kind(value)
             except (TypeError, ValueError) as exc:
@@ -178,7 +187,7 @@ class SceneState:
 class _Episode:
     """One episode's hidden plan: object, material, touches and the sound impulses they cause."""
 
-    def __init__(self, seed: int, index: int, length: float):
+    def __init__(self, seed: int, index: int, length: float, touches: bool = True):
         rng = np.random.default_rng([seed, 0, index])
         self.index = index
         self.t0 = index * length
@@ -187,7 +196,7 @@ class _Episode:
         self.material = MATERIALS[int(rng.integers(len(MATERIALS)))]
         self.touches: list[Touch] = []
         t = self.t0 + rng.uniform(0.15, 0.5)
-        while t < self.t1 - 0.45:
+        while touches and t < self.t1 - 0.45:
             tap = rng.random() < 0.35
             dur = rng.uniform(0.12, 0.3) if tap else rng.uniform(0.4, 1.3)
             dur = min(dur, self.t1 - 0.1 - t)
@@ -316,7 +325,8 @@ class Scene:
         if ep is None:
             if len(self._episodes) > 8:
                 self._episodes.pop(next(iter(self._episodes)))
-            ep = self._episodes[index] = _Episode(self.seed, index, self.config.episode_s)
+            ep = self._episodes[index] = _Episode(self.seed, index, self.config.episode_s,
+                                                  self.config.touches)
         return ep
 
     def episode_index(self, t: float) -> int:
