@@ -198,18 +198,15 @@ def main(argv=None) -> int:
     bags = {'clean': (seed, []),
             'silence': (seed, [Event('silence', 'tactile', a, b - a) for a, b in silent]),
             **{f'swap_{m}': (seed, swapped[m]) for m in names},
-            **{f'swap_{m}_{k}': (k, swapped[m]) for m in names for k in more}}
+            **{f'swap_{m}_{k}': (k, swapped[m]) for m in names for k in more},
+            'steady': (seed, [], SceneConfig(touches=False))}
     runs = {}
-    for name, (bag_seed, events) in bags.items():
+    for name, (bag_seed, events, *scene) in bags.items():
         path = work / f'test_{name}'
         if not path.exists():
-            write_bag(path, args.test_s, seed=bag_seed, events=events, progress=False)
+            write_bag(path, args.test_s, seed=bag_seed, events=events,
+                      config=scene[0] if scene else None, progress=False)
         runs[name] = replayed(path, loaded)
-    steady = work / 'test_steady'
-    if not steady.exists():
-        write_bag(steady, args.test_s, seed=seed, config=SceneConfig(touches=False),
-                  progress=False)
-    runs['steady'] = replayed(steady, loaded)
     runs['train'] = replayed(train_bag, loaded)
     labels, train_labels = runs['clean'][2], runs['train'][2]
     lab, tlab = labels != '', train_labels != ''

@@ -76,51 +76,46 @@ WEIGHT_STEPS = 600  # full-batch Adam steps of the weights' logistic regression
 WINDOW_S = 0.3  # the published score: the mean of the per-frame scores over this many seconds
 
 
-def windowed(stamps: np.ndarray, scores: np.ndarray, window_s: float,
-             runs: list[np.ndarray] | None = None) -> np.ndarray:
-    """
-    Per sample the mean of the finite `scores` at stamps in (t - window_s, t] (module doc).
-
-    stamps [N] in time order within each of `runs` (row indices, e.g.
-    `belief_noise.segments`; None: one run); NaN where the sample's own score is not finite.
-    window_s <= 0: the scores themselves.
-    """
-    scores = np.asarray(scores, np.float64)
-    if window_s <= 0:
-        return scores.copy()
-    out = np.full(scores.shape, np.nan)
-    width = int(round(window_s * 1e9))
-    for rows in (runs if runs is not None else [np.arange(len(scores))]):
-        st = np.asarray(stamps, np.int64)[rows]
-        ok = np.isfinite(scores[rows])
-        csum = np.concatenate([[0.0], np.cumsum(np.where(ok, scores[rows], 0.0))])
-        ccount = np.concatenate([[0], np.cumsum(ok)])
-        first = np.searchsorted(st, st - width, side='right')  # first row inside the window
-        last = np.arange(len(rows)) + 1
-        n = ccount[last] - ccount[first]
-        with np.errstate(invalid='ignore', divide='ignore'):
-            out[rows] = np.where(ok & (n > 0), (csum[last] - csum[first]) / n, np.nan)
-    return out
-
-
 class ScoreWindow:
-    """The live counterpart of `windowed` for one stream: `add(stamp, score)` -> window mean."""
+    """Per modality the mean of the scores of the last `window_s` seconds (module doc, Window)."""
 
     def __init__(self, window_s: float):
         self.width = int(round(window_s * 1e9))
         self.items: dict[str, list[tuple[int, float]]] = {}
 
     def clear(self) -> None:
+        """Forget every score (the belief restarted)."""
         self.items.clear()
 
     def add(self, name: str, stamp_ns: int, value: float) -> float:
-        """Put `value` of modality `name` at `stamp_ns`; the mean over its window."""
+        """Put `value` of modality `name` at `stamp_ns`; the mean over (stamp - window, stamp]."""
         if self.width <= 0:
             return value
         kept = [(t, v) for t, v in self.items.get(name, []) if t > stamp_ns - self.width]
         kept.append((int(stamp_ns), float(value)))
         self.items[name] = kept
         return float(np.mean([v for _, v in kept]))
+
+
+def windowed(stamps, scores: np.ndarray, window_s: float,
+             runs: list[np.ndarray] | None = None) -> np.ndarray:
+    """
+    `ScoreWindow` over recorded scores: per sample the window mean, the live rule row by row.
+
+    stamps [N] in time order within each of `runs` (row indices, e.g.
+    `belief_noise.segments`, the window restarting at each; None: one run); NaN where the
+    sample's own score is not finite. window_s <= 0: the scores themselves (stamps unused).
+    """
+    scores = np.asarray(scores, np.float64)
+    if window_s <= 0:
+        return scores.copy()
+    out = np.full(scores.shape, np.nan)
+    for rows in (runs if runs is not None else [np.arange(len(scores))]):
+        window = ScoreWindow(window_s)
+        for k in rows:
+            if np.isfinite(scores[k]):
+                out[k] = window.add('', int(stamps[k]), float(scores[k]))
+    return out
 
 
 def evenly_spaced(n: int, k: int) -> np.ndarray:
@@ -409,7 +404,7 @@ def calibrate(model, model_id: str, arrays, present, stamps=None, groups=None,
     from llmos_ros.belief_noise import segments
     d2 = sample_distances(model, arrays, present, batch_size)
     window_s = float(window_s) if stamps is not None else 0.0
-    runs = segments(np.asarray(stamps), groups) if window_s > 0 else None
+    runs = segments(np.asarray(stamps), groups) if window_s > 0 else None  # where it restarts
     cal = SurpriseCalibration(model_id, {}, {}, window_s=window_s)
     pairs = None  # (clean, shuffled) d2 [M, B, D] of the weight rows
     n = len(next(iter(weight_data[1].values()))) if weight_data is not None else 0
@@ -430,8 +425,7 @@ def calibrate(model, model_id: str, arrays, present, stamps=None, groups=None,
                                                 student_terms(shuffled, *law))
         frame = np.full(len(finite), np.nan)
         frame[finite] = cal.score(name, rows)
-        cal.scores[name] = _keep(windowed(stamps, frame, window_s, runs) if window_s > 0
-                                 else frame)
+        cal.scores[name] = _keep(windowed(stamps, frame, window_s, runs))
     return cal
 
 
