@@ -18,7 +18,7 @@ changes within an episode) -- replays them through the live path (`PerceptionEng
 
 * probe: linear-probe accuracy of the per-frame latent and of the belief on the clean bag, each
   probe fitted on the same representation of the training bag; in brackets the belief read by
-  a probe fitted on the training bag's single frames (products of the present experts);
+  a probe fitted on the training bag's single frames (the belief's measurements);
 * jitter ratio: per-frame over belief step-to-step jitter within episodes, clean bag; 'steady':
   the same on the steady bag, where the state does not move within an episode (>= 2 wanted), and
   the probes (fitted on the training bag) on it;
@@ -108,7 +108,7 @@ def track(engine, results, cfg: BeliefConfig, calibration, noise) -> Track:
 
 
 def frames(loaded, results) -> np.ndarray:
-    """The per-frame measurements (products of the present experts) of replayed results."""
+    """The belief's per-frame measurements (belief_noise.measurement) of replayed results."""
     experts = tuple(None if results[0].experts[k] is None
                     else torch.cat([r.experts[k] for r in results], 1) for k in range(4))
     present = {n: np.array([n in r.inputs for r in results]) for n in loaded.model.names}

@@ -11,7 +11,9 @@ node's worker after publishing the latent; `llmos-eval` on every evaluated sampl
    its calibrated tail probability; the window restarts with the belief.
 3. Staleness-aware fusion into the belief: each input is folded in once, when it first appears,
    with its variance divided by its effective weight w(age) (`llmos_ros.belief.staleness_weight`,
-   age = sample time - input stamp: a late input counts less). Folding a kept expert in again at
+   age = sample time - input stamp: a late input counts less). The experts that arrived with the
+   sample are fused into one measurement (`llmos_ros.belief_noise.measurement`: the model's own
+   fusion of them, as the noise model was learned). Folding a kept expert in again at
    every sample would count the same observation many times over, so a silent modality instead
    fades out of the belief through the process noise: its information is not cut off at the
    synchronizer's `max_age_s`, and the belief's std over what only it informed grows.
@@ -31,7 +33,7 @@ import numpy as np
 import torch
 
 from llmos_ros.belief import NS, BeliefConfig, BeliefFilter, BeliefState, staleness_weight
-from llmos_ros.belief_noise import BeliefNoise
+from llmos_ros.belief_noise import BeliefNoise, measurement
 from llmos_ros.surprise import ScoreWindow, SurpriseCalibration, loo_distances, score
 
 
@@ -57,28 +59,6 @@ class _Expert:
     folded: bool = False  # already in the belief
 
 
-def full_latent(model, name: str, mu, logvar, pmu=None, plogvar=None
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """
-    Modality `name`'s expert over the full latent: (means, precisions) [..., L].
-
-    It covers the shared part and its own private part (when the model has one), precision 0
-    elsewhere; inputs are numpy arrays [..., D] and [..., P].
-    """
-    shape = np.shape(mu)[:-1] + (model.latent_size,)
-    d = model.shared_dim
-    mean, prec = np.zeros(shape), np.zeros(shape)
-    mean[..., :d], prec[..., :d] = mu, np.exp(-np.asarray(logvar, np.float64))
-    if pmu is not None:
-        part = model.private_slice(name)
-        mean[..., part], prec[..., part] = pmu, np.exp(-np.asarray(plogvar, np.float64))
-    return mean, prec
-
-
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.double().cpu().numpy()
-
-
 class TemporalTracker:
     """Per-stream state: the kept experts and the belief filter (module doc)."""
 
@@ -93,6 +73,8 @@ class TemporalTracker:
         self.calibration = calibration
         self.noise = noise  # the learned noise model (llmos_ros.belief_noise), None: fallback
         self.filter = BeliefFilter(self.cfg, noise)
+        # the measurement the filter's noise was learned of (belief_noise module doc)
+        self.kind = self.filter.noise.measurement if self.filter.noise else 'fusion'
         self.kept: dict[str, _Expert] = {}
         self.window = ScoreWindow(calibration.window_s if calibration else 0.0)
 
@@ -116,20 +98,26 @@ class TemporalTracker:
                     None if plvs is None else plvs[i, 0])
 
     def _stack(self, names: list[str], inflate: dict[str, float]):
-        """Experts [M, 1, D] in model order, log-variances plus `inflate`, and the mask [M, 1]."""
-        d = self.model.shared_dim
-        zeros = torch.zeros(d, device=self.device)
-        mus, lvs, mask = [], [], []
-        for name in self.names:
-            e = self.kept.get(name) if name in names else None
-            mus.append(e.mu if e else zeros)
-            lvs.append(e.logvar + inflate.get(name, 0.0) if e else zeros)
-            mask.append(e is not None)
-        return (torch.stack(mus)[:, None], torch.stack(lvs)[:, None],
-                torch.tensor(mask, device=self.device)[:, None])
+        """
+        The kept experts of `names` as a batch of one, in model order, and the mask [M, 1].
+
+        Experts: (mus, logvars [M, 1, D], private mus, logvars [M, 1, P] or None without private
+        latents), log-variances plus inflate[name] (0 when absent); zeros where masked out.
+        """
+        kept = [self.kept.get(n) if n in names else None for n in self.names]
+
+        def stack(part: str, size: int, log: bool) -> torch.Tensor:
+            zeros = torch.zeros(size, device=self.device)
+            return torch.stack([zeros if e is None else getattr(e, part) + (
+                inflate.get(n, 0.0) if log else 0.0) for n, e in zip(self.names, kept)])[:, None]
+
+        d, p = self.model.shared_dim, self.model.private_dim
+        experts = (stack('mu', d, False), stack('logvar', d, True),
+                   stack('pmu', p, False) if p else None, stack('plogvar', p, True) if p else None)
+        return experts, torch.tensor([e is not None for e in kept], device=self.device)[:, None]
 
     def _surprise(self, stamp_ns: int, present: list[str]) -> dict[str, tuple[float, float]]:
-        mus, lvs, mask = self._stack(present, {})
+        (mus, lvs, _, _), mask = self._stack(present, {})
         d2 = loo_distances(self.model.fusion, mus, lvs, mask)[:, 0].numpy()  # [M, D]
         cal, out = self.calibration, {}
         for i, name in enumerate(self.names):
@@ -138,29 +126,17 @@ class TemporalTracker:
                 out[name] = (s, cal.tail(name, s) if cal else float('nan'))
         return out
 
-    def _experts_full(self, inflate: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    def _measurement(self, inflate: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
         """
-        The experts not yet folded in, over the full latent: means and precisions [K, L].
+        The experts not yet folded in, fused into one measurement: means, precisions [1, L].
 
-        Each covers the shared part and its own private part (precision 0 elsewhere), with its
-        log-variance plus inflate[name] = -log w(age).
+        Each with its log-variances plus inflate[name] = -log w(age); precision 0 everywhere
+        when there is none.
         """
-        size = self.model.latent_size
-        means, precs = [], []
-        for name in self.names:
-            e = self.kept.get(name) if name in inflate else None
-            if e is None or e.folded:
-                continue
-            lv = inflate[name]
-            private = e.pmu is not None
-            mean, prec = full_latent(self.model, name, _np(e.mu), _np(e.logvar) + lv,
-                                     _np(e.pmu) if private else None,
-                                     _np(e.plogvar) + lv if private else None)
-            means.append(mean)
-            precs.append(prec)
-        if not means:
-            return np.zeros((1, size)), np.zeros((1, size))
-        return np.stack(means), np.stack(precs)
+        new = [n for n in self.names
+               if n in inflate and n in self.kept and not self.kept[n].folded]
+        experts, mask = self._stack(new, inflate)
+        return measurement(self.model, experts, mask, self.kind)
 
     def step(self, result, surprise: bool = True) -> TemporalState:
         """
@@ -187,7 +163,7 @@ class TemporalTracker:
             w = staleness_weight(age, self.cfg)
             ages[name], weights[name], inflate[name] = age, w, -math.log(w)
             stamps[name] = e.stamp_ns
-        means, precs = self._experts_full(inflate)
+        means, precs = self._measurement(inflate)
         belief = self.filter.update(result.stamp_ns, means, precs, self.model_id)
         for e in self.kept.values():
             e.folded = True

@@ -5,12 +5,15 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from llmos_ros.belief_noise import (
+    MEASUREMENTS,
     BeliefNoise,
     estimate,
     fit_line,
     load_noise,
+    measurement,
     segments,
     sidecar_path,
 )
@@ -19,6 +22,8 @@ from llmos_ros.belief_noise import (
 )
 from llmos_ros.checkpoint import load_checkpoint
 from llmos_ros.errors import CheckpointError, LlmosError
+from llmos_ros.models.fusion import poe
+from llmos_ros.models.fusions import get
 
 NS = 1_000_000_000
 
@@ -98,6 +103,45 @@ def test_noise_round_trips_and_bad_data_is_named():
         BeliefNoise.from_dict({'model_id': 'm'}, 'x.json')
     with pytest.raises(CheckpointError, match='equally long lists of finite numbers >= 0'):
         BeliefNoise.from_dict({**noise.to_dict(), 'process_noise': [-1.0, 0.2]})
+    assert again.measurement == 'fusion'
+    stored_before = {k: v for k, v in noise.to_dict().items() if k != 'measurement'}
+    assert BeliefNoise.from_dict(stored_before).measurement == 'product'  # what it was learned of
+    with pytest.raises(CheckpointError, match="measurement must be one of.*got 'mean'"):
+        BeliefNoise.from_dict({**noise.to_dict(), 'measurement': 'mean'})
+
+
+@pytest.mark.parametrize('kind', MEASUREMENTS)
+def test_the_measurement_is_the_fusion_or_product_on_the_shared_part_and_own_private_parts(
+        sim_model, kind):
+    loaded = load_checkpoint(sim_model[1])
+    model = loaded.model
+    assert model.fusion == 'mopoe' and model.private_dim > 0
+    gen = torch.Generator().manual_seed(0)
+    m, b, d, p = len(model.names), 4, model.shared_dim, model.private_dim
+    mus, pmus = torch.randn(m, b, d, generator=gen), torch.randn(m, b, p, generator=gen)
+    lvs, plvs = torch.randn(m, b, d, generator=gen), torch.randn(m, b, p, generator=gen)
+    mask = torch.tensor([[True, True, False, False], [True, False, True, False],
+                         [True, True, True, False]])  # sample 3: no expert at all
+    means, precs = measurement(model, (mus, lvs, pmus, plvs), mask, kind)
+    shared = (poe(mus, lvs, mask, prior_expert=False) if kind == 'product'
+              else get('mopoe').measurement(mus, lvs, mask))
+    np.testing.assert_allclose(means[:3, :d], shared[0][:3].double().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(precs[:3, :d], np.exp(-shared[1][:3].double().numpy()),
+                               rtol=1e-5)
+    if kind == 'fusion':  # the mixture is not the product when three experts disagree
+        product = poe(mus, lvs, mask, prior_expert=False)[0][0].double().numpy()
+        assert not np.allclose(means[0, :d], product, atol=1e-3)
+    for i, name in enumerate(model.names):
+        part = model.private_slice(name)
+        for row in range(b):
+            if mask[i, row]:  # the modality's own expert on its private part
+                np.testing.assert_allclose(means[row, part], pmus[i, row].double().numpy(),
+                                           rtol=1e-6)
+                np.testing.assert_allclose(precs[row, part],
+                                           np.exp(-plvs[i, row].double().numpy()), rtol=1e-6)
+            else:  # nobody informs it
+                assert np.all(precs[row, part] == 0) and np.all(means[row, part] == 0)
+    assert np.all(precs[3] == 0)
 
 
 def test_llmos_train_stores_the_noise_of_its_model_and_a_sidecar_wins(sim_model, tmp_path):
@@ -107,6 +151,7 @@ def test_llmos_train_stores_the_noise_of_its_model_and_a_sidecar_wins(sim_model,
     assert why == '' and noise.model_id == loaded.model_id
     assert noise.process_noise.shape == (loaded.model.latent_size,) and noise.pairs > 0
     assert np.all(noise.expert_scale > 0) and np.any(noise.process_noise != 0.05)
+    assert noise.measurement == 'fusion'
     # an older checkpoint has none: the reason names the command that learns it
     path = tmp_path / 'old.pt'
     shutil.copy(model, path)
@@ -116,6 +161,9 @@ def test_llmos_train_stores_the_noise_of_its_model_and_a_sidecar_wins(sim_model,
     assert learn_main(['--model', str(path), '--bag', str(bag)]) == 0  # on the training bag
     side, why = load_noise(path, old)
     assert why == '' and side.pairs > noise.pairs  # the whole bag, not its held-out end
+    assert side.measurement == 'fusion'
+    assert learn_main(['--model', str(path), '--bag', str(bag), '--measurement', 'product']) == 0
+    assert load_noise(path, old)[0].measurement == 'product'
     other = dataclasses.replace(loaded, model_id='x')
     assert f'calibration of model {loaded.model_id}, not of x' in load_noise(path, other)[1]
     sidecar_path(path).write_text('{')

@@ -54,3 +54,23 @@ def test_posterior_is_a_mixture_and_the_model_uses_the_fusions_methods(name):
     again, _ = fusions.get(name).objective(model, *model.prepare(inputs, None), 10)
     assert torch.isfinite(loss) and torch.equal(loss, again)
     assert logs['loss'] == float(loss.detach())
+
+
+@pytest.mark.parametrize('name', fusions.names())
+def test_the_belief_measurement_is_the_posterior_without_a_prior_expert(name):
+    """Three experts over D=2, batch 2; the second sample lacks expert 1."""
+    mus = torch.tensor([[[1.0, -1.0], [0.5, 2.0]], [[3.0, 0.0], [9.0, 9.0]],
+                        [[-1.0, 1.0], [1.5, 0.0]]])
+    logvars = torch.log(torch.tensor([[[1.0, 0.5], [2.0, 1.0]], [[0.5, 2.0], [1.0, 1.0]],
+                                      [[4.0, 1.0], [1.0, 3.0]]]))
+    mask = torch.tensor([[True, True], [True, False], [True, True]])
+    mu, logvar = fusions.get(name).measurement(mus, logvars, mask)
+    if name == 'poe':  # the product of the present experts alone: no N(0, I) among them
+        prec = torch.where(mask[..., None], torch.exp(-logvars), torch.zeros_like(mus)).sum(0)
+        want = (torch.where(mask[..., None], mus * torch.exp(-logvars), 0 * mus).sum(0) / prec,
+                -torch.log(prec))
+        assert not torch.allclose(want[0], fusions.fuse(name, mus, logvars, mask).gaussian()[0])
+    else:  # the mixtures have no prior expert: their own moment-matched posterior
+        want = fusions.fuse(name, mus, logvars, mask).gaussian()
+    torch.testing.assert_close(mu, want[0])
+    torch.testing.assert_close(logvar, want[1])

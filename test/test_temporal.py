@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from llmos_ros.belief import BeliefConfig
+from llmos_ros.belief_noise import MEASUREMENTS, BeliefNoise, measurement
 from llmos_ros.checkpoint import load_checkpoint
 from llmos_ros.evaluation.replay import replay
 from llmos_ros.inference import PerceptionEngine
@@ -173,3 +174,23 @@ def test_the_published_score_is_the_window_mean_of_the_per_frame_scores(replayed
         got = np.array([s.get(name, (np.nan,))[0] for s in b])
         np.testing.assert_allclose(got, want)
         assert np.isfinite(got).sum() > 30 and np.nanstd(got) < np.nanstd(per_frame)
+
+
+@pytest.mark.parametrize('kind', MEASUREMENTS)
+def test_the_tracker_folds_the_measurement_its_noise_was_learned_of(replayed, kind):
+    """A restart takes the measurement of the new experts times the prior expert (belief doc)."""
+    loaded, engine, results = replayed
+    noise = dataclasses.replace(BeliefNoise.from_dict(loaded.extra['belief']), measurement=kind)
+    tracker = TemporalTracker(engine, BeliefConfig(), None, noise)
+    assert tracker.kind == kind
+    first = results[0]
+    state = tracker.step(first)
+    mask = np.array([[n in first.inputs] for n in loaded.model.names])
+    means, raw = (a[0] for a in measurement(loaded.model, first.experts, mask, kind))
+    assert state.belief.reset == 'first' and np.all(raw > 0)
+    np.testing.assert_allclose(state.belief.mean, raw * means / (1 + raw), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(state.belief.var, 1 / (1 + raw / noise.expert_scale), rtol=1e-5)
+    other = measurement(loaded.model, first.experts, mask,
+                        'product' if kind == 'fusion' else 'fusion')[0][0]
+    assert not np.allclose(state.belief.mean, raw * other / (1 + raw), atol=1e-4)
+    assert TemporalTracker(engine, BeliefConfig(process_noise=0.1), None, noise).kind == 'fusion'

@@ -28,7 +28,7 @@ DEFINITIONS = {
                              'applied to the belief means of the test bag: each probe reads the '
                              'representation it was fitted on',
     'belief_frame_probe_accuracy': 'a linear probe fitted on the per-frame measurements of the '
-                                   'training bag (the product of the present experts over the '
+                                   'training bag (the fusion of the present experts over the '
                                    'full latent: what the belief folds in, and restarts from), '
                                    'applied to the belief means of the test bag: a readout '
                                    'trained on single frames reading the belief',
@@ -52,7 +52,7 @@ class Track:
     scores: np.ndarray  # (N, M) surprise scores
     tails: np.ndarray  # (N, M) tail probabilities
     resets: np.ndarray  # (N,) str, '' when the belief was updated
-    measurement: np.ndarray | None = None  # (N, L) per-frame products of the present experts
+    measurement: np.ndarray | None = None  # (N, L) per-frame measurements (belief_noise)
 
     @classmethod
     def from_states(cls, names: list[str], results_means, states) -> Track:

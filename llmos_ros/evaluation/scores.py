@@ -246,7 +246,7 @@ def temporal_summary(opts: EvalOptions, loaded: Loaded, train: Replay | None, ru
             return linear_probe(beliefs[known], belief_labels[known], means[lab],
                                 test.labels[lab], seed=opts.seed)
 
-        if test_experts is not None:  # single frames: the products of the present experts
+        if test_experts is not None:  # single frames: the belief's measurements
             frames = np.nan_to_num(measurements(loaded.model, train.arrays, train.present,
                                                 experts=train_experts)[0][trows])
             track.measurement = measurements(loaded.model, test.arrays, test.present,

@@ -38,6 +38,17 @@ class Fusion:
         """Fused posterior of the shared latent from experts [M, B, D] and mask [M, B]."""
         raise NotImplementedError
 
+    def measurement(self, mus: torch.Tensor, logvars: torch.Tensor, mask: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        What the present experts say about the shared latent, as one Gaussian: (mu, logvar) [B, D].
+
+        The belief filter's measurement (llmos_ros.belief_noise): the fused posterior without a
+        prior expert (the propagated belief takes the prior's place), moment-matched. The mixture
+        fusions have no prior expert, so it is their posterior; PoE leaves its prior out.
+        """
+        return self.posterior(mus, logvars, mask).gaussian()
+
     def objective(self, model, xs: list[torch.Tensor], mask: torch.Tensor, step: int
                   ) -> tuple[torch.Tensor, dict[str, float]]:
         """Training loss (negative bound, mean over samples with any modality) and logs."""

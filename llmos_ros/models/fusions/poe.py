@@ -53,3 +53,8 @@ class PoE(Fusion):
         mu, logvar = poe(mus, logvars, mask, prior_expert=True)
         return Mixture(mu.unsqueeze(0), logvar.unsqueeze(0),
                        torch.ones(1, mus.shape[1], dtype=mus.dtype, device=mus.device))
+
+    def measurement(self, mus: torch.Tensor, logvars: torch.Tensor, mask: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The product of the present experts without the prior expert."""
+        return poe(mus, logvars, mask, prior_expert=False)
