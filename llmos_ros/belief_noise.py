@@ -49,7 +49,7 @@ into a JSON sidecar next to the checkpoint (`sidecar_path`), which wins over the
 names the model id it belongs to.
 
     python -m llmos_ros.belief_noise --model model.pt --bag TRAIN_BAG [--out model.pt.belief.json]
-        [--measurement fusion|product]
+        [--measurement fusion|product] [--validation]
 """
 from __future__ import annotations
 
@@ -292,20 +292,30 @@ def main(argv=None) -> int:
     parser.add_argument('--measurement', choices=MEASUREMENTS, default='fusion',
                         help="what the belief folds in per sample: the model's fusion of the "
                              "new experts (default) or their product (module doc)")
+    parser.add_argument('--validation', action='store_true',
+                        help="on the held-out end of the bags (the checkpoint's "
+                             'train.val_fraction), as llmos-train learns it: for the training '
+                             'bags of the model (without it: on all samples)')
     args = parser.parse_args(argv)
+    if args.validation and args.max_samples is not None:
+        parser.error('--max-samples does not apply to --validation (the split is what it is)')
     from llmos_ros.checkpoint import load_checkpoint
     from llmos_ros.evaluation.replay import replay
     from llmos_ros.inference import PerceptionEngine
+    from llmos_ros.surprise import validation_split
     try:
         loaded = load_checkpoint(args.model)
-        parts = [replay(bag, PerceptionEngine(loaded), infer=False,
-                        max_samples=args.max_samples, progress=False) for bag in args.bag]
-        names = loaded.model.names
-        noise = learn(loaded.model, loaded.model_id,
-                      np.concatenate([p.stamps for p in parts]),
-                      {n: np.concatenate([p.arrays[n] for p in parts]) for n in names},
-                      {n: np.concatenate([p.present[n] for p in parts]) for n in names},
-                      np.concatenate([np.full(len(p), k) for k, p in enumerate(parts)]),
+        if args.validation:
+            (arrays, present, stamps, groups), _ = validation_split(loaded, args.bag, args.model)
+        else:
+            parts = [replay(bag, PerceptionEngine(loaded), infer=False,
+                            max_samples=args.max_samples, progress=False) for bag in args.bag]
+            names = loaded.model.names
+            arrays = {n: np.concatenate([p.arrays[n] for p in parts]) for n in names}
+            present = {n: np.concatenate([p.present[n] for p in parts]) for n in names}
+            stamps = np.concatenate([p.stamps for p in parts])
+            groups = np.concatenate([np.full(len(p), k) for k, p in enumerate(parts)])
+        noise = learn(loaded.model, loaded.model_id, stamps, arrays, present, groups,
                       kind=args.measurement)
         out = Path(args.out) if args.out else sidecar_path(args.model)
         out.write_text(json.dumps(noise.to_dict()))

@@ -164,6 +164,12 @@ def test_llmos_train_stores_the_noise_of_its_model_and_a_sidecar_wins(sim_model,
     assert side.measurement == 'fusion'
     assert learn_main(['--model', str(path), '--bag', str(bag), '--measurement', 'product']) == 0
     assert load_noise(path, old)[0].measurement == 'product'
+    # --validation: what llmos-train stored, learned again
+    assert learn_main(['--model', str(path), '--bag', str(bag), '--validation']) == 0
+    again = load_noise(path, old)[0]
+    assert again.pairs == noise.pairs and again.measurement == 'fusion'
+    for field in ('process_noise', 'measurement_noise', 'expert_scale'):
+        np.testing.assert_allclose(getattr(again, field), getattr(noise, field), rtol=1e-4)
     other = dataclasses.replace(loaded, model_id='x')
     assert f'calibration of model {loaded.model_id}, not of x' in load_noise(path, other)[1]
     sidecar_path(path).write_text('{')
