@@ -35,6 +35,11 @@ random walk plus white noise (the per-frame latent of a touch changes fast and t
 so r soaks up what changes faster than the lags resolve and q what drifts over seconds: the
 fitted line is the random walk that best matches how far the latent moves within max_lag_s.
 
+State. The state's mean m_i and stationary variance S_i = var(y_i) - r_i (at least
+STATE_VAR_MIN) over the same samples: the filter's walk reverts to them (`llmos_ros.belief`,
+Transition), so a dimension that nothing informs for seconds drifts to its average with the
+spread the data show. A dimension without pairs gets the prior's, 0 and 1.
+
 Expert scale. The filter weighs a measurement by the experts' variances, and the model's expert
 variance of a dimension is not the frame-to-frame noise r_i (on the simulated bags it is 10 to
 1000 times smaller on the shared latent: the experts are sure of each frame's latent, which
@@ -72,6 +77,7 @@ MAX_LAG_S = 3.0  # longest lag: a few seconds, how long a modality stays silent 
 MIN_SCALE = 1e-3  # the filter never trusts an expert more than 1000 x what it says
 RESET_GAP_S = BeliefConfig().reset_gap_s  # segments end where the filter (default) resets
 MEASUREMENTS = ('fusion', 'product')  # the shared part's measurement (module doc)
+STATE_VAR_MIN = 1e-6  # the smallest stationary variance of the state (module doc, State)
 
 
 @dataclass
@@ -85,23 +91,35 @@ class BeliefNoise:
     pairs: int = 0  # sample pairs behind the fit
     max_lag_s: float = MAX_LAG_S
     measurement: str = 'fusion'  # of what the noise was learned (module doc, Measurement)
+    state_mean: np.ndarray | None = None  # m_i: the state's mean (module doc, State)
+    state_var: np.ndarray | None = None  # S_i: its stationary variance; None: learned before
 
     def to_dict(self) -> dict:
+        keys = ('process_noise', 'measurement_noise', 'expert_scale') + (
+            ('state_mean', 'state_var') if self.state_var is not None else ())
         return {'model_id': self.model_id, 'pairs': int(self.pairs),
                 'max_lag_s': float(self.max_lag_s), 'measurement': self.measurement,
-                **{k: [float(x) for x in getattr(self, k)]
-                   for k in ('process_noise', 'measurement_noise', 'expert_scale')}}
+                **{k: [float(x) for x in getattr(self, k)] for k in keys}}
 
     @classmethod
     def from_dict(cls, data: dict, where: str = 'belief noise') -> BeliefNoise:
         try:
             arrays = [np.asarray(data[k], np.float64)
                       for k in ('process_noise', 'measurement_noise', 'expert_scale')]
+            state = [np.asarray(data[k], np.float64) if k in data else None
+                     for k in ('state_mean', 'state_var')]
             noise = cls(str(data['model_id']), *arrays, int(data.get('pairs', 0)),
                         float(data.get('max_lag_s', MAX_LAG_S)),
-                        data.get('measurement', 'product'))  # stored before: the product
+                        data.get('measurement', 'product'),  # stored before: the product
+                        *state)  # stored before: none (the plain random walk)
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f'{where}: not a belief noise model ({exc!r})') from None
+        if (state[0] is None) != (state[1] is None) or (state[1] is not None and not (
+                state[0].shape == state[1].shape == arrays[0].shape
+                and np.all(np.isfinite(state[0])) and np.all(np.isfinite(state[1]))
+                and np.all(state[1] > 0))):
+            raise CheckpointError(f'{where}: state_mean and state_var must both be given, as '
+                                  f'long as process_noise, finite, state_var > 0')
         if noise.measurement not in MEASUREMENTS:
             raise CheckpointError(f'{where}: measurement must be one of {MEASUREMENTS}, got '
                                   f'{noise.measurement!r}')
@@ -212,7 +230,14 @@ def estimate(model_id: str, stamps, means, variances, groups=None,
     known = ~missing & np.isfinite(v) & (v > 0)
     scale[known] = np.maximum(r[known] / v[known], MIN_SCALE)
     r[~np.isfinite(r)] = 0.0
-    return BeliefNoise(model_id, q, r, scale, pairs, max_lag_s, measurement)
+    rows = np.concatenate(runs)
+    state_mean, state_var = np.zeros_like(q), np.ones_like(q)  # the prior where unknown
+    with np.errstate(invalid='ignore'):
+        state_mean[~missing] = np.nanmean(means[rows][:, ~missing], 0)
+        state_var[~missing] = np.maximum(np.nanvar(means[rows][:, ~missing], 0) - r[~missing],
+                                         STATE_VAR_MIN)
+    return BeliefNoise(model_id, q, r, scale, pairs, max_lag_s, measurement, state_mean,
+                       state_var)
 
 
 def measurement(model, experts, mask, kind: str = 'fusion') -> tuple[np.ndarray, np.ndarray]:

@@ -63,6 +63,42 @@ def test_update_is_a_kalman_step_per_dimension_with_the_prior_expert_counted_onc
     np.testing.assert_allclose(state.var, (1 - gain) * vp, rtol=1e-9)
 
 
+def test_a_noise_model_that_knows_the_state_reverts_to_its_mean_and_variance():
+    """Ornstein-Uhlenbeck predict (belief doc, Transition) against its closed form."""
+    q, m, big = np.array([0.2, 0.5, 0.4]), np.array([1.0, -0.5, 0.0]), np.array([0.5, 2.0, 0.1])
+    noise = BeliefNoise('m', q, np.zeros(3), np.ones(3), state_mean=m, state_var=big)
+    filt = BeliefFilter(BeliefConfig(), noise)
+    assert filt.reverts
+    first = filt.update(0, [3.0, 1.0, 0.0], [4.0, 4.0, 0.0], model_id='m')  # dim 2: no expert
+    assert first.reset == 'first'
+    np.testing.assert_allclose(first.var, [1 / 5, 1 / 5, 1.0])  # knowing nothing: max(1, S)
+    theta = q / (2 * big)
+    stds = []
+    for dt in (0.1, 0.5, 2.0, 10.0, 60.0):
+        mean, var = filt.propagated(int(dt * NS))
+        a = np.exp(-theta * dt)
+        np.testing.assert_allclose(mean, m + a * (first.mean - m), rtol=1e-9)
+        np.testing.assert_allclose(var, np.maximum(first.var, a * a * first.var
+                                                   + big * (1 - a * a)), rtol=1e-9)
+        stds.append(np.sqrt(var))
+    assert all(np.all(b >= a) for a, b in zip(stds, stds[1:]))  # never surer while predicting
+    np.testing.assert_allclose(stds[-1][:2], np.sqrt(big[:2]), rtol=1e-3)  # levels off at S
+    assert stds[-1][2] == 1.0  # above S (a restart's 1): kept, not lowered
+    np.testing.assert_allclose(filt.propagated(int(60 * NS))[0], m, atol=1e-3)
+    # short gaps: the random walk's growth q dt while the variance is far below S
+    slow = BeliefFilter(BeliefConfig(), BeliefNoise('m', q, np.zeros(3), np.ones(3),
+                                                   state_mean=m, state_var=np.full(3, 1e4)))
+    slow.update(0, [3.0, 1.0, 0.0], [100.0, 100.0, 100.0], model_id='m')
+    np.testing.assert_allclose(slow.propagated(NS // 100)[1], slow.state.var + q * 0.01,
+                               rtol=1e-4)
+    # a noise model stored before the state was learned: the plain walk, capped at 1
+    plain = BeliefFilter(BeliefConfig(), BeliefNoise('m', q, np.zeros(3), np.ones(3)))
+    assert not plain.reverts
+    plain.update(0, [3.0, 1.0, 0.0], [4.0, 4.0, 0.0], model_id='m')
+    np.testing.assert_allclose(plain.propagated(NS)[0], plain.state.mean)
+    np.testing.assert_allclose(plain.propagated(NS)[1], np.minimum(plain.state.var + q, 1.0))
+
+
 def test_process_noise_learned_set_or_fallback():
     noise = BeliefNoise('m', np.array([0.3, 2.0]), np.ones(2), np.array([5.0, 5.0]))
     old = BeliefFilter(BeliefConfig())  # a checkpoint without a learned noise model

@@ -65,6 +65,32 @@ def test_the_estimator_recovers_q_and_r_of_a_random_walk_plus_noise():
     assert walk.measurement_noise[0] < 0.05
 
 
+def test_the_state_mean_and_stationary_variance_of_a_mean_reverting_walk_plus_noise():
+    """The state z an Ornstein-Uhlenbeck process (mean m, stationary var S); y = z + e, var r."""
+    rng = np.random.default_rng(4)
+    m, big, theta, r = np.array([1.0, -2.0]), np.array([0.5, 2.0]), np.array([2.0, 1.0]), \
+        np.array([0.2, 0.5])
+    parts = []
+    for k in range(4):  # four 300 s runs at 30 Hz, 1000 s apart
+        n, dt = 9000, 1 / 30
+        a = np.exp(-theta * dt)
+        z = np.empty((n, 2))
+        z[0] = m + rng.normal(size=2) * np.sqrt(big)
+        for i in range(1, n):
+            z[i] = m + a * (z[i - 1] - m) + rng.normal(size=2) * np.sqrt(big * (1 - a * a))
+        stamps = k * 1000 * NS + (np.arange(n) * dt * NS).astype(np.int64)
+        parts.append((stamps, z + rng.normal(size=(n, 2)) * np.sqrt(r)))
+    stamps = np.concatenate([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    noise = estimate('m', stamps, y, np.full_like(y, 0.01), max_lag_s=0.5)
+    np.testing.assert_allclose(noise.state_mean, m, atol=0.1)
+    np.testing.assert_allclose(noise.state_var, big, rtol=0.2)
+    np.testing.assert_allclose(noise.state_var + noise.measurement_noise, y.var(0), rtol=1e-6)
+    # q, the line's slope over the lags, is below the initial growth 2 theta S (the curve bends)
+    assert np.all(noise.process_noise < 2 * theta * big)
+    assert np.all(noise.process_noise > 0.5 * 2 * theta * big)
+
+
 def test_fit_line_is_least_squares_with_non_negative_parameters():
     taus = np.array([0.5, 1.0, 2.0, 3.0])
     q, r = fit_line(taus, np.stack([0.4 + 0.3 * taus, 1.0 - 0.1 * taus, 0.5 * taus - 0.2,
@@ -103,7 +129,16 @@ def test_noise_round_trips_and_bad_data_is_named():
         BeliefNoise.from_dict({'model_id': 'm'}, 'x.json')
     with pytest.raises(CheckpointError, match='equally long lists of finite numbers >= 0'):
         BeliefNoise.from_dict({**noise.to_dict(), 'process_noise': [-1.0, 0.2]})
-    assert again.measurement == 'fusion'
+    assert again.measurement == 'fusion' and again.state_var is None  # none given: the walk
+    state = dataclasses.replace(noise, state_mean=np.array([0.5, -1.0]),
+                                state_var=np.array([2.0, 1e-6]))
+    back = BeliefNoise.from_dict(json.loads(json.dumps(state.to_dict())))
+    np.testing.assert_array_equal(back.state_mean, state.state_mean)
+    np.testing.assert_array_equal(back.state_var, state.state_var)
+    with pytest.raises(CheckpointError, match='state_mean and state_var must both be given'):
+        BeliefNoise.from_dict({**noise.to_dict(), 'state_mean': [0.0, 0.0]})
+    with pytest.raises(CheckpointError, match='state_var > 0'):
+        BeliefNoise.from_dict({**state.to_dict(), 'state_var': [1.0, 0.0]})
     stored_before = {k: v for k, v in noise.to_dict().items() if k != 'measurement'}
     assert BeliefNoise.from_dict(stored_before).measurement == 'product'  # what it was learned of
     with pytest.raises(CheckpointError, match="measurement must be one of.*got 'mean'"):
