@@ -107,12 +107,13 @@ def track(engine, results, cfg: BeliefConfig, calibration, noise) -> Track:
     return Track.from_states(tracker.names, [r.mean for r in results], states)
 
 
-def frames(loaded, results) -> np.ndarray:
+def frames(loaded, results, kind: str) -> np.ndarray:
     """The belief's per-frame measurements (belief_noise.measurement) of replayed results."""
     experts = tuple(None if results[0].experts[k] is None
                     else torch.cat([r.experts[k] for r in results], 1) for k in range(4))
     present = {n: np.array([n in r.inputs for r in results]) for n in loaded.model.names}
-    return np.nan_to_num(measurements(loaded.model, None, present, experts=experts)[0])
+    return np.nan_to_num(measurements(loaded.model, None, present, experts=experts,
+                                      kind=kind)[0])
 
 
 def _f(value, digits: int = 3) -> str:
@@ -221,7 +222,7 @@ def main(argv=None) -> int:
           'rising, end/start, '
           'cov90, cov90 belief-only | ' + '  '.join(f'AUROC {m}' for m in names) + ' | '
           + '  '.join(f'FA {m}' for m in names))
-    frame_fit = frames(loaded, runs['train'][1])[tlab]  # the frame probe's inputs, any q
+    frame_fit = frames(loaded, runs['train'][1], noise.measurement)[tlab]  # any q
     rows = []
     for q in [*args.process_noise, 'learned']:
         cfg = BeliefConfig(process_noise=-1.0 if q == 'learned' else q)

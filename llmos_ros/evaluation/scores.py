@@ -247,10 +247,11 @@ def temporal_summary(opts: EvalOptions, loaded: Loaded, train: Replay | None, ru
                                 test.labels[lab], seed=opts.seed)
 
         if test_experts is not None:  # single frames: the belief's measurements
+            kind = run.tracker.kind  # what the tracker folds in
             frames = np.nan_to_num(measurements(loaded.model, train.arrays, train.present,
-                                                experts=train_experts)[0][trows])
+                                                experts=train_experts, kind=kind)[0][trows])
             track.measurement = measurements(loaded.model, test.arrays, test.present,
-                                             experts=test_experts)[0]
+                                             experts=test_experts, kind=kind)[0]
 
             def frame_probe(means):
                 return linear_probe(frames, train.labels[trows], np.nan_to_num(means)[lab],
