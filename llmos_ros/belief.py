@@ -53,11 +53,10 @@ noise-scaled experts (the uncertainty the filter tracks with); a dimension no ex
 gets the larger of 1 and S_i (knowing nothing, so a restart never makes a belief about it
 surer). With a learned expert scale s of 10-1000 the prior times the scaled experts would shrink
 the mean towards 0 by a factor 1 + s v, and the belief would start far from the per-frame latent
-after every restart. The reasons: the
-first sample; a stamp gap longer than `reset_gap_s`; a stamp not newer than the belief's (a bag
-loop or a clock jump back; an equal stamp too, nothing can have happened in 0 s); a change of
-model id or latent size; a jump (below). `BeliefState.reset` names the reason ('' when the
-step was a filter update).
+after every restart. The reasons: the first sample; a stamp gap longer than `reset_gap_s`; a
+stamp not newer than the belief's (a bag loop or a clock jump back; an equal stamp too, nothing
+can have happened in 0 s); a change of model id or latent size; a jump (below).
+`BeliefState.reset` names the reason ('' when the step was a filter update).
 
 Jumps. A random walk cannot follow a scene that changes at once (another object, another
 speaker): the belief would lag behind the per-frame latent for as long as its variance needs to
