@@ -1,8 +1,8 @@
 """
-The belief's noise, learned from data: q_i, r_i and the expert scale s_i per dimension. ROS-free.
+The belief's noise, learned from data: q_i, r_i, s_i, m_i and S_i per dimension. ROS-free.
 
-Process noise q_i and measurement noise r_i per latent dimension, and the scale of the experts'
-variances that makes the filter honest.
+Process noise q_i and measurement noise r_i per latent dimension, the scale s_i of the experts'
+variances that makes the filter honest, and the state's mean m_i and stationary variance S_i.
 
 Model (local level). The filter (`llmos_ros.belief`) treats the latent as a state z(t) doing a
 random walk, var(z_i(t + tau) - z_i(t)) = q_i * tau, seen through per-sample measurements
@@ -44,7 +44,7 @@ Expert scale. The filter weighs a measurement by the experts' variances, and the
 variance of a dimension is not the frame-to-frame noise r_i (on the simulated bags it is 10 to
 1000 times smaller on the shared latent: the experts are sure of each frame's latent, which
 wanders around the slower state). So the filter multiplies every expert variance of dimension i
-by s_i = r_i / median_t v_i(t), v_i(t) the variance of the product of the experts present at t:
+by s_i = r_i / median_t v_i(t), v_i(t) the variance of the measurement at t:
 the measurement then has the variance the data show, relative confidences between modalities and
 over time stay the model's (s_i >= MIN_SCALE).
 
