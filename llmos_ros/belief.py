@@ -22,10 +22,11 @@ stays until a measurement lowers it).
 Noise. `belief.process_noise` < 0 (the default) takes the noise model learned from data for the
 model (`llmos_ros.belief_noise.BeliefNoise`: q_i per dimension from a variogram of the filter's
 measurements on the training bags' held-out end, and a factor s_i on every expert variance of
-dimension i, so that the measurement's variance is the frame-to-frame noise r_i the data show;
-the module doc says how and why). Without one (an older checkpoint) q = FALLBACK_PROCESS_NOISE
-for every dimension and s = 1. A value >= 0 is that q for every dimension, experts as the model
-gives them (s = 1).
+dimension i, so that the measurement's variance is the frame-to-frame noise r_i the data show,
+with the experts' spread of variances over time believed to the power g the data support
+(`BeliefFilter.calibrated`); the module doc says how and why). Without one (an older
+checkpoint) q = FALLBACK_PROCESS_NOISE for every dimension and s = 1. A value >= 0 is that q
+for every dimension, experts as the model gives them (s = 1, g = 1).
 
 Update (product of experts). The model's PoE fuses the modality experts q_m(z | x_m) with a prior
 expert N(0, I). The belief puts the propagated belief b_bar in the prior expert's place, so the
@@ -37,7 +38,7 @@ In precisions L = 1 / var and precision-weighted means h = mean / var, per dimen
 
     L_t = L_bar + sum_m L_m        h_t = h_bar + sum_m h_m
 
-(each expert's precision of dimension i divided by s_i, see Noise). With one expert this is
+(each expert's precision as `BeliefFilter.calibrated` takes it, see Noise). With one expert this is
 exactly a Kalman update of b_bar with the measurement N(mu_m, s * var_m). Each expert covers
 the dimensions it has an opinion on: every modality the shared ones, modality m alone its private
 latent; an expert has precision 0 elsewhere, so a dimension no present expert informs only
@@ -177,6 +178,9 @@ class BeliefFilter:
         self.process_noise = (noise.process_noise if learned else self.cfg.process_noise
                               if self.cfg.process_noise >= 0 else FALLBACK_PROCESS_NOISE)
         self.expert_scale = noise.expert_scale if learned else 1.0
+        # how much of the experts' per-frame confidence to believe (belief_noise, Variance power)
+        self.power = noise.variance_power if learned else 1.0
+        self.expert_var = noise.expert_var if self.power < 1.0 else None
         # the mean-reverting walk (module doc, Transition), when the noise model knows the state
         self.reverts = learned and noise.state_var is not None
         if self.reverts:
@@ -203,6 +207,24 @@ class BeliefFilter:
         a = np.exp(-self.theta * dt)
         return (self.state_mean + a * (mean - self.state_mean),
                 np.maximum(var, a * a * var + self.state_var * (1.0 - a * a)))
+
+    def calibrated(self, precisions, weights=None) -> np.ndarray:
+        """
+        The precisions the filter folds in for the experts' `precisions` (module doc, Noise).
+
+        1 / (s_i v_ref_i (v / v_ref_i)^g), v = 1 / precision the model's variance, g the noise
+        model's variance power (1: just 1 / (s_i v)). weights (same shape, in (0, 1]): the share
+        of each precision left after staleness (`staleness_weight`), which the power leaves
+        exact: the model's precision is precisions / weights, and the result is multiplied by
+        weights. Precision 0 stays 0.
+        """
+        precs = np.asarray(precisions, np.float64)
+        if self.expert_var is None:
+            return precs / self.expert_scale
+        w = np.ones_like(precs) if weights is None else np.asarray(weights, np.float64)
+        own = np.divide(precs, w, out=np.zeros_like(precs), where=precs > 0)
+        ref = 1.0 / self.expert_var
+        return np.where(precs > 0, w * ref * (own / ref) ** self.power, 0.0) / self.expert_scale
 
     def reset_reason(self, stamp_ns: int, size: int, model_id: str) -> str:
         """Why the next update at `stamp_ns` restarts the belief ('' when it does not)."""
@@ -238,27 +260,32 @@ class BeliefFilter:
                            / (bar_var[informed] + 1.0 / total[informed])))
         return nis > chi2_quantile(d, self.cfg.jump_p)
 
-    def update(self, stamp_ns: int, means, precisions, model_id: str = '') -> BeliefState:
+    def update(self, stamp_ns: int, means, precisions, model_id: str = '',
+               weights=None) -> BeliefState:
         """
         Fold experts into the belief at `stamp_ns`; return it.
 
         means, precisions: [K, L] (or [L] for one expert): K experts over the L latent
-        dimensions, precision 1 / var, 0 where an expert has no opinion.
+        dimensions, precision 1 / var, 0 where an expert has no opinion. weights (same shape,
+        optional): the share of each precision left after staleness (`calibrated`).
         """
         means = np.atleast_2d(np.asarray(means, np.float64))
         precs = np.atleast_2d(np.asarray(precisions, np.float64))
-        if means.shape != precs.shape:
+        shares = None if weights is None else np.atleast_2d(np.asarray(weights, np.float64))
+        if means.shape != precs.shape or (shares is not None and shares.shape != precs.shape):
             raise InputError('size', f'belief update: means are {list(means.shape)}, '
-                             f'precisions {list(precs.shape)}')
+                             f'precisions {list(precs.shape)}' + (
+                                 '' if shares is None else f', weights {list(shares.shape)}'))
         if not (np.all(np.isfinite(means)) and np.all(np.isfinite(precs))
-                and np.all(precs >= 0)):
+                and np.all(precs >= 0)) or (shares is not None and not np.all(
+                    (shares > 0) & (shares <= 1))):
             raise InputError('nan', 'belief update: an expert has a non-finite mean or a '
-                             'precision that is < 0 or not finite')
+                             'precision that is < 0 or not finite, or a weight outside (0, 1]')
         size = means.shape[1]
         if self.noise is not None and self.noise.process_noise.size != size:
             raise InputError('size', f'belief update: {size} latent dimensions, the noise model '
                              f'of {self.noise.model_id} has {self.noise.process_noise.size}')
-        raw, precs = precs, precs / self.expert_scale
+        raw, precs = precs, self.calibrated(precs, shares)
         reason = self.reset_reason(stamp_ns, size, model_id)
         if reason:
             self.model_id = model_id

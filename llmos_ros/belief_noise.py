@@ -1,8 +1,9 @@
 """
-The belief's noise, learned from data: q_i, r_i, s_i, m_i and S_i per dimension. ROS-free.
+The belief's noise, learned from data: q_i, r_i, s_i, m_i, S_i per dimension, a power g. ROS-free.
 
 Process noise q_i and measurement noise r_i per latent dimension, the scale s_i of the experts'
-variances that makes the filter honest, and the state's mean m_i and stationary variance S_i.
+variances that makes the filter honest, the state's mean m_i and stationary variance S_i, and how
+much of the experts' per-frame confidence to believe (the power g).
 
 Model (local level). The filter (`llmos_ros.belief`) treats the latent as a state z(t) doing a
 random walk, var(z_i(t + tau) - z_i(t)) = q_i * tau, seen through per-sample measurements
@@ -44,9 +45,26 @@ Expert scale. The filter weighs a measurement by the experts' variances, and the
 variance of a dimension is not the frame-to-frame noise r_i (on the simulated bags it is 10 to
 1000 times smaller on the shared latent: the experts are sure of each frame's latent, which
 wanders around the slower state). So the filter multiplies every expert variance of dimension i
-by s_i = r_i / median_t v_i(t), v_i(t) the variance of the measurement at t:
-the measurement then has the variance the data show, relative confidences between modalities and
-over time stay the model's (s_i >= MIN_SCALE).
+by s_i = r_i / median_t v_i(t), v_i(t) the variance of the measurement at t (at the variance
+power g = 0, below): the measurement then has the variance the data show (s_i >= MIN_SCALE).
+
+Variance power. How much of an expert's per-frame confidence the filter believes: the measurement
+variance it uses is s_i v_ref_i (v_i(t) / v_ref_i)^g, v_ref_i = median_t v_i(t) (`expert_var`),
+one power g in [0, 1] for all dimensions (`variance_power`; g = 0: every frame of a dimension
+counts the same, s_i as above; g = 1: the model's variances times s_i), with s_i = r_i / (v_ref_i
+mean_t (v_i(t) / v_ref_i)^g) so that the measurement's variance is r_i on average (the median
+above for g = 0; for g = 1 the mean, r_i / mean_t v_i(t): were each frame's noise its expert's
+variance, that is the scale that says so). An encoder's variance says how sure
+it is, not how far its frame's latent lies from the state: on vt60 the mean squared change
+between consecutive measurements grows with their variance at a median log-log slope of 0.3
+across dimensions, not 1, while the variance spans 36x between its 10th and 90th percentile, so
+at g = 1 a few frames the encoder was sure of outweighed the rest (belief probe 0.833 against the
+per-frame latent's 0.862; jump restarts every 10th sample). g is learned, not set: of POWERS, the
+one under which the filter (`llmos_ros.belief.BeliefFilter`, all else as learned) best predicts
+each next measurement on the same samples (mean Gaussian log-likelihood of the innovation per
+informed dimension). The power applies to the model's variances: staleness still divides a
+late expert's share exactly (`BeliefFilter.calibrated`). A noise model stored before this rule
+has g = 1 and s_i = r_i / median_t v_i(t).
 
 `llmos-train` learns this on its validation split (the held-out end of the training bags) and
 stores it in the checkpoint's extra['belief']; this module's command line learns it on other bags
@@ -59,7 +77,7 @@ names the model id it belongs to.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import json
 from pathlib import Path
 import sys
@@ -67,7 +85,7 @@ import sys
 import numpy as np
 import torch
 
-from llmos_ros.belief import FALLBACK_PROCESS_NOISE, NS, BeliefConfig
+from llmos_ros.belief import FALLBACK_PROCESS_NOISE, NS, BeliefConfig, BeliefFilter
 from llmos_ros.errors import CheckpointError, LlmosError
 from llmos_ros.models import fusions
 from llmos_ros.models.fusion import poe
@@ -78,6 +96,8 @@ MIN_SCALE = 1e-3  # the filter never trusts an expert more than 1000 x what it s
 RESET_GAP_S = BeliefConfig().reset_gap_s  # segments end where the filter (default) resets
 MEASUREMENTS = ('fusion', 'product')  # the shared part's measurement (module doc)
 STATE_VAR_MIN = 1e-6  # the smallest stationary variance of the state (module doc, State)
+POWERS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the variance powers g tried (module doc, Variance power)
+PREDICTION_ROWS = 5000  # samples the filter runs over to choose g (the first ones, in runs)
 
 
 @dataclass
@@ -93,12 +113,16 @@ class BeliefNoise:
     measurement: str = 'fusion'  # of what the noise was learned (module doc, Measurement)
     state_mean: np.ndarray | None = None  # m_i: the state's mean (module doc, State)
     state_var: np.ndarray | None = None  # S_i: its stationary variance; None: learned before
+    variance_power: float = 1.0  # g (module doc, Variance power); 1: learned before
+    expert_var: np.ndarray | None = None  # v_ref_i, the measurement's median variance
 
     def to_dict(self) -> dict:
         keys = ('process_noise', 'measurement_noise', 'expert_scale') + (
-            ('state_mean', 'state_var') if self.state_var is not None else ())
+            ('state_mean', 'state_var') if self.state_var is not None else ()) + (
+            ('expert_var',) if self.expert_var is not None else ())
         return {'model_id': self.model_id, 'pairs': int(self.pairs),
                 'max_lag_s': float(self.max_lag_s), 'measurement': self.measurement,
+                'variance_power': float(self.variance_power),
                 **{k: [float(x) for x in getattr(self, k)] for k in keys}}
 
     @classmethod
@@ -111,9 +135,18 @@ class BeliefNoise:
             noise = cls(str(data['model_id']), *arrays, int(data.get('pairs', 0)),
                         float(data.get('max_lag_s', MAX_LAG_S)),
                         data.get('measurement', 'product'),  # stored before: the product
-                        *state)  # stored before: none (the plain random walk)
+                        *state,  # stored before: none (the plain random walk)
+                        float(data.get('variance_power', 1.0)),  # before: the model's own
+                        np.asarray(data['expert_var'], np.float64) if 'expert_var' in data
+                        else None)
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f'{where}: not a belief noise model ({exc!r})') from None
+        power, ref = noise.variance_power, noise.expert_var
+        if not 0.0 <= power <= 1.0 or (power < 1.0 and ref is None) or (ref is not None and not (
+                ref.shape == arrays[0].shape and np.all(np.isfinite(ref)) and np.all(ref > 0))):
+            raise CheckpointError(f'{where}: variance_power must be in [0, 1], got {power}, '
+                                  f'with expert_var (as long as process_noise, finite, > 0) '
+                                  f'when below 1')
         if (state[0] is None) != (state[1] is None) or (state[1] is not None and not (
                 state[0].shape == state[1].shape == arrays[0].shape
                 and np.all(np.isfinite(state[0])) and np.all(np.isfinite(state[1]))
@@ -236,8 +269,49 @@ def estimate(model_id: str, stamps, means, variances, groups=None,
         state_mean[~missing] = np.nanmean(means[rows][:, ~missing], 0)
         state_var[~missing] = np.maximum(np.nanvar(means[rows][:, ~missing], 0) - r[~missing],
                                          STATE_VAR_MIN)
-    return BeliefNoise(model_id, q, r, scale, pairs, max_lag_s, measurement, state_mean,
-                       state_var)
+    ref = np.where(known, v, 1.0)
+    noise = BeliefNoise(model_id, q, r, scale, pairs, max_lag_s, measurement, state_mean,
+                        state_var, 1.0, ref)
+    fits = {}
+    for g in POWERS:  # (module doc, Variance power)
+        with np.errstate(invalid='ignore'):
+            spread = np.nanmean((measured[:, known] / ref[known]) ** g, 0)
+        tried = replace(noise, variance_power=g, expert_scale=scale.copy())
+        tried.expert_scale[known] = np.maximum(r[known] / (ref[known] * spread), MIN_SCALE)
+        fits[g] = (prediction_nll(tried, stamps, means, measured, runs, reset_gap_s), -g, tried)
+    return min(fits.values(), key=lambda fit: fit[:2])[2]  # a tie keeps the larger g
+
+
+def prediction_nll(noise: BeliefNoise, stamps, means, variances, runs: list[np.ndarray],
+                   reset_gap_s: float = RESET_GAP_S, max_rows: int = PREDICTION_ROWS) -> float:
+    """
+    How badly the filter under `noise` predicts each next measurement (module doc, power).
+
+    The default filter (its jump rule too, with `reset_gap_s`) runs over each run of rows, the
+    first `max_rows` rows in all (a Python loop: about 0.3 s per 5,000 rows); per row after a
+    run's first, before the update: the Gaussian negative log-likelihood of the measurement
+    under the propagated belief plus the measurement's variance as the filter takes it,
+    averaged over the informed dimensions; the mean over rows (inf without any).
+    """
+    cfg = BeliefConfig(reset_gap_s=reset_gap_s)
+    prec = np.where(np.isfinite(variances) & (variances > 0), 1.0 / variances, 0.0)
+    values = np.nan_to_num(means)
+    total, count, left = 0.0, 0, max_rows
+    for run in runs:
+        run, left = run[:left], left - min(left, run.size)
+        belief = BeliefFilter(cfg, noise)
+        for k, row in enumerate(run):
+            if k:
+                bar_mean, bar_var = belief.propagated(stamps[row])
+                p = belief.calibrated(prec[row])
+                informed = p > 0
+                if informed.any():
+                    spread = bar_var[informed] + 1.0 / p[informed]
+                    total += float(np.mean(np.log(2.0 * np.pi * spread) + (
+                        values[row, informed] - bar_mean[informed]) ** 2 / spread)) / 2.0
+                    count += 1
+            belief.update(stamps[row], values[row], prec[row])
+    return total / count if count else float('inf')
 
 
 def measurement(model, experts, mask, kind: str = 'fusion') -> tuple[np.ndarray, np.ndarray]:
@@ -349,7 +423,7 @@ def main(argv=None) -> int:
         return 2
     print(f'wrote {out}: {noise.pairs} sample pairs; median q {np.median(noise.process_noise):.3g}'
           f' /s, r {np.median(noise.measurement_noise):.3g}, expert scale '
-          f'{np.median(noise.expert_scale):.3g}')
+          f'{np.median(noise.expert_scale):.3g}, variance power {noise.variance_power:g}')
     return 0
 
 

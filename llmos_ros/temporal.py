@@ -126,17 +126,24 @@ class TemporalTracker:
                 out[name] = (s, cal.tail(name, s) if cal else float('nan'))
         return out
 
-    def _measurement(self, inflate: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    def _measurement(self, inflate: dict[str, float]):
         """
-        The experts not yet folded in, fused into one measurement: means, precisions [1, L].
+        The experts not yet folded in, fused into one measurement: means, precisions, weights.
 
-        Each with its log-variances plus inflate[name] = -log w(age); precision 0 everywhere
-        when there is none.
+        Each [1, L]; each expert with its log-variances plus inflate[name] = -log w(age);
+        precision 0 everywhere when there is none. weights: the measurement's precision with
+        the inflation over that without it, at most 1 (the share staleness left, which
+        `BeliefFilter.calibrated` keeps exact); None when no new expert is stale.
         """
         new = [n for n in self.names
                if n in inflate and n in self.kept and not self.kept[n].folded]
         experts, mask = self._stack(new, inflate)
-        return measurement(self.model, experts, mask, self.kind)
+        means, precs = measurement(self.model, experts, mask, self.kind)
+        if not any(inflate[n] > 0 for n in new):
+            return means, precs, None
+        _, own = measurement(self.model, self._stack(new, {})[0], mask, self.kind)
+        shares = np.divide(precs, own, out=np.ones_like(precs), where=(own > 0) & (precs > 0))
+        return means, precs, np.clip(shares, 1e-12, 1.0)
 
     def step(self, result, surprise: bool = True) -> TemporalState:
         """
@@ -163,8 +170,8 @@ class TemporalTracker:
             w = staleness_weight(age, self.cfg)
             ages[name], weights[name], inflate[name] = age, w, -math.log(w)
             stamps[name] = e.stamp_ns
-        means, precs = self._measurement(inflate)
-        belief = self.filter.update(result.stamp_ns, means, precs, self.model_id)
+        means, precs, shares = self._measurement(inflate)
+        belief = self.filter.update(result.stamp_ns, means, precs, self.model_id, shares)
         for e in self.kept.values():
             e.folded = True
         return TemporalState(result.stamp_ns, belief, ages, weights, stamps, scores)

@@ -63,6 +63,26 @@ def test_update_is_a_kalman_step_per_dimension_with_the_prior_expert_counted_onc
     np.testing.assert_allclose(state.var, (1 - gain) * vp, rtol=1e-9)
 
 
+@pytest.mark.parametrize('power', [0.0, 0.5, 1.0])
+def test_the_variance_power_tempers_the_experts_variance_and_keeps_the_staleness_share(power):
+    """Measurement variance s v_ref (v / v_ref)^g (belief_noise doc, Variance power), / w."""
+    q, scale, ref = np.array([0.2, 0.05]), np.array([4.0, 0.5]), np.array([0.3, 2.0])
+    noise = BeliefNoise('m', q, np.zeros(2), scale, variance_power=power, expert_var=ref)
+    filt = BeliefFilter(BeliefConfig(jump_p=0.0), noise)
+    first = filt.update(0, [0.3, -1.0], [1 / 0.1, 1 / 0.5], model_id='m')
+    v, w = np.array([0.03, 8.0]), np.array([1.0, 0.4])  # the model's variances; a late expert
+    bar_var = first.var + q * 0.1
+    state = filt.update(NS // 10, [0.8, 0.5], w / v, model_id='m', weights=w)
+    r = scale * ref * (v / ref) ** power / w
+    gain = bar_var / (bar_var + r)
+    np.testing.assert_allclose(state.mean, first.mean + gain * ([0.8, 0.5] - first.mean),
+                               rtol=1e-9)
+    np.testing.assert_allclose(state.var, (1 - gain) * bar_var, rtol=1e-9)
+    assert filt.calibrated(np.array([0.0, 5.0]))[0] == 0.0  # no opinion stays none
+    with pytest.raises(InputError, match='weight outside'):
+        filt.update(NS // 5, [0.8, 0.5], w / v, model_id='m', weights=[1.0, 0.0])
+
+
 def test_a_noise_model_that_knows_the_state_reverts_to_its_mean_and_variance():
     """Ornstein-Uhlenbeck predict (belief doc, Transition) against its closed form."""
     q, m, big = np.array([0.2, 0.5, 0.4]), np.array([1.0, -0.5, 0.0]), np.array([0.5, 2.0, 0.1])

@@ -9,11 +9,13 @@ import torch
 
 from llmos_ros.belief_noise import (
     MEASUREMENTS,
+    POWERS,
     BeliefNoise,
     estimate,
     fit_line,
     load_noise,
     measurement,
+    prediction_nll,
     segments,
     sidecar_path,
 )
@@ -91,6 +93,23 @@ def test_the_state_mean_and_stationary_variance_of_a_mean_reverting_walk_plus_no
     assert np.all(noise.process_noise > 0.5 * 2 * theta * big)
 
 
+@pytest.mark.parametrize('truthful', [True, False])
+def test_the_variance_power_is_the_one_under_which_the_filter_best_predicts(truthful):
+    """Experts whose variance is each frame's noise get g = 1; a variance unrelated to it, 0."""
+    rng = np.random.default_rng(5)
+    stamps, z = four_runs([0.2, 0.2], [0.0, 0.0], seed=3)
+    v = np.exp(rng.uniform(np.log(0.01), np.log(1.0), z.shape))  # what the experts claim
+    noise_var = v if truthful else np.full_like(v, 0.1)
+    y = z + rng.normal(size=z.shape) * np.sqrt(noise_var)
+    noise = estimate('m', stamps, y, v)
+    np.testing.assert_allclose(noise.expert_var, np.median(v, 0), rtol=1e-9)
+    assert noise.variance_power == (1.0 if truthful else 0.0)
+    fits = {g: prediction_nll(dataclasses.replace(noise, variance_power=g), stamps, y, v,
+                              segments(stamps)) for g in POWERS}
+    assert min(fits, key=fits.get) == noise.variance_power
+    assert fits[1.0] - fits[0.0] < -0.1 if truthful else fits[0.0] - fits[1.0] < -0.1
+
+
 def test_fit_line_is_least_squares_with_non_negative_parameters():
     taus = np.array([0.5, 1.0, 2.0, 3.0])
     q, r = fit_line(taus, np.stack([0.4 + 0.3 * taus, 1.0 - 0.1 * taus, 0.5 * taus - 0.2,
@@ -143,6 +162,17 @@ def test_noise_round_trips_and_bad_data_is_named():
     assert BeliefNoise.from_dict(stored_before).measurement == 'product'  # what it was learned of
     with pytest.raises(CheckpointError, match="measurement must be one of.*got 'mean'"):
         BeliefNoise.from_dict({**noise.to_dict(), 'measurement': 'mean'})
+    assert again.variance_power == 1.0 and again.expert_var is None  # stored before: g = 1
+    tempered = dataclasses.replace(noise, variance_power=0.25, expert_var=np.array([0.5, 2.0]))
+    back = BeliefNoise.from_dict(json.loads(json.dumps(tempered.to_dict())))
+    assert back.variance_power == 0.25
+    np.testing.assert_array_equal(back.expert_var, tempered.expert_var)
+    for bad in ({'variance_power': 1.5}, {'expert_var': [0.5, 0.0]},
+                {'expert_var': [0.5]}):
+        with pytest.raises(CheckpointError, match='variance_power must be in'):
+            BeliefNoise.from_dict({**tempered.to_dict(), **bad})
+    with pytest.raises(CheckpointError, match='variance_power must be in'):
+        BeliefNoise.from_dict({**noise.to_dict(), 'variance_power': 0.5})  # no expert_var
 
 
 @pytest.mark.parametrize('kind', MEASUREMENTS)

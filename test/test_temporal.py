@@ -189,8 +189,31 @@ def test_the_tracker_folds_the_measurement_its_noise_was_learned_of(replayed, ki
     means, raw = (a[0] for a in measurement(loaded.model, first.experts, mask, kind))
     assert state.belief.reset == 'first' and np.all(raw > 0)
     np.testing.assert_allclose(state.belief.mean, raw * means / (1 + raw), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(state.belief.var, 1 / (1 + raw / noise.expert_scale), rtol=1e-5)
+    np.testing.assert_allclose(state.belief.var, 1 / (1 + tracker.filter.calibrated(raw)),
+                               rtol=1e-5)
     other = measurement(loaded.model, first.experts, mask,
                         'product' if kind == 'fusion' else 'fusion')[0][0]
     assert not np.allclose(state.belief.mean, raw * other / (1 + raw), atol=1e-4)
     assert TemporalTracker(engine, BeliefConfig(process_noise=0.1), None, noise).kind == 'fusion'
+
+
+def test_a_late_expert_keeps_its_staleness_share_under_the_variance_power(replayed):
+    """With g = 0 a frame's precision is w / (s v_ref) whatever the model says (belief doc)."""
+    loaded, engine, results = replayed
+    stored = BeliefNoise.from_dict(loaded.extra['belief'])
+    size = stored.process_noise.size
+    noise = dataclasses.replace(stored, variance_power=0.0, expert_var=np.full(size, 0.5),
+                                expert_scale=np.full(size, 2.0))
+    cfg = BeliefConfig(jump_p=0.0, stale_grace_s=0.1, stale_tau_s=0.5)
+    tracker = TemporalTracker(engine, cfg, None, noise)
+    first = results[0]
+    tracker.step(first)
+    at = first.stamp_ns + 100_000_000
+    late = _only(results[3], ('tactile',), at)
+    late.stamps_ns['tactile'] = at - 600_000_000  # 0.6 s old: w = 1 / (1 + 0.5 / 0.5)
+    _, bar_var = tracker.filter.propagated(at)
+    state = tracker.step(late)
+    assert state.weights['tactile'] == pytest.approx(0.5) and state.belief.reset == ''
+    private = loaded.model.private_slice('tactile')  # only the tactile expert informs it
+    np.testing.assert_allclose(state.belief.var[private],
+                               1 / (1 / bar_var[private] + 0.5 / (2.0 * 0.5)), rtol=1e-6)
