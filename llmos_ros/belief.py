@@ -39,14 +39,14 @@ In precisions L = 1 / var and precision-weighted means h = mean / var, per dimen
     L_t = L_bar + sum_m L_m        h_t = h_bar + sum_m h_m
 
 (each expert's precision as `BeliefFilter.calibrated` takes it, see Noise). With one expert this is
-exactly a Kalman update of b_bar with the measurement N(mu_m, s * var_m). Each expert covers
-the dimensions it has an opinion on: every modality the shared ones, modality m alone its private
-latent; an expert has precision 0 elsewhere, so a dimension no present expert informs only
-propagates. `llmos_ros.temporal` passes one expert per sample: the measurement of the experts
-that arrived with it (`llmos_ros.belief_noise.measurement`, the model's own fusion of them without
-a prior: for 'poe' their product, so with s = 1 the first belief equals the per-frame latent; for
-MoPoE the moment-matched mixture of the subsets' products, which stays with the experts that
-agree where their product follows the one that does not).
+exactly a Kalman update of b_bar with the measurement N(mu_m, s * var_m) (at g = 1). Each expert
+covers the dimensions it has an opinion on: every modality the shared ones, modality m alone its
+private latent; an expert has precision 0 elsewhere, so a dimension no present expert informs only
+propagates. `llmos_ros.temporal` passes one expert per sample: the measurement of the experts that
+arrived with it (`llmos_ros.belief_noise.measurement`, the model's own fusion of them without a
+prior: for 'poe' their product, so with s = 1 the first belief equals the per-frame latent; for
+MoPoE the moment-matched mixture of the subsets' products, which stays with the experts that agree
+where their product follows the one that does not).
 
 Resets: the belief restarts with the model's own posterior mean of the sample (the prior expert
 N(0, I) times the experts at their own variances) and the variance of the prior times the

@@ -519,7 +519,7 @@ class PerceptionNode(LifecycleNode):
                                       f'dimension: {why}')
         elif noise is not None:
             self.get_logger().info(f'belief noise: learned per dimension ({noise.pairs} sample '
-                                   f'pairs)')
+                                   f'pairs, variance power {noise.variance_power:g})')
         self._tracker = TemporalTracker(self.engine, cfg, calibration, noise)
 
     def _create_belief_interfaces(self):
