@@ -237,6 +237,12 @@ def test_llmos_train_stores_the_noise_of_its_model_and_a_sidecar_wins(sim_model,
     assert again.pairs == noise.pairs and again.measurement == 'fusion'
     for field in ('process_noise', 'measurement_noise', 'expert_scale'):
         np.testing.assert_allclose(getattr(again, field), getattr(noise, field), rtol=1e-4)
+    assert again.variance_power == noise.variance_power and noise.variance_power in POWERS
+    assert learn_main(['--model', str(path), '--bag', str(bag), '--validation',
+                       '--variance-power', '0.3']) == 0  # fixed, not learned
+    assert load_noise(path, old)[0].variance_power == 0.3
+    with pytest.raises(SystemExit):
+        learn_main(['--model', str(path), '--bag', str(bag), '--variance-power', '1.5'])
     other = dataclasses.replace(loaded, model_id='x')
     assert f'calibration of model {loaded.model_id}, not of x' in load_noise(path, other)[1]
     sidecar_path(path).write_text('{')
