@@ -475,6 +475,7 @@ def train(args) -> dict:
         summary['export_max_abs_diff'] = check_export(model, args.export)
     if dist_info.world > 1:
         import torch.distributed as dist
+        dist.barrier()  # rank 0 may still be calibrating and writing: the ranks leave together
         dist.destroy_process_group()
     return summary
 
