@@ -208,6 +208,11 @@ class BeliefFilter:
         return (self.state_mean + a * (mean - self.state_mean),
                 np.maximum(var, a * a * var + self.state_var * (1.0 - a * a)))
 
+    @property
+    def tempered(self) -> bool:
+        """Whether the experts' variances are taken to a power below 1 (`calibrated`)."""
+        return self.expert_var is not None
+
     def calibrated(self, precisions, weights=None) -> np.ndarray:
         """
         The precisions the filter folds in for the experts' `precisions` (module doc, Noise).
@@ -219,7 +224,7 @@ class BeliefFilter:
         weights. Precision 0 stays 0.
         """
         precs = np.asarray(precisions, np.float64)
-        if self.expert_var is None:
+        if not self.tempered:  # weights change nothing: the precision scales
             return precs / self.expert_scale
         w = np.ones_like(precs) if weights is None else np.asarray(weights, np.float64)
         own = np.divide(precs, w, out=np.zeros_like(precs), where=precs > 0)

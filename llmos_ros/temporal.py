@@ -133,14 +133,15 @@ class TemporalTracker:
         Each [1, L]; each expert with its log-variances plus inflate[name] = -log w(age);
         precision 0 everywhere when there is none. weights: the measurement's precision with
         the inflation over that without it, at most 1 (the share staleness left, which
-        `BeliefFilter.calibrated` keeps exact); None when no new expert is stale.
+        `BeliefFilter.calibrated` keeps exact); None when no new expert is stale or the filter
+        does not temper the variances (then the shares change nothing).
         """
         new = [n for n in self.names
                if n in inflate and n in self.kept and not self.kept[n].folded]
         experts, mask = self._stack(new, inflate)
         means, precs = measurement(self.model, experts, mask, self.kind)
-        if not any(inflate[n] > 0 for n in new):
-            return means, precs, None
+        if not self.filter.tempered or not any(inflate[n] > 0 for n in new):
+            return means, precs, None  # no second fusion
         _, own = measurement(self.model, self._stack(new, {})[0], mask, self.kind)
         shares = np.divide(precs, own, out=np.ones_like(precs), where=(own > 0) & (precs > 0))
         return means, precs, np.clip(shares, 1e-12, 1.0)
