@@ -65,7 +65,8 @@ def table(env):
 def test_report_files_and_schema(env):
     rep = env['dir'] / 'rep'
     for name in ('metrics.json', 'report.md', 'metric_vs_subset_size.png', 'latents_pca.png',
-                 'examples_camera.png', 'examples_audio.png', 'examples_tactile.png'):
+                 'examples_camera.png', 'examples_audio.png', 'examples_tactile.png',
+                 'belief_timeline.png'):
         assert (rep / name).is_file() and (rep / name).stat().st_size > 0, name
     report = env['report']
     validate_report(report)

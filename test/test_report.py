@@ -2,10 +2,13 @@
 import copy
 import json
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
 from llmos_ros.errors import LlmosError
+from llmos_ros.evaluation import plots
+from llmos_ros.evaluation.belief_metrics import Track
 from llmos_ros.evaluation.metrics import DEFINITIONS, subsets
 from llmos_ros.evaluation.report import (
     SCHEMA_VERSION,
@@ -77,6 +80,31 @@ def test_write_report_files_and_valid_json(tmp_path):
     assert 'from audio' in md and '| stamp_backwards | 2 |' in md
     assert '![latents_pca](latents_pca.png)' in md
     assert load_report(tmp_path / 'rep')['model_id'] == 'model-a'
+
+
+def _track(n, rng):
+    """A stream of n samples as `Track.from_states` holds it: a restart, audio never scored."""
+    latent = np.cumsum(rng.normal(size=(n, 6)), 0)
+    resets = np.array(['first'] + [''] * (n - 1))
+    resets[n // 2:n // 2 + 1] = 'jump'
+    tails = np.stack([rng.uniform(1e-4, 1, n), np.full(n, np.nan)], 1)
+    weights = np.stack([np.ones(n), np.linspace(1, 0, n)], 1)
+    return Track(['image', 'audio'], np.arange(n, dtype=np.int64) * 33_000_000, latent,
+                 latent * 0.9, np.full((n, 6), 0.3), weights, -np.log(tails), tails, resets)
+
+
+def test_belief_timeline_drawn_and_linked(tmp_path):
+    rng = np.random.default_rng(1)
+    labels = np.repeat(['a', 'b', 'c'], 20)
+    paths = write_report(tmp_path / 'rep', _results(), timeline=(_track(60, rng), labels))
+    image = plt.imread(paths['belief_timeline'])
+    assert image.shape[:2] == (630, 900)  # 10 x 7 in at 90 dpi
+    assert image[..., :3].std() > 0.05  # something was drawn
+    md = (tmp_path / 'rep' / 'report.md').read_text()
+    assert '![belief_timeline](belief_timeline.png)' in md
+    # one sample, no labels, no finite tail: still a plot, no error
+    one = plots.plot_belief_timeline(_track(1, rng), None, tmp_path / 'one.png')
+    assert plt.imread(one).shape[:2] == (630, 900)
 
 
 def test_minimal_results_fill_optional_keys_with_null(tmp_path):

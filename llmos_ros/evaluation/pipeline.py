@@ -59,7 +59,7 @@ def evaluate(opts: EvalOptions) -> dict:
     full = full_rows(test, mods)
     example_inputs = examples(loaded, test, mods, full)
     phases.mark('examples')
-    temporal = temporal_summary(opts, loaded, train, run, labels.use, subsets.train_experts,
+    temporal, track = temporal_summary(opts, loaded, train, run, labels.use, subsets.train_experts,
                                 subsets.test_experts)
     phases.mark('belief_surprise')
     tp = throughput(len(test), test.wall_s, test.data_span_s)
@@ -72,7 +72,8 @@ def evaluate(opts: EvalOptions) -> dict:
     if not panels:
         panels, plot_labels = {'live latent (present modalities)': test.means}, test.labels
     paths = write_report(loaded.out, results, latents=panels, examples=example_inputs,
-                         labels=plot_labels if labels.test.any() else None)
+                         labels=plot_labels if labels.test.any() else None,
+                         timeline=(track, test.labels if labels.test.any() else None))
     phases.mark('report')  # in the stdout summary only (metrics.json was written before)
     summary = summarize(loaded.out, paths, run, results, phases)
     if opts.compare:

@@ -8,6 +8,8 @@ Evaluation plots (matplotlib, Agg backend, PNG files); ROS-free, arrays in, file
   predictions, each drawn as its kind's `picture` (images as images, audio log-mel
   spectrograms as spectrograms, a wrench as its six axes over time).
 - `plot_comparison(results_a, results_b, path)`: two reports' per-subset figures side by side.
+- `plot_belief_timeline(track, labels, path)`: the belief against the per-frame latent, the
+  modalities' weights and their surprise over the test stream's time.
 
 `results` is the dict described in llmos_ros.evaluation.report.
 """
@@ -243,5 +245,70 @@ def plot_comparison(results_a: Mapping, results_b: Mapping, path,
         ax.set_xticklabels(labels, rotation=45, ha='right', fontsize=7)
         ax.set_title(metric, fontsize=10)
     axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_belief_timeline(track, labels=None, path='belief_timeline.png',
+                         max_points: int = 4000) -> Path:
+    """
+    The belief and the surprise over time, three panels on one time axis (s since the first).
+
+    1. The per-frame latent (dots) and the belief mean (line) projected on the per-frame
+       latent's first principal component, with the belief's 90 % band along it (mean +-
+       1.645 sqrt(sum_i u_i^2 var_i), u the component): where the belief smooths, lags or
+       widens. Restarts of the belief as red ticks on the top edge, episode changes (labels) as
+       grey lines.
+    2. Each modality's effective weight w(age) (0: not used).
+    3. Each modality's surprise tail probability, log scale, with the 1 % alarm line.
+
+    track: a `llmos_ros.evaluation.belief_metrics.Track`; labels: [N] episode labels or None.
+    At most `max_points` evenly spaced samples are drawn (restarts and changes all).
+    """
+    n = len(track.stamps)
+    t = (np.asarray(track.stamps, np.int64) - (track.stamps[0] if n else 0)) / 1e9
+    keep = np.linspace(0, n - 1, min(n, max_points)).astype(int) if n else np.zeros(0, int)
+    latent = np.nan_to_num(np.asarray(track.latent, np.float64))
+    centre = latent.mean(0) if n else np.zeros(latent.shape[1:])
+    u = np.zeros(latent.shape[1]) if latent.ndim == 2 else np.zeros(0)
+    if n > 1 and u.size:
+        u = np.linalg.svd(latent - centre, full_matrices=False)[2][0]
+        u = u * np.sign(u[np.abs(u).argmax()])
+    fig, axes = plt.subplots(3, 1, figsize=(10.0, 7.0), sharex=True,
+                             gridspec_kw={'height_ratios': [2.2, 1.0, 1.4]})
+    ax = axes[0]
+    belief = (np.asarray(track.belief, np.float64) - centre) @ u
+    band = 1.645 * np.sqrt(np.asarray(track.belief_std, np.float64) ** 2 @ (u * u))
+    ax.scatter(t[keep], ((latent - centre) @ u)[keep], s=3, color='0.55',
+               label='per-frame latent')
+    ax.fill_between(t[keep], (belief - band)[keep], (belief + band)[keep], color='C0',
+                    alpha=0.2, lw=0, label='belief 90 %')
+    ax.plot(t[keep], belief[keep], color='C0', lw=1.0, label='belief mean')
+    if labels is not None and n:
+        lab = np.asarray(labels).reshape(-1)
+        for i in np.flatnonzero(lab[1:] != lab[:-1]) + 1:
+            for a in axes:
+                a.axvline(t[i], color='0.8', lw=0.6, zorder=0)
+    restarts = np.flatnonzero(np.asarray(track.resets) != '')
+    ax.plot(t[restarts], np.ones(restarts.size), '|', color='C3', ms=8,
+            transform=ax.get_xaxis_transform(), label=f'restarts ({restarts.size})')
+    ax.set_ylabel('1st principal comp.', fontsize=8)
+    ax.legend(fontsize=7, loc='lower right', ncol=4)
+    ax.set_title('belief and surprise over the test stream', fontsize=10)
+    weights = np.asarray(track.weights, np.float64)
+    tails = np.asarray(track.tails, np.float64)
+    for i, name in enumerate(track.names):
+        axes[1].plot(t[keep], weights[keep, i], lw=0.9, color=f'C{i + 1}', label=name)
+        scored = keep[np.isfinite(tails[keep, i])]
+        axes[2].plot(t[scored], np.maximum(tails[scored, i], 1e-6), lw=0.8,
+                     color=f'C{i + 1}', label=name)
+    axes[1].set_ylim(-0.05, 1.05)
+    axes[1].set_ylabel('weight w(age)', fontsize=8)
+    axes[1].legend(fontsize=7, loc='lower right', ncol=len(track.names))
+    axes[2].axhline(0.01, color='C3', lw=0.8, ls='--', label='1 % alarm')
+    axes[2].set_yscale('log')
+    axes[2].set_ylabel('surprise tail p', fontsize=8)
+    axes[2].set_xlabel('time (s)', fontsize=8)
+    axes[2].legend(fontsize=7, loc='lower right', ncol=len(track.names) + 1)
     fig.tight_layout()
     return _save(fig, path)

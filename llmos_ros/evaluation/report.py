@@ -400,7 +400,8 @@ def _markdown(report: Mapping, plot_files: Sequence[str]) -> str:
 
 
 def write_report(out_dir, results: Mapping, latents=None, labels=None,
-                 examples: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Path]:
+                 examples: Mapping[str, Mapping[str, Any]] | None = None,
+                 timeline=None) -> dict[str, Path]:
     """
     Write metrics.json, report.md and the PNG plots into out_dir (created); return their paths.
 
@@ -409,6 +410,8 @@ def write_report(out_dir, results: Mapping, latents=None, labels=None,
     labels: optional [N] labels colouring it. examples: optional
     {modality: {column title: array [n, *shape]}}, e.g. {'image': {'input': x, 'recon': r,
     'from audio': c}}, one grid plot per modality, each drawn by its kind (`Kind.picture`).
+    timeline: optional (belief_metrics.Track, labels [N] or None) of the test stream, for the
+    belief and surprise over time (`plots.plot_belief_timeline`).
     Returns {'json': ..., 'markdown': ..., <plot name>: ...}.
     """
     out = Path(out_dir)
@@ -420,6 +423,9 @@ def write_report(out_dir, results: Mapping, latents=None, labels=None,
     if latents is not None:
         paths['latents_pca'] = plots.plot_latent_projection(latents, labels,
                                                             out / 'latents_pca.png')
+    if timeline is not None:
+        paths['belief_timeline'] = plots.plot_belief_timeline(*timeline,
+                                                              out / 'belief_timeline.png')
     kinds = report.get('kinds', {})
     for mod, columns in (examples or {}).items():
         kind = kinds.get(mod, 'image')

@@ -215,9 +215,11 @@ def examples(loaded: Loaded, test: Replay, mods, full: np.ndarray, n: int = 6) -
 
 
 def temporal_summary(opts: EvalOptions, loaded: Loaded, train: Replay | None, run: TestRun,
-                     use_labels: bool, train_experts, test_experts=None) -> dict:
+                     use_labels: bool, train_experts, test_experts=None):
     """
     Belief and surprise figures (llmos_ros.evaluation.belief_metrics) of the test stream.
+
+    Returns (figures, the stream's `Track`, for the timeline plot).
 
     train_experts, test_experts: `row_experts` of the training and test rows
     (`SubsetResults`; train_experts None without labels): the probes' training latents, beliefs
@@ -256,7 +258,7 @@ def temporal_summary(opts: EvalOptions, loaded: Loaded, train: Replay | None, ru
             def frame_probe(means):
                 return linear_probe(frames, train.labels[trows], np.nan_to_num(means)[lab],
                                     test.labels[lab], seed=opts.seed)
-    return finite(summary(track, test.labels, probe, belief_probe, frame_probe))
+    return finite(summary(track, test.labels, probe, belief_probe, frame_probe)), track
 
 
 def train_beliefs(opts: EvalOptions, loaded: Loaded, train: Replay,
