@@ -2,7 +2,7 @@
 Belief and surprise on simulated bags with injected events (issue 13's figures).
 
     python benchmarks/belief_surprise.py [--out DIR] [--train-s 60] [--steps 300] [--test-s 40]
-        [--threads 1] [--process-noise Q [Q ...]] [--model M --train-bag B]
+        [--threads 1] [--process-noise [Q ...]] [--model M --train-bag B]
         [--test-seeds 11 23 37 51]
 
 Trains a model on a simulated training bag (or takes --model and its --train-bag), calibrates its
@@ -34,9 +34,11 @@ changes within an episode) -- replays them through the live path (`PerceptionEng
   --test-seeds the mean over one swap bag per seed;
 * false alarms: the share of clean-bag samples with tail probability < 0.01, per modality.
 
-One row per --process-noise value (q for every dimension, experts unscaled) and a row 'learned'
-(the learned noise), the other belief parameters at their defaults. The last line is one JSON
-object with every figure.
+One row per --process-noise value (q for every dimension, experts unscaled; `--process-noise`
+alone: none) and a row 'learned' (the learned noise), the other belief parameters at their
+defaults. The work folder gets timeline_<bag>.png of the learned row (the clean, silence, first
+swap and steady bags: `llmos_ros.evaluation.plots.plot_belief_timeline`, events shaded). The
+last line is one JSON object with every figure.
 """
 import argparse
 import contextlib
@@ -56,6 +58,7 @@ from llmos_ros.belief_noise import sidecar_path as noise_sidecar
 from llmos_ros.checkpoint import load_checkpoint
 from llmos_ros.evaluation.belief_metrics import Track, auroc, false_alarm_rate, finite, jitter
 from llmos_ros.evaluation.metrics import linear_probe
+from llmos_ros.evaluation.plots import plot_belief_timeline
 from llmos_ros.evaluation.replay import replay
 from llmos_ros.inference import PerceptionEngine
 from llmos_ros.sim.make_bag import DEFAULT_START_NS, Event, write_bag
@@ -75,7 +78,7 @@ def parse_args(argv=None):
     p.add_argument('--steps', type=int, default=300, help='training steps')
     p.add_argument('--test-s', type=float, default=40.0, help='seconds of each test bag')
     p.add_argument('--threads', type=int, default=1)
-    p.add_argument('--process-noise', type=float, nargs='+', default=[0.05],
+    p.add_argument('--process-noise', type=float, nargs='*', default=[0.05],
                    help='belief.process_noise values to compare (one row each, beside learned)')
     p.add_argument('--model', help='existing checkpoint (skips training; needs --train-bag)')
     p.add_argument('--train-bag', help='the training bag of --model')
@@ -158,6 +161,15 @@ def silence_figures(track: Track, clean: Track, spans, block: slice, r: np.ndarr
             'std_end_over_start': float(np.nanmean(ratios)) if ratios else None,
             'coverage_90': hits / total if total else None,
             'coverage_90_belief_only': own / total if total else None}
+
+
+def timelines(work: Path, tr: dict, runs: dict, swaps, silent, names) -> None:
+    """belief_timeline plots of the clean, silence, first swap and steady bags into `work`."""
+    events = {'silence': [(a, b, 'tactile silent') for a, b in silent],
+              **{f'swap_{m}': [(a, b, f'{m} swapped') for a, b in swaps] for m in names}}
+    for name in ('clean', 'silence', *(f'swap_{m}' for m in names), 'steady'):
+        plot_belief_timeline(tr[name], runs[name][2], work / f'timeline_{name}.png',
+                             spans=events.get(name, ()), origin_ns=DEFAULT_START_NS)
 
 
 def main(argv=None) -> int:
@@ -248,6 +260,8 @@ def main(argv=None) -> int:
         fa = {m: false_alarm_rate(clean.tails[:, i]) for i, m in enumerate(names)}
         sil = silence_figures(tr['silence'], clean, silent, private,
                               noise.measurement_noise[private])
+        if q == 'learned':  # what the figures come from, to look at
+            timelines(work, tr, runs, swaps, silent, names)
         rows.append({'process_noise': q, 'probe_latent': probe['latent'],
                      'probe_belief': probe['belief'],
                      'probe_belief_frame_probe': probe['belief_frame_probe'],

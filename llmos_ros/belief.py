@@ -67,7 +67,15 @@ chi-square distributed with one degree of freedom per informed dimension while t
 the random walk and the noise model holds, above its 1 - `jump_p` quantile (default jump_p 1e-3:
 one false restart in a thousand updates when the noise model is right). Only with a learned
 noise model: a guessed q and the experts' own variances make the statistic meaningless (with the
-fallback it fired at nearly every sample on the simulated bags).
+fallback it fired at nearly every sample on the simulated bags). How soon a change is seen
+depends on its size against the scatter of the frames themselves: on the sim (default model,
+40-s test bag) the statistic at the first frame after each of the 9 scene changes was 23 to 188,
+while frames of steady episodes reach 85 at their 99th percentile, so no threshold restarts at
+every change without restarting in steady scenes too; 4 of 9 restarted at once, the filter
+followed the others within 0.1 to 0.3 s. Measured, not kept, as the test: the statistic of the
+shared and of each private block, the log-likelihood ratio against a restart drawn from the
+state's distribution, and sums of 2 to 4 consecutive innovations: none separates the first
+frames after a change from the tail of steady frames.
 
 Staleness. An expert computed from an input of age a (sample time minus the input's stamp) is
 folded in with its variance divided by its effective weight

@@ -67,6 +67,11 @@ has g = 1. Tried: s_i = r_i / mean_t of the tempered variances (the scale that m
 frame's variance r_i): its likelihood was higher and chose g = 1 on the sim, but the belief
 followed each frame more (jitter 2.26x -> 1.75x lower than the per-frame latent's, 17 -> 39 jump
 restarts in 40 s).
+Tried too: r_i (and s_i) times a factor chosen like g; the predictive likelihood preferred 1/3
+on the sim and avmnist and 1/2 on vt60 (the fitted line's intercept overstates the white noise
+where the variogram bends within max_lag_s), and the sim's belief probe rose 0.972 -> 0.988,
+but with the smaller r the chi-square jump test fires on the heavy tail of steady frames (vt60
+32 -> 233 restarts in 1,261 samples, jitter 3.90x -> 1.80x lower than the per-frame latent's).
 
 `llmos-train` learns this on its validation split (the held-out end of the training bags) and
 stores it in the checkpoint's extra['belief']; this module's command line learns it on other bags

@@ -250,7 +250,8 @@ def plot_comparison(results_a: Mapping, results_b: Mapping, path,
 
 
 def plot_belief_timeline(track, labels=None, path='belief_timeline.png',
-                         max_points: int = 4000) -> Path:
+                         max_points: int = 4000, spans: Sequence[tuple[float, float, str]] = (),
+                         origin_ns: int | None = None) -> Path:
     """
     The belief and the surprise over time, three panels on one time axis (s since the first).
 
@@ -263,10 +264,13 @@ def plot_belief_timeline(track, labels=None, path='belief_timeline.png',
     3. Each modality's surprise tail probability, log scale, with the 1 % alarm line.
 
     track: a `llmos_ros.evaluation.belief_metrics.Track`; labels: [N] episode labels or None.
-    At most `max_points` evenly spaced samples are drawn (restarts and changes all).
+    At most `max_points` evenly spaced samples are drawn (restarts and changes all). spans:
+    (start s, end s, text) shaded on every panel, e.g. injected events; times are seconds
+    since `origin_ns` (default the first sample's stamp).
     """
     n = len(track.stamps)
-    t = (np.asarray(track.stamps, np.int64) - (track.stamps[0] if n else 0)) / 1e9
+    origin = origin_ns if origin_ns is not None else (int(track.stamps[0]) if n else 0)
+    t = (np.asarray(track.stamps, np.int64) - origin) / 1e9
     keep = np.linspace(0, n - 1, min(n, max_points)).astype(int) if n else np.zeros(0, int)
     latent = np.nan_to_num(np.asarray(track.latent, np.float64))
     centre = latent.mean(0) if n else np.zeros(latent.shape[1:])
@@ -289,6 +293,10 @@ def plot_belief_timeline(track, labels=None, path='belief_timeline.png',
         for i in np.flatnonzero(lab[1:] != lab[:-1]) + 1:
             for a in axes:
                 a.axvline(t[i], color='0.8', lw=0.6, zorder=0)
+    for k, (start, end, text) in enumerate(spans):
+        for a in axes:
+            a.axvspan(start, end, color='C1', alpha=0.12, lw=0,
+                      label=text if a is axes[2] and k == 0 else None)
     restarts = np.flatnonzero(np.asarray(track.resets) != '')
     ax.plot(t[restarts], np.ones(restarts.size), '|', color='C3', ms=8,
             transform=ax.get_xaxis_transform(), label=f'restarts ({restarts.size})')
@@ -308,7 +316,7 @@ def plot_belief_timeline(track, labels=None, path='belief_timeline.png',
     axes[2].axhline(0.01, color='C3', lw=0.8, ls='--', label='1 % alarm')
     axes[2].set_yscale('log')
     axes[2].set_ylabel('surprise tail p', fontsize=8)
-    axes[2].set_xlabel('time (s)', fontsize=8)
-    axes[2].legend(fontsize=7, loc='lower right', ncol=len(track.names) + 1)
+    axes[2].set_xlabel('time (s)' if origin_ns is None else 'time (s since origin)', fontsize=8)
+    axes[2].legend(fontsize=7, loc='lower right', ncol=len(track.names) + 2)
     fig.tight_layout()
     return _save(fig, path)
