@@ -8,7 +8,8 @@ node's worker after publishing the latent; `llmos-eval` on every evaluated sampl
    each modality's last expert, with the stamp of the input it came from.
 2. Surprise of each present modality against the fusion of the other present ones
    (`llmos_ros.surprise`): the mean of its per-frame scores over the calibration's window, with
-   its calibrated tail probability; the window restarts with the belief.
+   its tail probability calibrated for those others (its context); the window restarts with
+   the belief and when the context changes.
 3. Staleness-aware fusion into the belief: each input is folded in once, when it first appears,
    with its variance divided by its effective weight w(age) (`llmos_ros.belief.staleness_weight`,
    age = sample time - input stamp: a late input counts less). The experts that arrived with the
@@ -34,7 +35,13 @@ import torch
 
 from llmos_ros.belief import NS, BeliefConfig, BeliefFilter, BeliefState, staleness_weight
 from llmos_ros.belief_noise import BeliefNoise, measurement
-from llmos_ros.surprise import ScoreWindow, SurpriseCalibration, loo_distances, score
+from llmos_ros.surprise import (
+    ScoreWindow,
+    SurpriseCalibration,
+    context_key,
+    loo_distances,
+    score,
+)
 
 
 @dataclass
@@ -122,8 +129,10 @@ class TemporalTracker:
         cal, out = self.calibration, {}
         for i, name in enumerate(self.names):
             if name in present and np.isfinite(d2[i]).all():
-                s = self.window.add(name, stamp_ns, float(score(cal, name, d2[i])))
-                out[name] = (s, cal.tail(name, s) if cal else float('nan'))
+                key = (cal.key(name, present, self.names) if cal
+                       else context_key(name, present, self.names))
+                s = self.window.add(name, stamp_ns, float(score(cal, key, d2[i])), key)
+                out[name] = (s, cal.tail(key, s) if cal else float('nan'))
         return out
 
     def _measurement(self, inflate: dict[str, float]):

@@ -12,10 +12,12 @@ from llmos_ros.surprise import (
     ScoreWindow,
     SurpriseCalibration,
     clean_and_shuffled,
+    context_key,
     fit_student,
     fit_weights,
     loo_distances,
     loo_scores,
+    scored_subsets,
     student_score,
     student_terms,
     windowed,
@@ -200,3 +202,32 @@ def test_the_calibration_keeps_its_window_and_an_older_one_scores_per_frame():
     assert SurpriseCalibration.from_dict(data).window_s == 0.0
     with pytest.raises(CheckpointError, match='window_s must be a finite number >= 0, got -1'):
         SurpriseCalibration.from_dict({**data, 'window_s': -1}, 'side.json')
+
+
+def test_a_context_is_the_modality_and_the_set_of_others_it_is_scored_against():
+    names = ['camera', 'audio', 'tactile']
+    assert context_key('audio', ['tactile', 'camera'], names) == 'audio'  # all the others
+    assert context_key('audio', ['audio', 'tactile'], names) == 'audio|tactile'
+    assert context_key('tactile', ['audio', 'camera'], names) == 'tactile'
+    assert context_key('tactile', ['audio'], names) == 'tactile|audio'
+    assert scored_subsets(names) == [('camera', 'audio'), ('camera', 'tactile'),
+                                     ('audio', 'tactile'), ('camera', 'audio', 'tactile')]
+    # a calibration per context keys by it; one stored before contexts has one entry for all
+    cal = SurpriseCalibration('m', {'audio|tactile': np.array([1.0, 2.0])}, {'audio|tactile': 2},
+                              contexts=True)
+    again = SurpriseCalibration.from_dict(json.loads(json.dumps(cal.to_dict())))
+    assert again.contexts and again.key('audio', ['tactile'], names) == 'audio|tactile'
+    assert again.tail('audio|tactile', 1.5) == pytest.approx(2 / 3)
+    assert np.isnan(again.tail('audio', 1.5))  # no samples of the full set: cannot be told
+    old = cal.to_dict()
+    del old['contexts']
+    assert SurpriseCalibration.from_dict(old).key('audio', ['tactile'], names) == 'audio'
+
+
+def test_the_live_window_starts_over_when_the_context_changes():
+    live = ScoreWindow(1.0)
+    assert live.add('a', 1, 2.0, 'a') == 2.0
+    assert live.add('a', 2, 4.0, 'a') == 3.0
+    assert live.add('a', 3, 10.0, 'a|b') == 10.0  # scored against other experts now
+    assert live.add('a', 4, 0.0, 'a|b') == 5.0
+    assert live.add('b', 5, 1.0) == 1.0  # each modality its own

@@ -14,6 +14,7 @@ from llmos_ros.sim.make_bag import write_bag
 from llmos_ros.surprise import (
     SurpriseCalibration,
     calibrate,
+    context_key,
     load_calibration,
     sample_scores,
     sidecar_path,
@@ -97,15 +98,26 @@ def test_calibrated_tail_probabilities_are_uniform_on_held_out_clean_data(sim_mo
     part = ({k: a[block] for k, a in rep.arrays.items()},
             {k: p[block] for k, p in rep.present.items()})
     cal = calibrate(loaded.model, loaded.model_id, *part, weight_data=part)
-    held = sample_scores(loaded.model, {k: a[~block] for k, a in rep.arrays.items()},
-                         {k: p[~block] for k, p in rep.present.items()}, cal)
-    assert set(cal.laws) == set(cal.weights) == set(loaded.model.names)  # laws and weights
+    # one entry (law and weights) per context: each modality against each set of the others
+    assert set(cal.laws) == set(cal.weights) == {
+        'camera', 'audio', 'tactile', 'camera|audio', 'audio|camera', 'camera|tactile',
+        'tactile|camera', 'audio|tactile', 'tactile|audio'}
+    arrays = {k: a[~block] for k, a in rep.arrays.items()}
     grid = np.linspace(0.05, 0.95, 19)
-    for i, name in enumerate(loaded.model.names):
-        tails = np.array([cal.tail(name, s) for s in held[i] if np.isfinite(s)])
-        assert tails.size > 300 and np.all((tails > 0) & (tails <= 1))
-        ecdf = np.array([(tails <= g).mean() for g in grid])
-        assert np.abs(ecdf - grid).max() < 0.15, (name, ecdf.round(2))
+    # all present, and tactile silent (camera and audio against each other alone): uniform
+    for silent in ('', 'tactile'):
+        held, keys = sample_scores(loaded.model, arrays, {
+            k: p[~block] & (k != silent) for k, p in rep.present.items()}, cal)
+        for i, name in enumerate(loaded.model.names):
+            if name == silent:
+                assert np.isnan(held[i]).all()
+                continue
+            assert set(keys[i]) == {name if not silent else
+                                    context_key(name, ['camera', 'audio'], loaded.model.names)}
+            tails = np.array([cal.tail(k, s) for s, k in zip(held[i], keys[i])])
+            assert tails.size > 300 and np.all((tails > 0) & (tails <= 1))
+            ecdf = np.array([(tails <= g).mean() for g in grid])
+            assert np.abs(ecdf - grid).max() < 0.15, (name, silent, ecdf.round(2))
     # stored next to the checkpoint, found again; another model's calibration is refused
     cal.save(sidecar_path(path))
     again, why = load_calibration(path, loaded)
@@ -151,11 +163,12 @@ def test_the_command_line_on_the_validation_split_redoes_the_calibration_of_llmo
     assert main(['--model', str(path), '--bag', str(bag), '--validation', '--out', str(out)]) == 0
     redone = SurpriseCalibration.from_dict(json.loads(out.read_text()))
     stored = SurpriseCalibration.from_dict(loaded.extra['surprise'])
-    assert redone.counts == stored.counts and set(stored.laws) == set(loaded.model.names)
-    for name in loaded.model.names:
-        np.testing.assert_allclose(redone.scores[name], stored.scores[name], rtol=1e-5)
-        np.testing.assert_allclose(redone.laws[name][1], stored.laws[name][1], rtol=1e-5)
-        np.testing.assert_allclose(redone.weights[name], stored.weights[name], atol=1e-6)
+    assert redone.counts == stored.counts and len(stored.laws) == 9  # 3 x 3 contexts
+    assert stored.contexts and set(stored.laws) == set(redone.laws)
+    for key in stored.laws:
+        np.testing.assert_allclose(redone.scores[key], stored.scores[key], rtol=1e-5)
+        np.testing.assert_allclose(redone.laws[key][1], stored.laws[key][1], rtol=1e-5)
+        np.testing.assert_allclose(redone.weights[key], stored.weights[key], atol=1e-6)
 
 
 def test_the_published_score_is_the_window_mean_of_the_per_frame_scores(replayed):
