@@ -32,7 +32,9 @@ changes within an episode) -- replays them through the live path (`PerceptionEng
 * swaps: AUROC of each modality's surprise score for samples inside its swap windows (after the
   modality's pairing window has filled) against samples outside (>= 0.9 wanted); with several
   --test-seeds the mean over one swap bag per seed;
-* false alarms: the share of clean-bag samples with tail probability < 0.01, per modality.
+* false alarms: the share of clean-bag samples with tail probability < 0.01, per modality; and
+  of the silence bag's samples without tactile, for the other modalities (each is then scored
+  against the remaining one alone: the calibration's context, `llmos_ros.surprise`).
 
 One row per --process-noise value (q for every dimension, experts unscaled; `--process-noise`
 alone: none) and a row 'learned' (the learned noise), the other belief parameters at their
@@ -138,6 +140,15 @@ def swap_auroc(track: Track, i: int, spans, lag: float) -> float | None:
     return auroc(track.scores[inside, i], track.scores[~near, i])
 
 
+def silent_rows(track: Track, spans, i: int) -> np.ndarray:
+    """Rows inside the spans in which modality i was not scored (its input gone)."""
+    t = seconds(track)
+    inside = np.zeros(len(t), bool)
+    for start, end in spans:
+        inside |= (t >= start) & (t < end)
+    return inside & ~np.isfinite(track.tails[:, i])
+
+
 def silence_figures(track: Track, clean: Track, spans, block: slice, r: np.ndarray) -> dict:
     """Std growth and 90 % interval coverage of the tactile private latent while silent (doc)."""
     t = seconds(track)
@@ -233,7 +244,8 @@ def main(argv=None) -> int:
           'jitter ratio, probe latent/belief  silent: std '
           'rising, end/start, '
           'cov90, cov90 belief-only | ' + '  '.join(f'AUROC {m}' for m in names) + ' | '
-          + '  '.join(f'FA {m}' for m in names))
+          + '  '.join(f'FA {m}' for m in names) + ' | tactile silent: '
+          + '  '.join(f'FA {m}' for m in names if m != 'tactile'))
     frame_fit = frames(loaded, runs['train'][1], noise.measurement)[tlab]  # any q
     rows = []
     for q in [*args.process_noise, 'learned']:
@@ -258,6 +270,9 @@ def main(argv=None) -> int:
                     for i, m in enumerate(names)}
         swap_figs = {m: None if None in v else float(np.mean(v)) for m, v in per_seed.items()}
         fa = {m: false_alarm_rate(clean.tails[:, i]) for i, m in enumerate(names)}
+        quiet = silent_rows(tr['silence'], silent, names.index('tactile'))
+        fa_silent = {m: false_alarm_rate(tr['silence'].tails[quiet, i])
+                     for i, m in enumerate(names) if m != 'tactile'}
         sil = silence_figures(tr['silence'], clean, silent, private,
                               noise.measurement_noise[private])
         if q == 'learned':  # what the figures come from, to look at
@@ -269,7 +284,8 @@ def main(argv=None) -> int:
                      'probe_steady_latent': probe_steady['latent'],
                      'probe_steady_belief': probe_steady['belief'], 'silence': sil,
                      'swap_auroc': swap_figs, 'swap_auroc_per_seed': per_seed,
-                     'false_alarm_rate_1pct': fa})
+                     'false_alarm_rate_1pct': fa,
+                     'false_alarm_rate_1pct_tactile_silent': fa_silent})
         print(f'{q:>13}  {probe["latent"]:.3f} / {probe["belief"]:.3f} '
               f'({probe["belief_frame_probe"]:.3f})  {ratio:6.2f}x'
               f'  {ratio_steady:6.2f}x, {probe_steady["latent"]:.3f} / '
@@ -277,7 +293,8 @@ def main(argv=None) -> int:
               f'       {_f(sil["std_non_decreasing"])}, {_f(sil["std_end_over_start"])}, '
               f'{_f(sil["coverage_90"])}, {_f(sil["coverage_90_belief_only"])} | '
               + '  '.join(f'{_f(swap_figs[m]):>10}' for m in names)
-              + ' | ' + '  '.join(f'{_f(fa[m], 4):>7}' for m in names))
+              + ' | ' + '  '.join(f'{_f(fa[m], 4):>7}' for m in names)
+              + ' | ' + '  '.join(f'{_f(v, 4):>7}' for v in fa_silent.values()))
     result = {'model_id': loaded.model_id, 'fusion': loaded.cfg.model.fusion,
               'belief': {k: v for k, v in BeliefConfig().__dict__.items()
                          if k != 'process_noise'},
