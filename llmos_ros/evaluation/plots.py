@@ -261,7 +261,8 @@ def plot_belief_timeline(track, labels=None, path='belief_timeline.png',
        widens. Restarts of the belief as red ticks on the top edge, episode changes (labels) as
        grey lines.
     2. Each modality's effective weight w(age) (0: not used).
-    3. Each modality's surprise tail probability, log scale, with the 1 % alarm line.
+    3. Each modality's surprise tail probability, log scale, with the 1 % alarm line (a gap
+       where it was not scored).
 
     track: a `llmos_ros.evaluation.belief_metrics.Track`; labels: [N] episode labels or None.
     At most `max_points` evenly spaced samples are drawn (restarts and changes all). spans:
@@ -307,8 +308,7 @@ def plot_belief_timeline(track, labels=None, path='belief_timeline.png',
     tails = np.asarray(track.tails, np.float64)
     for i, name in enumerate(track.names):
         axes[1].plot(t[keep], weights[keep, i], lw=0.9, color=f'C{i + 1}', label=name)
-        scored = keep[np.isfinite(tails[keep, i])]
-        axes[2].plot(t[scored], np.maximum(tails[scored, i], 1e-6), lw=0.8,
+        axes[2].plot(t[keep], np.maximum(tails[keep, i], 1e-6), lw=0.8,  # NaN: a gap
                      color=f'C{i + 1}', label=name)
     axes[1].set_ylim(-0.05, 1.05)
     axes[1].set_ylabel('weight w(age)', fontsize=8)
