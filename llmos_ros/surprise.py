@@ -541,6 +541,21 @@ def load_calibration(model_path, loaded) -> tuple[SurpriseCalibration | None, st
     return cal, why
 
 
+def context_warning(calibration: SurpriseCalibration | None, names) -> str:
+    """
+    Why `calibration` may alarm while a sensor is silent ('' when it will not).
+
+    A calibration stored before contexts (module doc, Contexts) scores every context with the
+    full set's entry: with three or more modalities, one that falls silent leaves the others
+    below p 0.01 most of the time.
+    """
+    if calibration is None or calibration.contexts or len(names) < 3:
+        return ''
+    return (f'the surprise calibration of {calibration.model_id} predates contexts: while a '
+            f'sensor is silent the others alarm most of the time; recalibrate with python -m '
+            f'llmos_ros.surprise --model MODEL --bag TRAIN_BAG --validation')
+
+
 def validation_split(loaded, bags, where='model'
                      ) -> tuple[tuple[dict, dict, np.ndarray, np.ndarray], tuple[dict, dict]]:
     """

@@ -13,6 +13,7 @@ from llmos_ros.surprise import (
     SurpriseCalibration,
     clean_and_shuffled,
     context_key,
+    context_warning,
     fit_student,
     fit_weights,
     loo_distances,
@@ -222,6 +223,10 @@ def test_a_context_is_the_modality_and_the_set_of_others_it_is_scored_against():
     old = cal.to_dict()
     del old['contexts']
     assert SurpriseCalibration.from_dict(old).key('audio', ['tactile'], names) == 'audio'
+    # the node and llmos-eval warn about an old one where a silent sensor makes a difference
+    assert context_warning(cal, names) == '' and context_warning(None, names) == ''
+    assert 'predates contexts' in context_warning(SurpriseCalibration.from_dict(old), names)
+    assert context_warning(SurpriseCalibration.from_dict(old), names[:2]) == ''
 
 
 def test_the_live_window_starts_over_when_the_context_changes():

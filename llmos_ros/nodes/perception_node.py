@@ -60,7 +60,7 @@ from llmos_ros.nodes.qos import (
     reliable_qos,
 )
 from llmos_ros.nodes.runtime import Param, declare_parameters, run_node
-from llmos_ros.surprise import load_calibration
+from llmos_ros.surprise import context_warning, load_calibration
 from llmos_ros.temporal import TemporalTracker
 
 LATENCY_WINDOW = 1000
@@ -513,6 +513,8 @@ class PerceptionNode(LifecycleNode):
         calibration, why = load_calibration(path, loaded)
         if calibration is None:
             self.get_logger().warning(f'surprise tail probabilities are NaN: {why}')
+        elif context_warning(calibration, loaded.model.names):
+            self.get_logger().warning(context_warning(calibration, loaded.model.names))
         noise, why = load_noise(path, loaded) if cfg.process_noise < 0 else (None, '')
         if why:
             self.get_logger().warning(f'belief noise: {FALLBACK_PROCESS_NOISE} for every '
