@@ -39,12 +39,12 @@ stamp going back, a new model). The calibration is made on scores averaged the s
 tails keep their meaning, and it stores its window; window 0 is the per-frame score (and a
 calibration stored before the window, its first meaning).
 
-Contexts. How far m's expert lies from the others depends on which others there are: the
-fusion of one expert is as sure as that expert, that of several (MoPoE: a mixture) wider, so
-the distances to one other are larger. A modality scored against fewer others than it was
-calibrated with would alarm all the time: on the simulated bags (default-config model, tails
-of the full set), with tactile silent 81 % of camera's and 89 % of audio's clean samples fell
-below the 1 % alarm. So the calibration has one entry (law, weights, tails) per context, m and
+Contexts. How far m's expert lies from the others depends on which others there are: their
+fusion's mean and variance change with the set (MoPoE's mixture of one expert is that expert,
+of several a wider one; PoE's product of several is surer than one), so the distances in one
+context do not follow the law of another. On the simulated bags (default-config MoPoE model,
+tails of the full set), with tactile silent 81 % of camera's and 89 % of audio's clean samples
+fell below the 1 % alarm. So the calibration has one entry (law, weights, tails) per context, m and
 the set of others scored against it: for every set of at least two modalities, the samples in
 which all of them are present, scored as if only they were (an expert depends on its own input
 only, so leaving the others out is exact). Its key is m's name for the full set and
