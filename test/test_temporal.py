@@ -230,3 +230,25 @@ def test_a_late_expert_keeps_its_staleness_share_under_the_variance_power(replay
     private = loaded.model.private_slice('tactile')  # only the tactile expert informs it
     np.testing.assert_allclose(state.belief.var[private],
                                1 / (1 / bar_var[private] + 0.5 / (2.0 * 0.5)), rtol=1e-6)
+
+
+def test_the_tracker_takes_each_tail_from_the_context_it_scored_in(replayed):
+    _, engine, results = replayed
+    # one calibration score each: below any score in the full set (tail 1/2), above any in
+    # the camera-audio context (tail 1)
+    low, high = np.array([-1e9]), np.array([1e9])
+    keys = ['camera', 'audio', 'tactile', 'camera|audio', 'audio|camera']
+    scores = {k: low if '|' not in k else high for k in keys}
+    cal = SurpriseCalibration('m', scores, {k: 1 for k in keys}, window_s=0.3, contexts=True)
+    tracker = TemporalTracker(engine, calibration=cal)
+    full = tracker.step(results[0]).surprise
+    assert {n: p for n, (_, p) in full.items()} == {n: 0.5 for n in ('camera', 'audio', 'tactile')}
+    t0 = results[0].stamp_ns
+    quiet = tracker.step(_only(results[1], ('camera', 'audio'), t0 + 33_000_000)).surprise
+    assert set(quiet) == {'camera', 'audio'}  # tactile not scored, the others in their context
+    assert {n: p for n, (_, p) in quiet.items()} == {'camera': 1.0, 'audio': 1.0}
+    # the window started over with the context: the score is this frame's alone
+    again = TemporalTracker(engine, calibration=SurpriseCalibration('m', {}, {}, window_s=0.0))
+    again.step(results[0])
+    alone = again.step(_only(results[1], ('camera', 'audio'), t0 + 33_000_000)).surprise
+    assert quiet['camera'][0] == pytest.approx(alone['camera'][0])
