@@ -494,10 +494,10 @@ def calibrate(model, model_id: str, arrays, present, stamps=None, groups=None,
         pairs = None  # (clean, shuffled) d2 [M, B, D] of the complete weight rows
         if weighing is not None:
             w_mus, w_lvs, w_mask = weighing
-            rows = (w_mask | ~inside).all(0)
-            if int(rows.sum()) > 1:
-                pairs = clean_and_shuffled(model.fusion, w_mus[:, rows], w_lvs[:, rows],
-                                           (w_mask & inside)[:, rows])
+            whole = (w_mask | ~inside).all(0)
+            if int(whole.sum()) > 1:
+                pairs = clean_and_shuffled(model.fusion, w_mus[:, whole], w_lvs[:, whole],
+                                           (w_mask & inside)[:, whole])
         for name in subset:
             i, key = names.index(name), context_key(name, subset, names)
             finite = np.isfinite(d2[i]).all(-1)
