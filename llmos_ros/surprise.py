@@ -361,6 +361,9 @@ class SurpriseCalibration:
                       float(data.get('window_s', 0.0)), bool(data.get('contexts', False)))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f'{where}: not a surprise calibration ({exc!r})') from None
+        if not isinstance(data.get('contexts', False), bool):
+            raise CheckpointError(f'{where}: surprise calibration contexts must be true or '
+                                  f'false, got {data["contexts"]!r}')
         if not (math.isfinite(cal.window_s) and cal.window_s >= 0):
             raise CheckpointError(f'{where}: surprise calibration window_s must be a finite '
                                   f'number >= 0, got {cal.window_s}')

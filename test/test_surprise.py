@@ -223,6 +223,8 @@ def test_a_context_is_the_modality_and_the_set_of_others_it_is_scored_against():
     old = cal.to_dict()
     del old['contexts']
     assert SurpriseCalibration.from_dict(old).key('audio', ['tactile'], names) == 'audio'
+    with pytest.raises(CheckpointError, match="contexts must be true or false, got 'yes'"):
+        SurpriseCalibration.from_dict({**old, 'contexts': 'yes'}, 'side.json')
     # the node and llmos-eval warn about an old one where a silent sensor makes a difference
     assert context_warning(cal, names) == '' and context_warning(None, names) == ''
     assert 'predates contexts' in context_warning(SurpriseCalibration.from_dict(old), names)
