@@ -19,6 +19,8 @@ changes within an episode) -- replays them through the live path (`PerceptionEng
 * probe: linear-probe accuracy of the per-frame latent and of the belief on the clean bag, each
   probe fitted on the same representation of the training bag; in brackets the belief read by
   a probe fitted on the training bag's single frames (the belief's measurements);
+  and the same split at 0.3 s after each episode change (where the belief may lag a change its
+  first frames do not make clear: `llmos_ros.belief`, Jumps);
 * jitter ratio: per-frame over belief step-to-step jitter within episodes, clean bag; 'steady':
   the same on the steady bag, where the state does not move within an episode (>= 2 wanted), and
   the probes (fitted on the training bag) on it;
@@ -71,6 +73,7 @@ from llmos_ros.train import main as train_main
 
 NS = 1_000_000_000
 Z90 = 1.6449
+EARLY_S = 0.3  # the probe is also split at this time since an episode change
 
 
 def parse_args(argv=None):
@@ -138,6 +141,16 @@ def swap_auroc(track: Track, i: int, spans, lag: float) -> float | None:
         inside |= (t >= start + lag) & (t < end)
         near |= (t >= start) & (t < end + lag + 0.2)
     return auroc(track.scores[inside, i], track.scores[~near, i])
+
+
+def since_change(track: Track, labels: np.ndarray) -> np.ndarray:
+    """Seconds since each sample's episode label began (the first sample's: since it)."""
+    out, start = np.zeros(len(labels)), 0
+    for k in range(len(labels)):
+        if k and labels[k] != labels[k - 1]:
+            start = k
+        out[k] = (track.stamps[k] - track.stamps[start]) / NS
+    return out
 
 
 def silent_rows(track: Track, spans, i: int) -> np.ndarray:
@@ -257,6 +270,11 @@ def main(argv=None) -> int:
                  for kind in ('latent', 'belief')}
         probe['belief_frame_probe'] = linear_probe(frame_fit, train_labels[tlab],
                                                    clean.belief[lab], labels[lab])
+        early = lab & (since_change(clean, labels) < EARLY_S)  # where the belief may lag
+        by_time = {f'{kind}_{part}': linear_probe(
+            getattr(train_tr, kind)[tlab], train_labels[tlab], getattr(clean, kind)[rows],
+            labels[rows]) for kind in ('latent', 'belief')
+            for part, rows in (('early', early), ('later', lab & ~early))}
         ratio = jitter(clean.latent, labels) / jitter(clean.belief, labels)
         still, still_labels = tr['steady'], runs['steady'][2]
         slab = still_labels != ''
@@ -280,6 +298,7 @@ def main(argv=None) -> int:
         rows.append({'process_noise': q, 'probe_latent': probe['latent'],
                      'probe_belief': probe['belief'],
                      'probe_belief_frame_probe': probe['belief_frame_probe'],
+                     'probe_by_time_since_change': by_time,
                      'jitter_ratio': ratio, 'jitter_ratio_steady': ratio_steady,
                      'probe_steady_latent': probe_steady['latent'],
                      'probe_steady_belief': probe_steady['belief'], 'silence': sil,
@@ -295,6 +314,9 @@ def main(argv=None) -> int:
               + '  '.join(f'{_f(swap_figs[m]):>10}' for m in names)
               + ' | ' + '  '.join(f'{_f(fa[m], 4):>7}' for m in names)
               + ' | ' + '  '.join(f'{_f(v, 4):>7}' for v in fa_silent.values()))
+        print(f'{"":>13}  probe latent/belief in the first {EARLY_S:g} s after an episode '
+              f'change {by_time["latent_early"]:.3f} / {by_time["belief_early"]:.3f}, later '
+              f'{by_time["latent_later"]:.3f} / {by_time["belief_later"]:.3f}')
     result = {'model_id': loaded.model_id, 'fusion': loaded.cfg.model.fusion,
               'belief': {k: v for k, v in BeliefConfig().__dict__.items()
                          if k != 'process_noise'},
