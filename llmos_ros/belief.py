@@ -73,10 +73,10 @@ depends on its size against the scatter of the frames themselves: on the sim (de
 while frames of steady episodes reach 85 at their 99th percentile, so no threshold restarts at
 every change without restarting in steady scenes too; 4 of 9 restarted at once, the filter
 followed the others over the next frames (probe in the first 0.3 s after a change 0.70 against
-the per-frame latent's 0.97, later 0.996 against 1.000). Measured, not kept, as the test: the statistic of the
-shared and of each private block, the log-likelihood ratio against a restart drawn from the
-state's distribution, and sums of 2 to 4 consecutive innovations: none separates the first
-frames after a change from the tail of steady frames.
+the per-frame latent's 0.97, later 0.996 against 1.000). Measured, not kept, as the test: the
+statistic of the shared and of each private block, the log-likelihood ratio against a restart
+drawn from the state's distribution, and sums of 2 to 4 consecutive innovations: none separates
+the first frames after a change from the tail of steady frames.
 
 Staleness. An expert computed from an input of age a (sample time minus the input's stamp) is
 folded in with its variance divided by its effective weight
