@@ -60,7 +60,15 @@ from llmos_ros.belief import BeliefConfig
 from llmos_ros.belief_noise import learn, load_noise, measurements
 from llmos_ros.belief_noise import sidecar_path as noise_sidecar
 from llmos_ros.checkpoint import load_checkpoint
-from llmos_ros.evaluation.belief_metrics import Track, auroc, false_alarm_rate, finite, jitter
+from llmos_ros.evaluation.belief_metrics import (
+    EARLY_S,
+    Track,
+    auroc,
+    false_alarm_rate,
+    finite,
+    jitter,
+    since_change,
+)
 from llmos_ros.evaluation.metrics import linear_probe
 from llmos_ros.evaluation.plots import plot_belief_timeline
 from llmos_ros.evaluation.replay import replay
@@ -73,7 +81,6 @@ from llmos_ros.train import main as train_main
 
 NS = 1_000_000_000
 Z90 = 1.6449
-EARLY_S = 0.3  # the probe is also split at this time since an episode change
 
 
 def parse_args(argv=None):
@@ -141,16 +148,6 @@ def swap_auroc(track: Track, i: int, spans, lag: float) -> float | None:
         inside |= (t >= start + lag) & (t < end)
         near |= (t >= start) & (t < end + lag + 0.2)
     return auroc(track.scores[inside, i], track.scores[~near, i])
-
-
-def since_change(track: Track, labels: np.ndarray) -> np.ndarray:
-    """Seconds since each sample's episode label began (the first sample's: since it)."""
-    out, start = np.zeros(len(labels)), 0
-    for k in range(len(labels)):
-        if k and labels[k] != labels[k - 1]:
-            start = k
-        out[k] = (track.stamps[k] - track.stamps[start]) / NS
-    return out
 
 
 def silent_rows(track: Track, spans, i: int) -> np.ndarray:
@@ -270,7 +267,7 @@ def main(argv=None) -> int:
                  for kind in ('latent', 'belief')}
         probe['belief_frame_probe'] = linear_probe(frame_fit, train_labels[tlab],
                                                    clean.belief[lab], labels[lab])
-        early = lab & (since_change(clean, labels) < EARLY_S)  # where the belief may lag
+        early = lab & (since_change(clean.stamps, labels) < EARLY_S)  # where the belief may lag
         by_time = {f'{kind}_{part}': linear_probe(
             getattr(train_tr, kind)[tlab], train_labels[tlab], getattr(clean, kind)[rows],
             labels[rows]) for kind in ('latent', 'belief')

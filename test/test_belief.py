@@ -226,3 +226,10 @@ def test_belief_metrics():
     labels = np.array(['a', 'a', 'b', 'b'])  # the step across the episode change is left out
     assert jitter(means, labels) == pytest.approx(0.75)
     assert finite({'x': float('nan'), 'y': {'z': 1.0}}) == {'x': None, 'y': {'z': 1.0}}
+
+
+def test_time_since_the_episode_label_began():
+    from llmos_ros.evaluation.belief_metrics import since_change
+    stamps = np.array([0, 100, 250, 300, 400, 1000]) * 1_000_000
+    labels = np.array(['a', 'a', 'b', 'b', 'a', 'a'])
+    np.testing.assert_allclose(since_change(stamps, labels), [0, 0.1, 0, 0.05, 0, 0.6])

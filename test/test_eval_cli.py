@@ -177,6 +177,7 @@ def test_metrics_equal_hand_computed(env, table):
 def test_belief_probe_is_fitted_on_training_beliefs(env):
     """Each probe reads the representation it was fitted on: beliefs for the belief probe."""
     from llmos_ros.belief import BeliefConfig
+    from llmos_ros.evaluation.belief_metrics import since_change
     from llmos_ros.evaluation.metrics import linear_probe
     from llmos_ros.evaluation.replay import replay
     from llmos_ros.inference import PerceptionEngine
@@ -186,13 +187,19 @@ def test_belief_probe_is_fitted_on_training_beliefs(env):
         engine = PerceptionEngine(env['loaded'])
         tracker, means = TemporalTracker(engine, BeliefConfig(), None), []
         rep = replay(bag, engine, on_result=lambda r: means.append(tracker.step(r).belief.mean))
-        return np.asarray(means), rep.labels
+        return np.asarray(means), rep.labels, rep.stamps
 
-    (btr, ltr), (bte, lte) = beliefs(env['dir'] / 'train'), beliefs(env['dir'] / 'test')
+    (btr, ltr, _), (bte, lte, ste) = beliefs(env['dir'] / 'train'), beliefs(env['dir'] / 'test')
     a, b = ltr != '', lte != ''
     expected = linear_probe(btr[a], ltr[a], bte[b], lte[b], seed=0)
     summary = env['report']['belief_surprise']
     assert summary['belief_probe_accuracy'] == pytest.approx(expected)
+    # split at 0.3 s after each label change: the same probe on each part
+    early = b & (since_change(ste, lte) < 0.3)
+    assert 0 < early.sum() < b.sum()
+    for part, rows in (('early', early), ('later', b & ~early)):
+        assert summary['probe_accuracy_by_time'][f'belief_{part}'] == pytest.approx(
+            linear_probe(btr[a], ltr[a], bte[rows], lte[rows], seed=0))
     # the frame probe: fitted on the training bag's per-frame products of the present experts,
     # reading the test bag's beliefs and its per-frame products
     from llmos_ros.belief_noise import measurements

@@ -36,7 +36,12 @@ DEFINITIONS = {
                                   'test bag (the single-frame figure the belief smooths)',
     'surprise_false_alarm_rate': 'fraction of scored samples with tail probability < 0.01 '
                                  '(calibrated: about 0.01 on clean data)',
+    'probe_accuracy_by_time': 'latent_probe_accuracy and belief_probe_accuracy on the test '
+                              'samples within the first 0.3 s of their episode label (early; '
+                              'the belief may lag a change its first frames do not make '
+                              'clear) and after it (later)',
 }
+EARLY_S = 0.3  # probe_accuracy_by_time: 'early' is this long after an episode label begins
 
 
 @dataclass
@@ -66,6 +71,16 @@ class Track:
                    np.array([[s.surprise.get(n, (nan, nan))[0] for n in names] for s in states]),
                    np.array([[s.surprise.get(n, (nan, nan))[1] for n in names] for s in states]),
                    np.array([s.belief.reset for s in states]))
+
+
+def since_change(stamps: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Seconds since each sample's episode label began (the first sample's: since it)."""
+    out, start = np.zeros(len(labels)), 0
+    for k in range(len(labels)):
+        if k and labels[k] != labels[k - 1]:
+            start = k
+        out[k] = (int(stamps[k]) - int(stamps[start])) / 1e9
+    return out
 
 
 def jitter(means: np.ndarray, labels: np.ndarray) -> float:
@@ -112,8 +127,9 @@ def summary(track: Track, labels: np.ndarray, probe=None, belief_probe=None,
     """
     The belief and surprise figures of one stream.
 
-    With labels, `probe(latents) -> accuracy` scores the per-frame latents and `belief_probe`
-    the belief means (each fitted on the same representation of the training bag);
+    With labels, `probe(latents, rows=None) -> accuracy` scores the per-frame latents (the
+    labelled samples, or those of them in the boolean `rows`) and `belief_probe` the belief
+    means (each fitted on the same representation of the training bag);
     `frame_probe`, fitted on the training bag's per-frame measurements, scores the belief means
     and the track's measurements.
     """
@@ -131,6 +147,13 @@ def summary(track: Track, labels: np.ndarray, probe=None, belief_probe=None,
         out['latent_probe_accuracy'] = probe(track.latent)
     if belief_probe is not None:
         out['belief_probe_accuracy'] = belief_probe(track.belief)
+    if probe is not None and belief_probe is not None:
+        early = since_change(track.stamps, labels) < EARLY_S
+        out['probe_accuracy_by_time'] = {
+            f'{kind}_{part}': fit(means, rows)
+            for kind, fit, means in (('latent', probe, track.latent),
+                                     ('belief', belief_probe, track.belief))
+            for part, rows in (('early', early), ('later', ~early))}
     if frame_probe is not None:
         out['belief_frame_probe_accuracy'] = frame_probe(track.belief)
         if track.measurement is not None:

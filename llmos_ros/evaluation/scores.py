@@ -240,13 +240,15 @@ def temporal_summary(opts: EvalOptions, loaded: Loaded, train: Replay | None, ru
         beliefs, belief_labels = train_beliefs(opts, loaded, train, train_experts)
         known = belief_labels != ''
 
-        def probe(latents):
-            return linear_probe(ztr, train.labels[trows], latents[lab], test.labels[lab],
+        def probe(latents, rows=None):
+            use = lab if rows is None else lab & rows
+            return linear_probe(ztr, train.labels[trows], latents[use], test.labels[use],
                                 seed=opts.seed)
 
-        def belief_probe(means):
-            return linear_probe(beliefs[known], belief_labels[known], means[lab],
-                                test.labels[lab], seed=opts.seed)
+        def belief_probe(means, rows=None):
+            use = lab if rows is None else lab & rows
+            return linear_probe(beliefs[known], belief_labels[known], means[use],
+                                test.labels[use], seed=opts.seed)
 
         if test_experts is not None:  # single frames: the belief's measurements
             kind = run.tracker.kind  # what the tracker folds in
