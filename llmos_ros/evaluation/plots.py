@@ -26,6 +26,8 @@ import numpy as np  # noqa: E402
 
 from llmos_ros import kinds  # noqa: E402
 
+MAX_CHANGE_LINES = 80  # plot_belief_timeline: more episode changes are not drawn
+
 
 def subset_label(subset: Sequence[str]) -> str:
     """Short text for a subset: 'image+audio'."""
@@ -259,7 +261,7 @@ def plot_belief_timeline(track, labels=None, path='belief_timeline.png',
        latent's first principal component, with the belief's 90 % band along it (mean +-
        1.645 sqrt(sum_i u_i^2 var_i), u the component): where the belief smooths, lags or
        widens. Restarts of the belief as red ticks on the top edge, episode changes (labels) as
-       grey lines.
+       grey lines (when there are at most MAX_CHANGE_LINES).
     2. Each modality's effective weight w(age) (0: not used).
     3. Each modality's surprise tail probability, log scale, with the 1 % alarm line (a gap
        where it was not scored).
@@ -291,7 +293,8 @@ def plot_belief_timeline(track, labels=None, path='belief_timeline.png',
     ax.plot(t[keep], belief[keep], color='C0', lw=1.0, label='belief mean')
     if labels is not None and n:
         lab = np.asarray(labels).reshape(-1)
-        for i in np.flatnonzero(lab[1:] != lab[:-1]) + 1:
+        changes = np.flatnonzero(lab[1:] != lab[:-1]) + 1
+        for i in changes if changes.size <= MAX_CHANGE_LINES else ():  # else a grey wall
             for a in axes:
                 a.axvline(t[i], color='0.8', lw=0.6, zorder=0)
     for k, (start, end, text) in enumerate(spans):
