@@ -139,24 +139,25 @@ def seconds(track: Track) -> np.ndarray:
     return (track.stamps - DEFAULT_START_NS) / NS
 
 
+def in_spans(t: np.ndarray, spans) -> np.ndarray:
+    """Whether each time t (s) lies in one of the [start, end) spans."""
+    inside = np.zeros(len(t), bool)
+    for start, end in spans:
+        inside |= (t >= start) & (t < end)
+    return inside
+
+
 def swap_auroc(track: Track, i: int, spans, lag: float) -> float | None:
     """AUROC of modality i's score: inside [start + lag, end) against outside any span + lag."""
     t = seconds(track)
-    inside = np.zeros(len(t), bool)
-    near = np.zeros(len(t), bool)
-    for start, end in spans:
-        inside |= (t >= start + lag) & (t < end)
-        near |= (t >= start) & (t < end + lag + 0.2)
+    inside = in_spans(t, [(start + lag, end) for start, end in spans])
+    near = in_spans(t, [(start, end + lag + 0.2) for start, end in spans])
     return auroc(track.scores[inside, i], track.scores[~near, i])
 
 
 def silent_rows(track: Track, spans, i: int) -> np.ndarray:
     """Rows inside the spans in which modality i was not scored (its input gone)."""
-    t = seconds(track)
-    inside = np.zeros(len(t), bool)
-    for start, end in spans:
-        inside |= (t >= start) & (t < end)
-    return inside & ~np.isfinite(track.tails[:, i])
+    return in_spans(seconds(track), spans) & ~np.isfinite(track.tails[:, i])
 
 
 def silence_figures(track: Track, clean: Track, spans, block: slice, r: np.ndarray) -> dict:

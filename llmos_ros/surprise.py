@@ -150,8 +150,16 @@ def context_key(name: str, others, names) -> str:
     `name` when they are all of the model's `names` but it, else 'name|o1+o2' in model order
     (module doc, Contexts).
     """
-    others = [n for n in names if n in set(others) and n != name]
+    given = set(others)
+    others = [n for n in names if n in given and n != name]
     return name if len(others) == len(names) - 1 else f'{name}|{"+".join(others)}'
+
+
+def entry_key(calibration: SurpriseCalibration | None, name: str, others, names) -> str:
+    """The context key under which `name` against `others` is scored (and windowed)."""
+    if calibration is None:
+        return context_key(name, others, names)
+    return calibration.key(name, others, names)
 
 
 def scored_subsets(names) -> list[tuple[str, ...]]:
@@ -452,8 +460,7 @@ def sample_scores(model, arrays: dict[str, np.ndarray], present: dict[str, np.nd
     for i, name in enumerate(names):
         for b in np.flatnonzero(np.isfinite(d2[i]).all(-1)):
             others = [n for j, n in enumerate(names) if j != i and mask[j, b]]
-            keys[i, b] = (calibration.key(name, others, names) if calibration
-                          else context_key(name, others, names))
+            keys[i, b] = entry_key(calibration, name, others, names)
         for key in set(keys[i]) - {''}:
             rows = keys[i] == key
             scores[i, rows] = score(calibration, key, d2[i, rows])

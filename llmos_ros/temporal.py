@@ -38,7 +38,7 @@ from llmos_ros.belief_noise import BeliefNoise, measurement
 from llmos_ros.surprise import (
     ScoreWindow,
     SurpriseCalibration,
-    context_key,
+    entry_key,
     loo_distances,
     score,
 )
@@ -129,8 +129,7 @@ class TemporalTracker:
         cal, out = self.calibration, {}
         for i, name in enumerate(self.names):
             if name in present and np.isfinite(d2[i]).all():
-                key = (cal.key(name, present, self.names) if cal
-                       else context_key(name, present, self.names))
+                key = entry_key(cal, name, present, self.names)
                 s = self.window.add(name, stamp_ns, float(score(cal, key, d2[i])), key)
                 out[name] = (s, cal.tail(key, s) if cal else float('nan'))
         return out

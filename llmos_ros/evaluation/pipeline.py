@@ -71,9 +71,10 @@ def evaluate(opts: EvalOptions) -> dict:
     panels, plot_labels = subsets.panels, test.labels[full]
     if not panels:
         panels, plot_labels = {'live latent (present modalities)': test.means}, test.labels
+    labelled = labels.test.any()
     paths = write_report(loaded.out, results, latents=panels, examples=example_inputs,
-                         labels=plot_labels if labels.test.any() else None,
-                         timeline=(track, test.labels if labels.test.any() else None))
+                         labels=plot_labels if labelled else None,
+                         timeline=(track, test.labels if labelled else None))
     phases.mark('report')  # in the stdout summary only (metrics.json was written before)
     summary = summarize(loaded.out, paths, run, results, phases)
     if opts.compare:

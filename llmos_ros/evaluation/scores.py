@@ -318,10 +318,9 @@ def tracker_for(opts: EvalOptions, loaded: Loaded, engine, quiet: bool = False):
     from llmos_ros.surprise import context_warning, load_calibration
     from llmos_ros.temporal import TemporalTracker
     calibration, why = load_calibration(opts.model, loaded.checkpoint)
-    if calibration is None and not quiet:
-        opts.note(f'surprise tail probabilities are NaN: {why}')
-    elif context_warning(calibration, loaded.model.names) and not quiet:
-        opts.note(context_warning(calibration, loaded.model.names))
+    old = context_warning(calibration, loaded.model.names)
+    if (calibration is None or old) and not quiet:
+        opts.note(old or f'surprise tail probabilities are NaN: {why}')
     noise, why = load_noise(opts.model, loaded.checkpoint)
     if noise is None and not quiet:
         opts.note(f'belief process noise {FALLBACK_PROCESS_NOISE} for every dimension: {why}')

@@ -511,10 +511,9 @@ class PerceptionNode(LifecycleNode):
         cfg = BeliefConfig.from_dict({n: self.get_parameter(f'belief.{n}').value
                                       for n in BELIEF_PARAMETERS})
         calibration, why = load_calibration(path, loaded)
-        if calibration is None:
-            self.get_logger().warning(f'surprise tail probabilities are NaN: {why}')
-        elif context_warning(calibration, loaded.model.names):
-            self.get_logger().warning(context_warning(calibration, loaded.model.names))
+        old = context_warning(calibration, loaded.model.names)
+        if calibration is None or old:
+            self.get_logger().warning(old or f'surprise tail probabilities are NaN: {why}')
         noise, why = load_noise(path, loaded) if cfg.process_noise < 0 else (None, '')
         if why:
             self.get_logger().warning(f'belief noise: {FALLBACK_PROCESS_NOISE} for every '
