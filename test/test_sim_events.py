@@ -5,7 +5,8 @@ import pytest
 from llmos_ros.core.bags import read_bag
 from llmos_ros.errors import ConfigError
 from llmos_ros.sim import make_bag
-from llmos_ros.sim.make_bag import DEFAULT_START_NS, Event
+from llmos_ros.sim.make_bag import DEFAULT_START_NS, SWAP_SEED_OFFSET, Event
+from llmos_ros.sim.scene import CAMERA_TOPIC, Scene, SceneConfig
 
 NS = 1_000_000_000
 
@@ -46,6 +47,27 @@ def test_events_change_only_their_stream_and_window(tmp_path):
     swapped = [s for s in audio if inside(s, 0.5, 1.0)]
     assert sum(audio[s] != a['/microphone/audio'][s] for s in swapped) > 0.9 * len(swapped)
     assert all(audio[s] == a['/microphone/audio'][s] for s in audio if s not in swapped)
+
+
+def test_swap_source_shows_another_label(tmp_path):
+    # Seed 51's episode 1 (4-8 s) is cylinder/metal, and so is the first source scene's
+    # (seed 51 + SWAP_SEED_OFFSET): the swap takes the second source's frames there.
+    own, first, second = (Scene(seed=51 + k * SWAP_SEED_OFFSET, start_ns=DEFAULT_START_NS)
+                          for k in range(3))
+    assert own.label(1) == first.label(1) != second.label(1)
+    out = tmp_path / 'swap'
+    assert make_bag.main(['--out', str(out), '--duration', '5', '--seed', '51', '--quiet',
+                          '--set', 'image_width=32', '--set', 'image_height=32',
+                          '--event', 'swap:camera:4:1']) == 0
+    cam = _frames(out)['/camera/image_raw']
+    small = Scene(SceneConfig.from_dict({'image_width': 32, 'image_height': 32}),
+                  seed=51 + 2 * SWAP_SEED_OFFSET, start_ns=DEFAULT_START_NS)
+    swapped = sorted(s for s in cam if (s - DEFAULT_START_NS) / NS >= 4.0)
+    assert len(swapped) > 10
+    first_index = round(4.0 * small.config.camera_rate_hz)
+    for k, stamp in enumerate(swapped):
+        expected = small.render(CAMERA_TOPIC, first_index + k).data
+        assert cam[stamp] == np.asarray(expected).tobytes()
 
 
 @pytest.mark.parametrize('text, match', [

@@ -10,7 +10,11 @@ equal log times. The same seed and settings give the same messages.
 
 Injected events (`--event KIND:MODALITY:START_S:DURATION_S`, repeatable; `Event`) change one
 stream for a while, for tests of belief and surprise:
-  swap     the modality shows another scene's (another seed's episodes) frames, at its own stamps
+  swap     the modality shows another scene's frames, at its own stamps: per episode the first
+           of the scenes of seed + k * SWAP_SEED_OFFSET (k = 1, 2, ...) whose episode there has
+           another label, so the swapped stream always shows another object or material (a
+           source episode of the same label, one in 12, is the same scene to every sensor but
+           for the touches: not a mismatch a detector could be asked to see)
   freeze   the modality repeats its last frame before START_S, restamped
   silence  the modality publishes nothing
 """
@@ -27,7 +31,8 @@ from llmos_ros.sim.scene import LABEL_TOPIC, STREAMS, Scene, SceneConfig
 # 2023-11-14T22:13:20Z: a fixed, realistic start so the same arguments give the same bag.
 DEFAULT_START_NS = 1_700_000_000 * 1_000_000_000
 EVENT_KINDS = ('swap', 'freeze', 'silence')
-SWAP_SEED_OFFSET = 7919  # the swap source scene's seed: seed + this
+SWAP_SEED_OFFSET = 7919  # the swap source scenes' seeds: seed + k * this, k = 1, 2, ...
+SWAP_SOURCES = 32  # source scenes tried per episode (all 32 sharing the label: about 1e-35)
 
 
 @dataclass(frozen=True)
@@ -70,9 +75,22 @@ class _Injector:
 
     def __init__(self, scene: Scene, events, seed: int, start_ns: int):
         self.scene, self.events = scene, list(events)
-        self.other = Scene(scene.config, seed=seed + SWAP_SEED_OFFSET, start_ns=start_ns) \
-            if any(e.kind == 'swap' for e in self.events) else None
+        self.seed, self.start_ns = seed, start_ns
+        self.sources: list[Scene] = []  # swap sources, seed + k * SWAP_SEED_OFFSET, made lazily
         self.last: dict[str, object] = {}  # topic -> newest frame outside a freeze
+
+    def source(self, t: float) -> Scene:
+        """The swap source at scene time t: the first whose episode there has another label."""
+        episode = self.scene.episode_index(t)
+        label = self.scene.label(episode)
+        for k in range(SWAP_SOURCES):
+            if k == len(self.sources):
+                self.sources.append(Scene(self.scene.config, seed=self.seed + (k + 1)
+                                          * SWAP_SEED_OFFSET, start_ns=self.start_ns))
+            if self.sources[k].label(episode) != label:
+                return self.sources[k]
+        raise LlmosError(f'no swap source with a label other than {label!r} in '
+                         f'{SWAP_SOURCES} scenes (episode {episode})')
 
     def frame(self, stamp: int, topic: str, index: int):
         """The frame to write for (stamp, topic, index), or None to write nothing."""
@@ -85,7 +103,7 @@ class _Injector:
         if event.kind == 'silence':
             return None
         if event.kind == 'swap':
-            return replace(self.other.render(topic, index), stamp_ns=stamp)
+            return replace(self.source(t).render(topic, index), stamp_ns=stamp)
         frozen = self.last.get(topic)  # freeze
         if frozen is None:
             frozen = self.last[topic] = self.scene.render(topic, index)
