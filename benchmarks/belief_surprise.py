@@ -11,8 +11,8 @@ weights on the rest: `python -m llmos_ros.surprise --validation`, into the sidec
 window of --window-s, default the surprise's), takes its
 learned belief noise (`llmos_ros.belief_noise`: the checkpoint's, or, for a model trained
 without one, learned on the training bag into the sidecar), writes test bags of another seed --
-clean, each modality swapped with another scene's stream in 2 s windows every 10 s, tactile
-silent for 3 s windows, and a steady one (the same scene without touches: only the sensor noise
+clean, each modality swapped with another scene's stream (always another object or material:
+`llmos_ros.sim.make_bag`) in 2 s windows every 10 s, tactile silent for 3 s windows, and a steady one (the same scene without touches: only the sensor noise
 changes within an episode) -- replays them through the live path (`PerceptionEngine` +
 `TemporalTracker`) and prints:
 
