@@ -13,8 +13,8 @@ learned belief noise (`llmos_ros.belief_noise`: the checkpoint's, or, for a mode
 without one, learned on the training bag into the sidecar), writes test bags of another seed --
 clean, each modality swapped with another scene's stream (always another object or material:
 `llmos_ros.sim.make_bag`) in 2 s windows every 10 s, tactile silent for 3 s windows, and a
-steady one (the same scene without touches: only the sensor noise changes within an episode) -- replays them through the live path (`PerceptionEngine` +
-`TemporalTracker`) and prints:
+steady one (the same scene without touches: only the sensor noise changes within an episode)
+-- replays them through the live path (`PerceptionEngine` + `TemporalTracker`) and prints:
 
 * probe: linear-probe accuracy of the per-frame latent and of the belief on the clean bag, each
   probe fitted on the same representation of the training bag; in brackets the belief read by
