@@ -57,6 +57,11 @@ Calibration. Raw scores differ across modalities and models, so each is turned i
 probability with the empirical distribution of the scores of clean data (the training split):
 p = (1 + #{calibration scores >= s}) / (n + 1), the p-value of s under "m agrees with the others
 as on clean data". On clean data p is uniform on (0, 1]; p < 0.01 is the calibrated 1 % alarm.
+That holds for clean data like the calibration's, and a 1 % tail from a few episodes is theirs,
+so each entry also keeps its held-out alarms (`held_out_alarms`): its clean scores in time order
+cut in HELD_OUT_FOLDS contiguous parts, per part the share below p 0.01 under the tails of the
+others. Near 1 % each when the clean data is enough; a wide spread says the tail rests on a few
+episodes (vt60's validation split, 627 samples of 5 episodes: 7.1 / 0 / 0 / 1.6 / 0 %).
 `llmos-train` calibrates the final weights on its validation split (the held-out end of the
 training bags) and stores that in the checkpoint's extra['surprise']; this module's command line
 recalibrates on other clean bags into a JSON sidecar next to the checkpoint (`sidecar_path`),
@@ -88,6 +93,8 @@ EM_STEPS = 50  # scale updates per degrees of freedom
 WEIGHT_ROWS = 8_000  # clean samples (evenly spaced) the dimension weights are fitted on
 SHUFFLES = (1 / 3, 1 / 2, 2 / 3)  # row b's shuffled partner: b + this share of the rows, cyclic
 WEIGHT_STEPS = 600  # full-batch Adam steps of the weights' logistic regression
+HELD_OUT_FOLDS = 5  # contiguous parts of the clean scores for the held-out alarms
+ALARM_P = 0.01  # the calibrated alarm: tail probability below this
 WINDOW_S = 0.3  # the published score: the mean of the per-frame scores over this many seconds
 
 
@@ -141,6 +148,42 @@ def windowed(stamps, scores: np.ndarray, window_s: float,
             if np.isfinite(scores[k]):
                 out[k] = window.add('', int(stamps[k]), float(scores[k]))
     return out
+
+
+def held_out_alarms(scores: np.ndarray, folds: int = HELD_OUT_FOLDS, p: float = ALARM_P
+                    ) -> list[float]:
+    """
+    Per part of clean scores, the share of its alarms under the tails of the other parts.
+
+    scores: in time order (NaN: unscored), cut in `folds` contiguous parts; an alarm is a tail
+    probability below `p` (module doc, Calibration). [] when the other parts would hold fewer
+    than 1 / p scores (no alarm possible).
+    """
+    values = np.asarray(scores, np.float64)
+    values = values[np.isfinite(values)]
+    parts = np.array_split(np.arange(values.size), folds)
+    if values.size - max(len(part) for part in parts) < 1.0 / p:
+        return []
+    rates = []
+    for part in parts:
+        ref = np.sort(np.delete(values, part))
+        above = ref.size - np.searchsorted(ref, values[part], side='left')
+        rates.append(float(np.mean((1.0 + above) / (ref.size + 1.0) < p)))
+    return rates
+
+
+def held_out_line(calibration: SurpriseCalibration, names) -> str:
+    """One line of the full contexts' held-out alarms, for llmos-train and the command line."""
+    parts = [f'{n} ' + ' / '.join(f'{100 * r:.1f}' for r in calibration.held_out[n]) + ' %'
+             for n in names if calibration.held_out.get(n)]
+    if not parts:
+        least = math.ceil(HELD_OUT_FOLDS / (HELD_OUT_FOLDS - 1) / ALARM_P)
+        return (f'surprise: too few clean samples to check the tails on held-out parts '
+                f'({least} or more wanted)')
+    return (f'surprise: alarms at p < {ALARM_P:g} on each of {HELD_OUT_FOLDS} parts of the clean '
+            'samples held out in turn, '
+            + ', '.join(parts) + ' (near 1 % each when the clean data is enough; wide: the tail '
+            'rests on a few episodes, calibrate on more clean recordings)')
 
 
 def context_key(name: str, others, names) -> str:
@@ -315,6 +358,7 @@ class SurpriseCalibration:
     weights: dict[str, np.ndarray] = field(default_factory=dict)  # key -> w [D] (fit_weights)
     window_s: float = 0.0  # the scores are means over this many seconds (module doc, Window)
     contexts: bool = False  # calibrated per context; False: one entry per modality for all
+    held_out: dict[str, list[float]] = field(default_factory=dict)  # key -> held_out_alarms
 
     def key(self, name: str, others, names) -> str:
         """The entry that scores `name` against `others` (module doc, Contexts)."""
@@ -343,6 +387,7 @@ class SurpriseCalibration:
         return {'model_id': self.model_id, 'counts': dict(self.counts),
                 'window_s': float(self.window_s), 'contexts': bool(self.contexts),
                 'scores': {n: [float(x) for x in s] for n, s in self.scores.items()},
+                'held_out': {n: [float(x) for x in r] for n, r in self.held_out.items()},
                 'laws': {n: {'nu': [float(x) for x in nu], 'scale': [float(x) for x in scale],
                              **({'weight': [float(x) for x in self.weights[n]]}
                                 if n in self.weights else {})}
@@ -356,7 +401,8 @@ class SurpriseCalibration:
         One without 'laws' (stored before the fit) scores plainly, laws without 'weight'
         (stored before the weights) with the plain mean of the terms, one without 'window_s'
         (stored before the window) per frame, one without 'contexts' (stored before them) with
-        each modality's one entry in every context: each its first meaning.
+        each modality's one entry in every context: each its first meaning. 'held_out' (the
+        held-out alarms) is for reading only; stored before it: none.
         """
         try:
             laws = {n: (np.asarray(law['nu'], np.float64), np.asarray(law['scale'], np.float64))
@@ -366,12 +412,16 @@ class SurpriseCalibration:
             cal = cls(str(data['model_id']),
                       {n: np.sort(np.asarray(s, np.float64)) for n, s in data['scores'].items()},
                       {n: int(c) for n, c in data['counts'].items()}, laws, weights,
-                      float(data.get('window_s', 0.0)), bool(data.get('contexts', False)))
+                      float(data.get('window_s', 0.0)), bool(data.get('contexts', False)),
+                      {n: [float(x) for x in r] for n, r in data.get('held_out', {}).items()})
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f'{where}: not a surprise calibration ({exc!r})') from None
         if not isinstance(data.get('contexts', False), bool):
             raise CheckpointError(f'{where}: surprise calibration contexts must be true or '
                                   f'false, got {data["contexts"]!r}')
+        if not all(0.0 <= x <= 1.0 for r in cal.held_out.values() for x in r):
+            raise CheckpointError(f'{where}: surprise calibration held_out alarms must be '
+                                  f'shares in [0, 1]')
         if not (math.isfinite(cal.window_s) and cal.window_s >= 0):
             raise CheckpointError(f'{where}: surprise calibration window_s must be a finite '
                                   f'number >= 0, got {cal.window_s}')
@@ -521,7 +571,9 @@ def calibrate(model, model_id: str, arrays, present, stamps=None, groups=None,
                                                    student_terms(shuffled, *law))
             frame = np.full(len(finite), np.nan)
             frame[finite] = cal.score(key, rows)
-            cal.scores[key] = _keep(windowed(stamps, frame, window_s, runs))
+            published = windowed(stamps, frame, window_s, runs)
+            cal.held_out[key] = held_out_alarms(published)
+            cal.scores[key] = _keep(published)
     return cal
 
 
@@ -633,6 +685,7 @@ def main(argv=None) -> int:
         print(f'error: {exc}', file=sys.stderr)
         return 2
     print(f'wrote {out}: ' + ', '.join(f'{n}: {c} samples' for n, c in cal.counts.items()))
+    print(held_out_line(cal, loaded.model.names))
     return 0
 
 

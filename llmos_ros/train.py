@@ -493,16 +493,17 @@ def calibrations(model: MultimodalVAE, cfg: Config, train_t: SampleTable, val_t:
     will have.
     """
     from llmos_ros.belief_noise import learn
-    from llmos_ros.surprise import calibrate
+    from llmos_ros.surprise import calibrate, held_out_line
     model_id = model_id_of({k: v.detach().cpu() for k, v in model.state_dict().items()},
                            cfg.to_dict())
     was_training = model.training
     model.eval()
     try:
         table, groups = time_ordered(val_t)
-        out = {'surprise': calibrate(model, model_id, table.arrays, table.present, table.stamps,
-                                     groups,
-                                     weight_data=(train_t.arrays, train_t.present)).to_dict()}
+        surprise = calibrate(model, model_id, table.arrays, table.present, table.stamps, groups,
+                             weight_data=(train_t.arrays, train_t.present))
+        print(f'[llmos-train] {held_out_line(surprise, model.names)}', flush=True)
+        out = {'surprise': surprise.to_dict()}
         try:
             out['belief'] = learn(model, model_id, table.stamps, table.arrays, table.present,
                                   groups, device).to_dict()

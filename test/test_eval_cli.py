@@ -249,6 +249,7 @@ def test_record_bag(env, table):
     assert len(surprise.scores) == len(surprise.modalities) and surprise.model_id
     summary = env['report']['belief_surprise']  # no calibration sidecar: scores, no tails
     assert summary['n_samples'] == len(latents) and summary['calibrated'] is False
+    assert summary['surprise_held_out_alarms'] == {n: None for n in loaded.model.names}
     assert 0 <= summary['belief_probe_accuracy'] <= 1 and summary['belief_resets'] >= 1
     _, first = latents[0]
     assert first.model_id == loaded.model_id and first.fusion == loaded.cfg.model.fusion

@@ -16,6 +16,8 @@ from llmos_ros.surprise import (
     context_warning,
     fit_student,
     fit_weights,
+    held_out_alarms,
+    held_out_line,
     loo_distances,
     loo_scores,
     scored_subsets,
@@ -238,3 +240,33 @@ def test_the_live_window_starts_over_when_the_context_changes():
     assert live.add('a', 3, 10.0, 'a|b') == 10.0  # scored against other experts now
     assert live.add('a', 4, 0.0, 'a|b') == 5.0
     assert live.add('b', 5, 1.0) == 1.0  # each modality its own
+
+
+def test_held_out_alarms_are_near_the_alarm_rate_on_exchangeable_scores():
+    scores = np.random.default_rng(0).standard_normal(5000)
+    rates = held_out_alarms(scores)
+    assert len(rates) == 5 and all(r <= 0.025 for r in rates) and np.mean(rates) > 0.004
+    assert held_out_alarms(np.r_[np.nan, scores, np.nan]) == rates  # NaN: unscored
+
+
+def test_held_out_alarms_show_a_part_unlike_the_others():
+    scores = np.random.default_rng(1).standard_normal(1000)
+    scores[:200] += 3.0  # the first fifth's episodes are harder than the rest
+    rates = held_out_alarms(scores)
+    assert rates[0] > 0.3 and max(rates[1:]) <= 0.02
+    assert held_out_alarms(scores[:120]) == []  # the other parts hold < 100: no alarm possible
+
+
+def test_held_out_alarms_round_trip_are_shown_and_an_older_calibration_has_none():
+    cal = SurpriseCalibration('m', {'camera': np.array([1.0])}, {'camera': 627},
+                              held_out={'camera': [0.071, 0.0, 0.0, 0.016, 0.0]})
+    again = SurpriseCalibration.from_dict(json.loads(json.dumps(cal.to_dict())))
+    assert again.held_out == cal.held_out
+    assert 'camera 7.1 / 0.0 / 0.0 / 1.6 / 0.0 %' in held_out_line(again, ['camera', 'tactile'])
+    old = cal.to_dict()
+    del old['held_out']
+    assert SurpriseCalibration.from_dict(old).held_out == {}
+    assert '(125 or more wanted)' in held_out_line(SurpriseCalibration.from_dict(old),
+                                                    ['camera'])
+    with pytest.raises(CheckpointError, match='held_out alarms must be shares in'):
+        SurpriseCalibration.from_dict({**old, 'held_out': {'camera': [1.5]}}, 'side.json')

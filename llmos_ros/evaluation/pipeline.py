@@ -244,5 +244,6 @@ def summarize(out: Path, paths: dict, run: TestRun, results: dict, phases: Phase
             'belief_probe_accuracy': temporal.get('belief_probe_accuracy'),
             'belief_frame_probe_accuracy': temporal.get('belief_frame_probe_accuracy'),
             'surprise_false_alarm_rate': temporal['surprise_false_alarm_rate'],
+            'surprise_held_out_alarms': temporal['surprise_held_out_alarms'],
             'bag_error': test.bag_error,
             'phase_seconds': {k: round(v, 3) for k, v in phases.seconds.items()}}

@@ -260,7 +260,11 @@ def temporal_summary(opts: EvalOptions, loaded: Loaded, train: Replay | None, ru
             def frame_probe(means):
                 return linear_probe(frames, train.labels[trows], np.nan_to_num(means)[lab],
                                     test.labels[lab], seed=opts.seed)
-    return finite(summary(track, test.labels, probe, belief_probe, frame_probe)), track
+    figures = summary(track, test.labels, probe, belief_probe, frame_probe)
+    cal = run.tracker.calibration  # its own check of the tails it gives (surprise doc)
+    figures['surprise_held_out_alarms'] = {n: (cal.held_out.get(n) or None) if cal else None
+                                           for n in track.names}
+    return finite(figures), track
 
 
 def train_beliefs(opts: EvalOptions, loaded: Loaded, train: Replay,
