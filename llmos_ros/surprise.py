@@ -60,8 +60,9 @@ as on clean data". On clean data p is uniform on (0, 1]; p < 0.01 is the calibra
 That holds for clean data like the calibration's, and a 1 % tail from a few episodes is theirs,
 so each entry also keeps its held-out alarms (`held_out_alarms`): its clean scores in time order
 cut in HELD_OUT_FOLDS contiguous parts, per part the share below p 0.01 under the tails of the
-others. Near 1 % each when the clean data is enough; a wide spread says the tail rests on a few
-episodes (vt60's validation split, 627 samples of 5 episodes: 7.1 / 0 / 0 / 1.6 / 0 %).
+others: how far from 1 % the alarms of a stretch of clean data may come out. A wide spread says
+the tail rests on few episodes (vt60's validation split, 627 samples of 5 episodes: 7.1 / 0 / 0
+/ 1.6 / 0 %; avmnist's, 3,751 samples: 2.0 / 0.0 / 0.9 / 0.5 / 1.7 %).
 `llmos-train` calibrates the final weights on its validation split (the held-out end of the
 training bags) and stores that in the checkpoint's extra['surprise']; this module's command line
 recalibrates on other clean bags into a JSON sidecar next to the checkpoint (`sidecar_path`),
@@ -182,8 +183,8 @@ def held_out_line(calibration: SurpriseCalibration, names) -> str:
                 f'({least} or more wanted)')
     return (f'surprise: alarms at p < {ALARM_P:g} on each of {HELD_OUT_FOLDS} parts of the clean '
             'samples held out in turn, '
-            + ', '.join(parts) + ' (near 1 % each when the clean data is enough; wide: the tail '
-            'rests on a few episodes, calibrate on more clean recordings)')
+            + ', '.join(parts) + ' (how far from 1 % a stretch of clean data may come out; '
+            'wide: the tails rest on few episodes, calibrate on more clean recordings)')
 
 
 def context_key(name: str, others, names) -> str:

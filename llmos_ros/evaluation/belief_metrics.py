@@ -38,9 +38,9 @@ DEFINITIONS = {
                                  '(calibrated: about 0.01 on clean data)',
     'surprise_held_out_alarms': "the calibration's own check of its tails: its clean samples "
                                 'in 5 contiguous parts, per part held out the fraction with '
-                                "tail probability < 0.01 under the other parts' scores (near "
-                                '0.01 each when the clean data is enough; wide: the tails rest '
-                                'on a few episodes; llmos_ros.surprise.held_out_alarms)',
+                                "tail probability < 0.01 under the other parts' scores: how "
+                                'far from 0.01 a stretch of clean data may come out (wide: the '
+                                'tails rest on few episodes; llmos_ros.surprise.held_out_alarms)',
     'probe_accuracy_by_time': 'latent_probe_accuracy and belief_probe_accuracy on the test '
                               'samples within the first 0.3 s of their episode label (early; '
                               'the belief may lag a change its first frames do not make '
