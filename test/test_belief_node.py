@@ -66,6 +66,7 @@ def test_belief_and_surprise_topics_with_a_silent_sensor(calibrated, rclpy_conte
     assert 'Traceback' not in ''.join(logs), logs
     # llmos-train learned the belief noise of the model: the node uses it (no 0.05 fallback)
     assert 'belief noise: learned per dimension' in ''.join(logs), logs
+    assert 'surprise: alarms at p < 0.01 on each of 5 parts' in ''.join(logs), logs  # the check
     latent_stamps = {_ns(m.header.stamp) for m in latents}
     for msg in beliefs:
         assert _ns(msg.header.stamp) in latent_stamps  # input stamps, one belief per latent

@@ -60,7 +60,7 @@ from llmos_ros.nodes.qos import (
     reliable_qos,
 )
 from llmos_ros.nodes.runtime import Param, declare_parameters, run_node
-from llmos_ros.surprise import context_warning, load_calibration
+from llmos_ros.surprise import context_warning, held_out_line, load_calibration
 from llmos_ros.temporal import TemporalTracker
 
 LATENCY_WINDOW = 1000
@@ -514,6 +514,8 @@ class PerceptionNode(LifecycleNode):
         old = context_warning(calibration, loaded.model.names)
         if calibration is None or old:
             self.get_logger().warning(old or f'surprise tail probabilities are NaN: {why}')
+        if calibration is not None:
+            self.get_logger().info(held_out_line(calibration, loaded.model.names))
         noise, why = load_noise(path, loaded) if cfg.process_noise < 0 else (None, '')
         if why:
             self.get_logger().warning(f'belief noise: {FALLBACK_PROCESS_NOISE} for every '
