@@ -420,9 +420,10 @@ class SurpriseCalibration:
         if not isinstance(data.get('contexts', False), bool):
             raise CheckpointError(f'{where}: surprise calibration contexts must be true or '
                                   f'false, got {data["contexts"]!r}')
-        if not all(0.0 <= x <= 1.0 for r in cal.held_out.values() for x in r):
-            raise CheckpointError(f'{where}: surprise calibration held_out alarms must be '
-                                  f'shares in [0, 1]')
+        for name, rates in cal.held_out.items():
+            if not all(0.0 <= x <= 1.0 for x in rates):
+                raise CheckpointError(f'{where}: surprise calibration held_out alarms of {name} '
+                                      f'must be shares in [0, 1], got {rates}')
         if not (math.isfinite(cal.window_s) and cal.window_s >= 0):
             raise CheckpointError(f'{where}: surprise calibration window_s must be a finite '
                                   f'number >= 0, got {cal.window_s}')

@@ -268,5 +268,5 @@ def test_held_out_alarms_round_trip_are_shown_and_an_older_calibration_has_none(
     assert SurpriseCalibration.from_dict(old).held_out == {}
     assert '(125 or more wanted)' in held_out_line(SurpriseCalibration.from_dict(old),
                                                     ['camera'])
-    with pytest.raises(CheckpointError, match='held_out alarms must be shares in'):
+    with pytest.raises(CheckpointError, match=r'held_out alarms of camera must be shares in'):
         SurpriseCalibration.from_dict({**old, 'held_out': {'camera': [1.5]}}, 'side.json')
