@@ -67,7 +67,7 @@ from llmos_ros.evaluation.belief_metrics import (
     false_alarm_rate,
     finite,
     jitter,
-    since_change,
+    probe_accuracy_by_time,
 )
 from llmos_ros.evaluation.metrics import linear_probe
 from llmos_ros.evaluation.plots import plot_belief_timeline
@@ -268,11 +268,10 @@ def main(argv=None) -> int:
                  for kind in ('latent', 'belief')}
         probe['belief_frame_probe'] = linear_probe(frame_fit, train_labels[tlab],
                                                    clean.belief[lab], labels[lab])
-        early = lab & (since_change(clean.stamps, labels) < EARLY_S)  # where the belief may lag
-        by_time = {f'{kind}_{part}': linear_probe(
-            getattr(train_tr, kind)[tlab], train_labels[tlab], getattr(clean, kind)[rows],
-            labels[rows]) for kind in ('latent', 'belief')
-            for part, rows in (('early', early), ('later', lab & ~early))}
+        fits = {kind: lambda means, rows, fitted=getattr(train_tr, kind)[tlab]: linear_probe(
+            fitted, train_labels[tlab], means[lab & rows], labels[lab & rows])
+            for kind in ('latent', 'belief')}  # each fitted on its own kind's training bag
+        by_time = probe_accuracy_by_time(clean, labels, fits['latent'], fits['belief'])
         ratio = jitter(clean.latent, labels) / jitter(clean.belief, labels)
         still, still_labels = tr['steady'], runs['steady'][2]
         slab = still_labels != ''

@@ -151,6 +151,12 @@ def windowed(stamps, scores: np.ndarray, window_s: float,
     return out
 
 
+def tail_probability(ref: np.ndarray, scores):
+    """(1 + #{ref >= s}) / (n + 1) of each score s, ref the n sorted clean scores (module doc)."""
+    above = ref.size - np.searchsorted(ref, scores, side='left')
+    return (1.0 + above) / (ref.size + 1.0)
+
+
 def held_out_alarms(scores: np.ndarray, folds: int = HELD_OUT_FOLDS, p: float = ALARM_P
                     ) -> list[float]:
     """
@@ -165,12 +171,8 @@ def held_out_alarms(scores: np.ndarray, folds: int = HELD_OUT_FOLDS, p: float = 
     parts = np.array_split(np.arange(values.size), folds)
     if values.size - max(len(part) for part in parts) < 1.0 / p:
         return []
-    rates = []
-    for part in parts:
-        ref = np.sort(np.delete(values, part))
-        above = ref.size - np.searchsorted(ref, values[part], side='left')
-        rates.append(float(np.mean((1.0 + above) / (ref.size + 1.0) < p)))
-    return rates
+    return [float(np.mean(tail_probability(np.sort(np.delete(values, part)), values[part]) < p))
+            for part in parts]
 
 
 def held_out_line(calibration: SurpriseCalibration, names) -> str:
@@ -381,8 +383,7 @@ class SurpriseCalibration:
         ref = self.scores.get(key)
         if ref is None or ref.size == 0 or not np.isfinite(score):
             return float('nan')
-        above = ref.size - int(np.searchsorted(ref, score, side='left'))
-        return (1.0 + above) / (ref.size + 1.0)
+        return float(tail_probability(ref, score))
 
     def to_dict(self) -> dict:
         return {'model_id': self.model_id, 'counts': dict(self.counts),

@@ -88,6 +88,20 @@ def since_change(stamps: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return out
 
 
+def probe_accuracy_by_time(track: Track, labels: np.ndarray, probe, belief_probe) -> dict:
+    """
+    DEFINITIONS['probe_accuracy_by_time']: each probe on the early and on the later samples.
+
+    probe, belief_probe: (means [N, L], rows [N] bool) -> accuracy on the labelled rows of
+    `rows`, reading the per-frame latents and the belief means (`summary`).
+    """
+    early = since_change(track.stamps, labels) < EARLY_S
+    return {f'{kind}_{part}': fit(means, rows)
+            for kind, fit, means in (('latent', probe, track.latent),
+                                     ('belief', belief_probe, track.belief))
+            for part, rows in (('early', early), ('later', ~early))}
+
+
 def jitter(means: np.ndarray, labels: np.ndarray) -> float:
     """Mean step norm of `means` (N, L) over consecutive samples with the same non-empty label."""
     if len(means) < 2:
@@ -153,12 +167,8 @@ def summary(track: Track, labels: np.ndarray, probe=None, belief_probe=None,
     if belief_probe is not None:
         out['belief_probe_accuracy'] = belief_probe(track.belief)
     if probe is not None and belief_probe is not None:
-        early = since_change(track.stamps, labels) < EARLY_S
-        out['probe_accuracy_by_time'] = {
-            f'{kind}_{part}': fit(means, rows)
-            for kind, fit, means in (('latent', probe, track.latent),
-                                     ('belief', belief_probe, track.belief))
-            for part, rows in (('early', early), ('later', ~early))}
+        out['probe_accuracy_by_time'] = probe_accuracy_by_time(track, labels, probe,
+                                                               belief_probe)
     if frame_probe is not None:
         out['belief_frame_probe_accuracy'] = frame_probe(track.belief)
         if track.measurement is not None:

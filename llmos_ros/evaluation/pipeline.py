@@ -59,8 +59,8 @@ def evaluate(opts: EvalOptions) -> dict:
     full = full_rows(test, mods)
     example_inputs = examples(loaded, test, mods, full)
     phases.mark('examples')
-    temporal, track = temporal_summary(opts, loaded, train, run, labels.use, subsets.train_experts,
-                                subsets.test_experts)
+    temporal, track = temporal_summary(opts, loaded, train, run, labels.use,
+                                       subsets.train_experts, subsets.test_experts)
     phases.mark('belief_surprise')
     tp = throughput(len(test), test.wall_s, test.data_span_s)
     tp.update({'n_samples': len(test), 'wall_s': test.wall_s, 'data_span_s': test.data_span_s})
